@@ -1,0 +1,227 @@
+"""ScreenSource against a real X server: a private Xvfb (320x240x24) with a pygame window of known colours.
+
+Needs the Debian packages xvfb (Xvfb) and, for the window-by-title tests, x11-utils (xwininfo); tests skip with
+the reason when they are missing. Each window runs in its own process so that closing it is a real client
+disconnect, like a game quitting.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from bridge import BridgeError, SourceClosedError, SourceOpenError
+
+SCREEN_W, SCREEN_H = 320, 240
+# Quadrant colours with R != B everywhere, so a BGR/RGB mix-up cannot pass.
+TL, TR, BL, BR = (200, 30, 10), (10, 180, 60), (40, 70, 220), (250, 220, 0)
+
+WINDOW_SCRIPT = textwrap.dedent(
+    """
+    import select, sys
+    import pygame
+    w, h, title = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    colours = [tuple(int(c) for c in q.split(",")) for q in sys.argv[4:8]]
+    pygame.display.init()
+    screen = pygame.display.set_mode((w, h))
+    pygame.display.set_caption(title)
+    for i, c in enumerate(colours):  # quadrants: top-left, top-right, bottom-left, bottom-right
+        screen.fill(c, pygame.Rect((i % 2) * (w // 2), (i // 2) * (h // 2), w // 2, h // 2))
+    pygame.display.flip()
+    print("ready", flush=True)
+    while not select.select([sys.stdin], [], [], 0.05)[0]:  # until the test closes our stdin
+        pygame.event.pump()
+        pygame.display.flip()
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def display():
+    """A private Xvfb display (":N", picked free by Xvfb itself through -displayfd); skipped when not installed."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Xvfb capture tests run on Linux only")
+    exe = shutil.which("Xvfb")
+    if exe is None:
+        pytest.skip("Xvfb is not installed (Debian/Ubuntu package: xvfb)")
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen(
+        [exe, "-displayfd", str(write_fd), "-screen", "0", f"{SCREEN_W}x{SCREEN_H}x24", "-nolisten", "tcp", "-ac"],
+        pass_fds=(write_fd,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd) as f:
+            number = f.readline().strip()  # Xvfb writes the display number once it accepts connections
+        if not number:
+            pytest.skip("Xvfb did not start")
+        yield f":{number}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+class Window:
+    """A pygame window in its own process, at (x, y) with size (w, h) and four coloured quadrants."""
+
+    def __init__(self, display: str, title: str, x: int, y: int, w: int, h: int) -> None:
+        env = dict(
+            os.environ,
+            DISPLAY=display,
+            SDL_VIDEODRIVER="x11",
+            SDL_VIDEO_WINDOW_POS=f"{x},{y}",
+            SDL_AUDIODRIVER="dummy",
+            PYGAME_HIDE_SUPPORT_PROMPT="1",
+        )
+        colours = [",".join(map(str, c)) for c in (TL, TR, BL, BR)]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WINDOW_SCRIPT, str(w), str(h), title, *colours],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        line = self.proc.stdout.readline().strip()
+        if line != b"ready":
+            self.close()
+            pytest.skip(f"pygame could not open an X11 window: {self.proc.stderr.read().decode()[-500:]}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def window(display):
+    """Factory for pattern windows; every window is closed at the end of the test."""
+    opened: list[Window] = []
+
+    def make(title: str, x: int = 0, y: int = 0, w: int = SCREEN_W, h: int = SCREEN_H) -> Window:
+        win = Window(display, title, x, y, w, h)
+        opened.append(win)
+        return win
+
+    yield make
+    for win in opened:
+        win.close()
+
+
+def needs_xwininfo():
+    if shutil.which("xwininfo") is None:
+        pytest.skip("window capture needs xwininfo (Debian/Ubuntu package: x11-utils)")
+
+
+def read_settled(src, expect_at: tuple[int, int], colour: tuple[int, int, int], timeout: float = 5.0):
+    """Read until pixel (x, y) shows `colour` (the first grabs can precede the window's first paint)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        packet = src.read()
+        x, y = expect_at
+        if tuple(packet.rgb[y, x]) == colour or time.monotonic() > deadline:
+            return packet
+        time.sleep(0.02)
+
+
+def assert_quadrants(rgb: np.ndarray) -> None:
+    h, w = rgb.shape[:2]
+    for (qx, qy), colour in zip([(0, 0), (1, 0), (0, 1), (1, 1)], [TL, TR, BL, BR]):
+        # centre of each quadrant, well away from the borders
+        px, py = qx * (w // 2) + w // 4, qy * (h // 2) + h // 4
+        assert tuple(int(v) for v in rgb[py, px]) == colour, (
+            f"pixel ({px}, {py}) is {tuple(rgb[py, px])}, expected RGB {colour}"
+            + (" (channels swapped: BGR?)" if tuple(rgb[py, px]) == colour[::-1] else "")
+        )
+
+
+def test_region_capture_returns_rgb_not_bgr(display, window):
+    """Guards against mss's BGRA being passed on as BGR (red and blue swapped) or as 4 channels, and against a
+    region offset being ignored."""
+    from bridge import ScreenSource
+
+    window("pattern")
+    with ScreenSource(region=(0, 0, SCREEN_W, SCREEN_H), display=display) as src:
+        assert src.size == (SCREEN_W, SCREEN_H)
+        first = read_settled(src, (SCREEN_W // 4, SCREEN_H // 4), TL)
+        first.validate()
+        assert first.rgb.shape == (SCREEN_H, SCREEN_W, 3) and first.rgb.dtype == np.uint8
+        assert_quadrants(first.rgb)
+        second = src.read()
+        assert second.index == first.index + 1 and second.t >= first.t
+        assert not np.shares_memory(first.rgb, second.rgb)  # a held packet is never overwritten
+
+    # A region inside the bottom-right quadrant only sees that colour.
+    with ScreenSource(region=(200, 150, 40, 30), display=display) as src:
+        rgb = src.read().rgb
+        assert rgb.shape == (30, 40, 3)
+        assert (rgb == np.array(BR, np.uint8)).all()
+
+
+@pytest.mark.parametrize(
+    "region",
+    [(300, 200, 100, 100), (-10, 0, 50, 50), (0, 0, SCREEN_W + 1, SCREEN_H), (0, 0, 0, 10)],
+    ids=["past bottom-right", "negative x", "one pixel too wide", "zero width"],
+)
+def test_region_off_screen_is_refused_at_construction(display, region):
+    """Guards against a mistyped --region starting a capture that fails (or returns garbage) on the first frame:
+    it must be refused when the source is created, with the screen size in the message."""
+    from bridge import ScreenSource
+
+    with pytest.raises(SourceOpenError, match=r"region|width") as info:
+        ScreenSource(region=region, display=display)
+    if region[2] > 0:
+        assert f"{SCREEN_W}x{SCREEN_H}" in str(info.value)
+
+
+def test_unreachable_display_is_a_clear_error():
+    """Guards against a missing X server surfacing as a raw mss/XCB exception instead of a BridgeError."""
+    from bridge import ScreenSource
+
+    with pytest.raises(BridgeError, match="cannot open the screen"):
+        ScreenSource(region=(0, 0, 10, 10), display=":987")
+
+
+def test_window_capture_by_title_then_window_closes(display, window):
+    """Guards against window capture grabbing the wrong place or size, and against a closed window going unnoticed
+    (recording a dead area forever): it must raise SourceClosedError naming the window."""
+    from bridge import ScreenSource
+
+    needs_xwininfo()
+    win = window("Restyler test game", x=40, y=60, w=200, h=120)
+    window("Another window", x=0, y=0, w=20, h=20)  # a distractor that must not be picked
+    with ScreenSource(window="test game", display=display, track_interval=0) as src:
+        assert src.size == (200, 120)
+        assert src.rect == (40, 60, 200, 120)
+        packet = read_settled(src, (50, 30), TL)
+        assert_quadrants(packet.rgb)
+
+        win.close()
+        with pytest.raises(SourceClosedError, match="Restyler test game"):
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                src.read()
+                time.sleep(0.02)
+
+
+def test_window_not_found_is_a_clear_error(display):
+    """Guards against a mistyped --window title failing obscurely or capturing something else."""
+    from bridge import ScreenSource
+
+    needs_xwininfo()
+    with pytest.raises(SourceOpenError, match=r"'no such game window' was not found"):
+        ScreenSource(window="no such game window", display=display)
+    with pytest.raises(SourceOpenError, match="exactly one"):
+        ScreenSource(display=display)
