@@ -204,3 +204,42 @@ def test_any_resolution(egl_ctx):
         assert p.rgb.shape == (40, 64, 3) and p.depth.shape == (40, 64) and p.motion.shape == (40, 64, 2)
         big = game.render_style("snowy winter", size=(160, 96))
         assert big.shape == (96, 160, 3)
+
+
+_WINDOW_CHECK = """
+import numpy as np, pygame
+from demo_game import GameConfig
+from demo_game.game import WINDOW_SIZE, GameWindow
+
+window = GameWindow(GameConfig(seed=4, width=64, height=64), style="snowy winter")
+window.handle(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_0))   # low-detail view: exact colours
+window.frame()
+w, h = WINDOW_SIZE
+shown = np.frombuffer(window.ctx.screen.read(components=3), np.uint8).reshape(h, w, 3)[::-1]   # GL rows bottom-up
+src = window.last_frame                        # 64x64, upscaled x12 with linear filtering
+# Block centres away from the HUD corner, where linear filtering returns the source pixel itself.
+ys, xs = np.mgrid[40:64:4, 8:64:4]
+error = np.abs(shown[ys * 12 + 6, xs * 12 + 6].astype(int) - src[ys, xs].astype(int)).mean()
+window.handle(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_1))
+window.frame()
+print("ERROR", error, window.view.value, window.style.name)
+window.close()
+"""
+
+
+def test_window_shows_the_chosen_view(tmp_path):
+    """The game window must really display the rendered frame (read back from the screen), not a blank buffer;
+    guards against a y-flip or a texture that is never written. Runs in its own process, as the game does: a
+    window's GL context and the suite's standalone EGL context do not mix in one process."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, SDL_VIDEODRIVER="offscreen", SDL_AUDIODRIVER="dummy")
+    out = subprocess.run([sys.executable, "-c", _WINDOW_CHECK], capture_output=True, text=True, env=env,
+                         timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = next(l for l in out.stdout.splitlines() if l.startswith("ERROR"))
+    _, error, view, style = line.split(" ", 3)
+    assert float(error) < 6
+    assert view == "style" and style == "sunny summer"

@@ -1,0 +1,239 @@
+"""Training data as tensors: windows of consecutive frames from the clips `restyler record-data` wrote.
+
+Called by the training stages and by tests. It reads the "Recorded data" format of docs/interfaces.md on its own
+(models/ imports nothing from the game, the bridge or the renderer). Shards are opened lazily and memory-mapped,
+and a window reads only its own frames, so a dataset larger than memory trains fine.
+
+Every item is a dict of tensors, frame-major as inside the models, (F, C, H, W):
+    low          float32 (F, 3, H, W)  low-detail pass in [-1, 1]
+    style        float32 (F, 3, H, W)  the target: reference style `style_index`, in [-1, 1]
+    depth        float32 (F, 1, H, W)  log depth in [-1, 1], see normalize_depth
+    normals      float32 (F, 3, H, W)  view-space unit normals (x right, y up, z to the camera); sky = 0
+    material     int64   (F, 1, H, W)  material id, 0 = sky (raw ids: embedding or one-hot is the model's choice)
+    motion       float32 (F, 2, H, W)  screen-space motion to the previous frame, in pixels (dx right, dy down)
+    style_index  int64   ()            index into the manifest's "styles"
+    seed, start  int64   ()            which clip and which first frame the window came from
+A loader stacks these into (B, F, C, H, W).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import load_file
+from torch.utils.data import DataLoader, Dataset
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+# The game's far plane (GameConfig.far, in blocks); the sky is recorded at this depth. Depth beyond it is clamped.
+DEPTH_FAR = 120.0
+OPEN_SHARDS = 64  # memory-mapped shards kept open per process; older ones are closed first
+
+# What each stored tensor must look like: name -> (safetensors dtype, trailing dims after (F, H, W)).
+_STORED = {"low": ("U8", (3,)), "depth": ("F16", ()), "normals": ("F16", (3,)), "material": ("U8", ()),
+           "motion": ("F16", (2,))}
+_RERUN = "rerun `restyler record-data` with the same --out, --seeds, --frames and --size to re-record it"
+
+
+class DataError(RuntimeError):
+    """A dataset that cannot be read; the message names the file and what to do about it."""
+
+
+def style_key(index: int) -> str:
+    return f"style/{index}"
+
+
+def read_manifest(root: Path | str) -> dict[str, Any]:
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise DataError(f"no {MANIFEST} in {root}: record data first with `restyler record-data --out {root} "
+                        "--seeds A:B --frames N`")
+    try:
+        manifest = json.loads(path.read_text())
+        fmt = manifest["format"]
+        missing = [key for key in ("size", "frames", "styles", "clips") if key not in manifest]
+        if missing:
+            raise KeyError(", ".join(missing))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is not a valid manifest ({exc!r}); record the data again into a fresh --out") from None
+    if fmt != FORMAT:
+        raise DataError(f"{path} has format {fmt!r}; this version reads format {FORMAT}")
+    return manifest
+
+
+def normalize_depth(depth: torch.Tensor, far: float = DEPTH_FAR) -> torch.Tensor:
+    """Linear depth in blocks -> [-1, 1] on a log scale: log1p(d) / log1p(far) * 2 - 1.
+
+    Log spacing gives near geometry, where detail lives, most of the range; the sky (d = far) maps to 1, the camera
+    to -1. A fixed `far` (not per-frame min/max) keeps the encoding stable over time so it cannot flicker.
+    """
+    depth = depth.float().clamp(0.0, far)
+    return torch.log1p(depth) * (2.0 / math.log1p(far)) - 1.0
+
+
+def rgb_to_unit(rgb: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1]."""
+    return rgb.movedim(-1, -3).float().div(127.5).sub(1.0)
+
+
+def _shard_error(path: Path, problem: str) -> DataError:
+    return DataError(f"shard {path} {problem}; {_RERUN}")
+
+
+def _check_shard(path: Path, frames: int, size: tuple[int, int], n_styles: int) -> None:
+    """Read a shard's header and check it has every tensor the manifest implies; raise DataError otherwise."""
+    if not path.is_file():
+        raise _shard_error(path, "is missing")
+    width, height = size
+    expected = dict(_STORED)
+    expected.update({style_key(i): ("U8", (3,)) for i in range(n_styles)})
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            missing = sorted(set(expected) - set(f.keys()))
+            if missing:
+                raise _shard_error(path, f"lacks tensors {missing}")
+            for name, (dtype, trailing) in expected.items():
+                tensor = f.get_slice(name)
+                shape = (frames, height, width, *trailing)
+                if tensor.get_dtype() != dtype or tuple(tensor.get_shape()) != shape:
+                    raise _shard_error(path, f"has {name} {tensor.get_dtype()} {tuple(tensor.get_shape())}, "
+                                             f"expected {dtype} {shape}")
+    except (SafetensorError, OSError) as exc:
+        raise _shard_error(path, f"is unreadable ({exc})") from None
+
+
+def load_clip(root: Path | str, seed: int) -> dict[str, np.ndarray]:
+    """Every tensor of one recorded clip as stored: low (F, H, W, 3) uint8, depth (F, H, W) float16, ...,
+    style/<i> (F, H, W, 3) uint8 in manifest "styles" order."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    entry = next((e for e in manifest["clips"].values() if e["seed"] == seed), None)
+    if entry is None:
+        recorded = sorted(e["seed"] for e in manifest["clips"].values())
+        raise DataError(f"seed {seed} is not recorded in {root}; recorded seeds: {recorded}")
+    path = root / entry["file"]
+    _check_shard(path, entry["frames"], tuple(manifest["size"]), len(manifest["styles"]))
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise _shard_error(path, f"is unreadable ({exc})") from None
+
+
+class ClipDataset(Dataset):
+    """Windows of `clip_frames` consecutive frames, one item per (clip, window start, style).
+
+    `styles` picks target styles by name or manifest index (default: all). `stride` is the step between window
+    starts (default `clip_frames`: windows do not overlap, so an epoch sees every frame once per style; 1 gives
+    every possible window).
+    """
+
+    def __init__(self, root: Path | str, clip_frames: int, styles: Sequence[str | int] | None = None,
+                 stride: int | None = None, depth_far: float = DEPTH_FAR):
+        self.root = Path(root)
+        manifest = read_manifest(self.root)
+        self.style_names: list[str] = list(manifest["styles"])
+        self.size: tuple[int, int] = tuple(manifest["size"])  # (W, H)
+        self.clip_frames = clip_frames
+        self.depth_far = depth_far
+        self.style_indices = self._select_styles(styles)
+        stride = clip_frames if stride is None else stride
+        if clip_frames <= 0 or stride <= 0:
+            raise DataError(f"clip_frames and stride must be positive; got {clip_frames} and {stride}")
+
+        # (file, seed, start) for every window, clips in seed order so indexing is reproducible.
+        self.windows: list[tuple[Path, int, int]] = []
+        for entry in sorted(manifest["clips"].values(), key=lambda e: e["seed"]):
+            path = self.root / entry["file"]
+            _check_shard(path, entry["frames"], self.size, len(self.style_names))
+            if clip_frames > entry["frames"]:
+                raise DataError(f"clip_frames={clip_frames} exceeds the {entry['frames']} frames recorded per clip "
+                                f"in {self.root}; lower clip_frames or record longer clips")
+            self.windows.extend((path, entry["seed"], s) for s in range(0, entry["frames"] - clip_frames + 1, stride))
+        if not self.windows:
+            raise DataError(f"{self.root} holds no clips yet; record some with `restyler record-data`")
+        self._handles: OrderedDict[Path, Any] = OrderedDict()
+
+    def _select_styles(self, styles: Sequence[str | int] | None) -> list[int]:
+        if styles is None:
+            return list(range(len(self.style_names)))
+        chosen = []
+        for s in styles:
+            if isinstance(s, str) and s in self.style_names:
+                chosen.append(self.style_names.index(s))
+            elif isinstance(s, int) and 0 <= s < len(self.style_names):
+                chosen.append(s)
+            else:
+                raise DataError(f"unknown style {s!r}; {self.root} has styles {self.style_names}")
+        return chosen
+
+    def __len__(self) -> int:
+        return len(self.windows) * len(self.style_indices)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Open memory maps do not cross process boundaries; each DataLoader worker reopens its own.
+        state = self.__dict__.copy()
+        state["_handles"] = OrderedDict()
+        return state
+
+    def _open(self, path: Path) -> Any:
+        handle = self._handles.get(path)
+        if handle is None:
+            try:
+                handle = safe_open(str(path), framework="pt")
+            except (SafetensorError, OSError) as exc:
+                raise _shard_error(path, f"is unreadable ({exc})") from None
+            self._handles[path] = handle
+            while len(self._handles) > OPEN_SHARDS:
+                self._handles.popitem(last=False)
+        else:
+            self._handles.move_to_end(path)
+        return handle
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        window, style_pos = divmod(index, len(self.style_indices))
+        path, seed, start = self.windows[window]
+        style_index = self.style_indices[style_pos]
+        f = self._open(path)
+        frames = slice(start, start + self.clip_frames)
+
+        def read(name: str) -> torch.Tensor:
+            try:
+                return f.get_slice(name)[frames]  # (F, H, W, ...) read from the memory map
+            except (SafetensorError, OSError) as exc:
+                raise _shard_error(path, f"is unreadable ({exc})") from None
+
+        return {
+            "low": rgb_to_unit(read("low")).contiguous(),                              # (F, 3, H, W)
+            "style": rgb_to_unit(read(style_key(style_index))).contiguous(),           # (F, 3, H, W)
+            "depth": normalize_depth(read("depth"), self.depth_far).unsqueeze(1),      # (F, 1, H, W)
+            "normals": read("normals").movedim(-1, 1).float().contiguous(),            # (F, 3, H, W)
+            "material": read("material").long().unsqueeze(1),                          # (F, 1, H, W)
+            "motion": read("motion").movedim(-1, 1).float().contiguous(),              # (F, 2, H, W)
+            "style_index": torch.tensor(style_index),
+            "seed": torch.tensor(seed),
+            "start": torch.tensor(start),
+        }
+
+
+def make_loader(root: Path | str, batch: int, clip_frames: int, *, styles: Sequence[str | int] | None = None,
+                stride: int | None = None, shuffle: bool = True, num_workers: int = 0, seed: int = 0,
+                drop_last: bool = True) -> DataLoader:
+    """Batches of windows: every tensor of an item gains a leading batch dim, e.g. low (B, F, 3, H, W).
+
+    `seed` fixes the shuffle order so a resumed run can replay it; `drop_last` keeps every batch the same size.
+    """
+    dataset = ClipDataset(root, clip_frames, styles=styles, stride=stride)
+    if drop_last and len(dataset) < batch:
+        raise DataError(f"{root} gives {len(dataset)} windows of {clip_frames} frames, fewer than one batch of "
+                        f"{batch}; lower the batch or clip_frames, or record more seeds")
+    return DataLoader(dataset, batch_size=batch, shuffle=shuffle, num_workers=num_workers, drop_last=drop_last,
+                      generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0)

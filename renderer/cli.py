@@ -1,0 +1,319 @@
+"""The `restyler` command line (also `python -m renderer`): the one place that ties game, bridge, models and
+renderer together.
+
+The argparse tree below is the single source of truth for every option and its default. Handlers import their
+heavy dependencies lazily so that `restyler --help` and argument errors stay instant (no torch, no GL).
+Commands that later work fills in already parse their full interface and exit with code 2 and one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+PROG = "restyler"
+EXIT_USAGE = 2  # argparse's own code for bad arguments; also used for "not built yet" and refused requests
+
+# Where `play` goes when there is no display to open a window on (CI machines, ssh sessions).
+HEADLESS_SECONDS = 10.0
+HEADLESS_OUT = Path("out/play")
+DEFAULT_MODEL = Path("models/weights/default")
+SIZE_MULTIPLE = 8  # the autoencoder downsamples by 8; other sizes would need padding everywhere
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Argument types: each raises ArgumentTypeError with what was expected, so argparse prints one clear line
+# ("restyler record-data: error: argument --seeds: ...") and exits 2.
+
+
+def parse_seeds(text: str) -> range:
+    """'A:B' -> range(A, B); B is exclusive, 0 <= A < B."""
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        start, stop = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected A:B with integers 0 <= A < B (B is exclusive), e.g. 0:64; got {text!r}"
+        ) from None
+    if not 0 <= start < stop:
+        raise argparse.ArgumentTypeError(
+            f"expected A:B with integers 0 <= A < B (B is exclusive), e.g. 0:64; got {text!r}"
+        )
+    return range(start, stop)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'WxH' -> (W, H), both positive multiples of SIZE_MULTIPLE."""
+    message = f"expected WxH with positive multiples of {SIZE_MULTIPLE}, e.g. 128x128; got {text!r}"
+    parts = text.lower().split("x")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        width, height = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(message) from None
+    if width <= 0 or height <= 0 or width % SIZE_MULTIPLE or height % SIZE_MULTIPLE:
+        raise argparse.ArgumentTypeError(message)
+    return (width, height)
+
+
+def parse_region(text: str) -> tuple[int, int, int, int]:
+    """'X,Y,W,H' -> (x, y, w, h) in screen pixels, with w and h positive."""
+    message = f"expected X,Y,W,H in screen pixels with W and H positive, e.g. 0,0,640,480; got {text!r}"
+    parts = text.split(",")
+    try:
+        if len(parts) != 4:
+            raise ValueError
+        x, y, w, h = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(message) from None
+    if w <= 0 or h <= 0:
+        raise argparse.ArgumentTypeError(message)
+    return (x, y, w, h)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds; got {text!r}")
+    return value
+
+
+def mp4_path(text: str) -> Path:
+    if not text.lower().endswith(".mp4"):
+        raise argparse.ArgumentTypeError(f"expected a file name ending in .mp4; got {text!r}")
+    return Path(text)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parser
+
+
+def _add_model(p: argparse.ArgumentParser, *, required: bool = False, default: Path | None = DEFAULT_MODEL) -> None:
+    help_text = ("model directory: a shipped model (models/weights/<name>) or a finished training run (the --out of "
+                 "`restyler train`)")
+    if not required:
+        help_text += f"; default {default}" if default is not None else f"; default: {DEFAULT_MODEL} when one ships"
+    p.add_argument("--model", type=Path, required=required, default=None if required else default, metavar="DIR",
+                   help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Real-time AI restyling for games: play the demo, restyle any window or video, record data, "
+                    "train, evaluate and benchmark the causal few-step video diffusion model.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # play -----------------------------------------------------------------------------------------------------
+    p = sub.add_parser("play", help="play the demo game with AI rendering",
+                       description="Play the voxel demo game. Without a display (no $DISPLAY or $WAYLAND_DISPLAY) "
+                                   f"it runs headless for {HEADLESS_SECONDS:g} s and writes its output to "
+                                   f"{HEADLESS_OUT}.")
+    p.add_argument("--style", metavar="PROMPT", default=None,
+                   help="style to render in, e.g. 'snowy winter village'; a short scene description works best; "
+                        "default: the game's first style")
+    _add_model(p, default=None)
+    p.add_argument("--headless", action="store_true",
+                   help="no window: the scripted bot plays and frames are written to --out (for CI and servers)")
+    p.add_argument("--seconds", type=positive_float, default=None, metavar="N",
+                   help=f"stop after N seconds; default: until the window is closed, or {HEADLESS_SECONDS:g} s "
+                        "when headless")
+    p.add_argument("--out", type=Path, default=HEADLESS_OUT, metavar="DIR",
+                   help=f"where a headless run writes its frames and video; default {HEADLESS_OUT}")
+    p.add_argument("--seed", type=int, default=0,
+                   help="world seed: the same seed gives the same world and bot path; seeds >= 1000 are the "
+                        "held-out evaluation worlds")
+    p.add_argument("--size", type=parse_size, default=(256, 256), metavar="WxH",
+                   help="size of the game's passes and of the headless video (multiples of 8); the reference "
+                        "styles cost ~20 ms a frame at 128x128 and ~230 ms at 768x768 on a 2-core CPU")
+    p.set_defaults(handler=_cmd_play)
+
+    # capture --------------------------------------------------------------------------------------------------
+    p = sub.add_parser("capture", help="restyle a screen region or window of any game live",
+                       description="Restyle a screen region or a window live and show it in a window OBS can "
+                                   "capture.")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--region", type=parse_region, metavar="X,Y,W,H",
+                        help="screen rectangle to grab, in pixels from the top-left of the screen")
+    source.add_argument("--window", metavar="TITLE",
+                        help="grab the window whose title contains TITLE (case-insensitive); needs X11")
+    p.add_argument("--style", metavar="PROMPT", default=None, help="style to render in, e.g. 'neon night city'")
+    _add_model(p)
+    p.add_argument("--record", type=mp4_path, default=None, metavar="FILE.mp4",
+                   help="also write the restyled stream to this mp4")
+    p.add_argument("--headless", action="store_true",
+                   help="show no window (use with --record and --seconds)")
+    p.add_argument("--seconds", type=positive_float, default=None, metavar="N",
+                   help="stop after N seconds; default: until the window is closed")
+    p.set_defaults(handler=_not_built)
+
+    # restyle --------------------------------------------------------------------------------------------------
+    p = sub.add_parser("restyle", help="restyle a video file",
+                       description="Restyle a video file chunk by chunk, exactly as a live stream would be.")
+    p.add_argument("input", type=Path, metavar="IN.mp4", help="video to restyle (anything PyAV can decode)")
+    p.add_argument("output", type=mp4_path, metavar="OUT.mp4", help="where to write the restyled video")
+    p.add_argument("--style", metavar="PROMPT", default=None, help="style to render in, e.g. 'sunny summer'")
+    _add_model(p)
+    p.set_defaults(handler=_not_built)
+
+    # record-data ----------------------------------------------------------------------------------------------
+    p = sub.add_parser("record-data", help="record training clips with the scripted bot",
+                       description="Record one clip per seed: the low-detail pass, G-buffers and every reference "
+                                   "style. Interrupt any time; a rerun with the same arguments resumes.")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="dataset directory; rerunning into the same DIR skips clips already recorded")
+    p.add_argument("--seeds", type=parse_seeds, required=True, metavar="A:B",
+                   help="world seeds A..B-1, one clip each, e.g. 0:64; keep below 1000 (held out for eval)")
+    p.add_argument("--frames", type=positive_int, required=True, metavar="N",
+                   help="frames per clip at 30 fps; 120-300 gives the bot time to walk and turn")
+    p.add_argument("--size", type=parse_size, default=(128, 128), metavar="WxH",
+                   help="frame size (multiples of 8); must equal the size the model trains at; 128x128 suits CPU")
+    p.add_argument("--force-eval-seeds", action="store_true",
+                   help="allow seeds >= 1000 (the held-out evaluation worlds); only for building eval sets")
+    p.set_defaults(handler=_cmd_record_data)
+
+    # train ----------------------------------------------------------------------------------------------------
+    p = sub.add_parser("train", help="run one stage of the training recipe",
+                       description="Train one stage; all stages of a recipe share one --out run directory, and "
+                                   "a finished run directory is a model for --model.")
+    p.add_argument("stage", choices=["autoencoder", "teacher", "ode", "dmd"],
+                   help="recipe stage, in order: autoencoder, teacher, ode (student init), dmd (distillation)")
+    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="dataset from `restyler record-data`")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="run directory shared by all stages; each stage reads what the earlier ones wrote")
+    p.add_argument("--size", choices=["tiny", "S", "M"], default="S",
+                   help="model size: tiny for smoke tests, S for CPU, M when a GPU is available")
+    p.add_argument("--steps", type=positive_int, default=None, metavar="N",
+                   help="optimizer steps; default: the stage's recipe value; lower it for a quick check")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint in --out instead of refusing to overwrite it")
+    p.set_defaults(handler=_not_built)
+
+    # eval -----------------------------------------------------------------------------------------------------
+    p = sub.add_parser("eval", help="score a model on held-out worlds",
+                       description="Render held-out worlds on the fly and score input, teacher and student "
+                                   "against the reference styles (see shared/EVAL.md).")
+    _add_model(p, required=True)
+    p.add_argument("--seeds", type=parse_seeds, required=True, metavar="A:B",
+                   help="held-out world seeds, from 1000 up, e.g. 1000:1008")
+    p.add_argument("--frames", type=positive_int, default=120, metavar="N",
+                   help="frames per world; longer runs expose drift")
+    p.add_argument("--json", type=Path, required=True, metavar="FILE", help="where to write the scores")
+    p.set_defaults(handler=_not_built)
+
+    # bench ----------------------------------------------------------------------------------------------------
+    p = sub.add_parser("bench", help="measure latency and throughput",
+                       description="Measure first-frame latency, per-chunk latency and throughput of the student "
+                                   "and its teacher.")
+    _add_model(p, required=True)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto picks cuda when present, else cpu")
+    p.add_argument("--seconds", type=positive_float, default=10.0, metavar="N",
+                   help="measuring time after warm-up; longer gives steadier percentiles")
+    p.add_argument("--json", type=Path, required=True, metavar="FILE", help="where to write the measurements")
+    p.set_defaults(handler=_not_built)
+
+    # generate -------------------------------------------------------------------------------------------------
+    p = sub.add_parser("generate", help="generate a clip from a prompt",
+                       description="Generate a video from a prompt, optionally starting from an image or "
+                                   "extending a video.")
+    p.add_argument("--prompt", required=True, help="what to generate, e.g. 'a village in the snow at dusk'")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--image", type=Path, default=None, metavar="PNG", help="first frame to start from")
+    start.add_argument("--extend", type=Path, default=None, metavar="FILE.mp4",
+                       help="video to continue from its last frames")
+    p.add_argument("--frames", type=positive_int, required=True, metavar="N", help="frames to generate")
+    p.add_argument("--out", type=mp4_path, required=True, metavar="FILE.mp4", help="where to write the video")
+    _add_model(p)
+    p.set_defaults(handler=_not_built)
+
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Handlers: each returns the process exit code.
+
+
+def _error(command: str, message: str) -> int:
+    print(f"{PROG} {command}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _not_built(args: argparse.Namespace) -> int:
+    return _error(args.command, "this command is not built yet in this version")
+
+
+def has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _cmd_play(args: argparse.Namespace) -> int:
+    headless = args.headless
+    if not headless and not has_display():
+        print(f"{PROG} play: no display ($DISPLAY/$WAYLAND_DISPLAY unset); running headless for "
+              f"{args.seconds or HEADLESS_SECONDS:g} s into {args.out}", file=sys.stderr)
+        headless = True
+    seconds = args.seconds
+    if seconds is None:
+        # 0 tells the game to run until the window is closed; a headless run needs an end.
+        seconds = HEADLESS_SECONDS if headless else 0.0
+
+    from demo_game.game import run_play
+    from demo_game.styles import style_for_prompt
+
+    if args.style is not None and args.model is None:
+        # Without a model only the game's own reference styles can be shown; refuse others in one line.
+        try:
+            style_for_prompt(args.style)
+        except KeyError as exc:
+            return _error("play", exc.args[0])
+
+    kwargs = {}
+    if args.model is not None:
+        # The AI path arrives with the renderer; until the game takes a model, say so instead of ignoring it.
+        if "model" not in inspect.signature(run_play).parameters:
+            return _error("play", "--model is not built yet in this version")
+        kwargs["model"] = args.model
+    return int(run_play(style=args.style, headless=headless, seconds=seconds, out=args.out, seed=args.seed,
+                        size=args.size, **kwargs) or 0)
+
+
+def _cmd_record_data(args: argparse.Namespace) -> int:
+    from demo_game.record import RecordError, record_dataset
+
+    try:
+        record_dataset(args.out, args.seeds, args.frames, args.size, force_eval_seeds=args.force_eval_seeds)
+    except RecordError as exc:
+        return _error("record-data", str(exc))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,150 @@
+"""The `restyler` command line (renderer/cli.py): the interface DESIGN.md fixes, its error messages and exit codes,
+and how play and record-data hand their arguments to the game."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from renderer import cli
+
+COMMANDS = ["play", "capture", "restyle", "record-data", "train", "eval", "bench", "generate"]
+
+# A valid invocation of every command that is parsed but not built yet.
+UNBUILT = {
+    "capture": ["capture", "--region", "0,0,640,480", "--style", "neon night", "--record", "x.mp4"],
+    "restyle": ["restyle", "in.mp4", "out.mp4", "--style", "snowy winter"],
+    "train": ["train", "teacher", "--data", "d", "--out", "r", "--size", "tiny", "--steps", "10", "--resume"],
+    "eval": ["eval", "--model", "m", "--seeds", "1000:1004", "--frames", "8", "--json", "e.json"],
+    "bench": ["bench", "--model", "m", "--device", "cpu", "--seconds", "2", "--json", "b.json"],
+    "generate": ["generate", "--prompt", "a village", "--frames", "9", "--out", "g.mp4"],
+}
+
+
+def run_main(argv: list[str]) -> int:
+    """cli.main's exit code, whether it returns it or argparse raises SystemExit."""
+    try:
+        return cli.main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def test_module_entry_point_help():
+    """Guards against `python -m renderer` breaking (missing __main__, an import error at CLI import time, or a
+    heavy import that makes --help slow)."""
+    result = subprocess.run([sys.executable, "-m", "renderer", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for command in COMMANDS:
+        assert command in result.stdout
+    probe = "import sys, renderer.cli; print(sorted({'torch', 'moderngl', 'pygame'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_subcommand_help(command: str, capsys):
+    """Guards against a subcommand missing from the DESIGN.md interface or an option without practical help."""
+    assert run_main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: restyler {command}")
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    undocumented = [a.dest for a in sub._actions if a.dest != "help" and not a.help]
+    assert undocumented == []
+
+
+@pytest.mark.parametrize(
+    "argv, option, expected",
+    [
+        (["record-data", "--out", "d", "--seeds", "5:3", "--frames", "4"], "--seeds", "A:B"),
+        (["record-data", "--out", "d", "--seeds", "abc", "--frames", "4"], "--seeds", "A:B"),
+        (["record-data", "--out", "d", "--seeds", "0:3", "--frames", "0"], "--frames", "positive integer"),
+        (["record-data", "--out", "d", "--seeds", "0:3", "--frames", "4", "--size", "100x100"], "--size",
+         "multiples of 8"),
+        (["play", "--size", "64"], "--size", "WxH"),
+        (["capture", "--region", "0,0,-5,10"], "--region", "X,Y,W,H"),
+        (["restyle", "in.mp4", "out.avi"], "OUT.mp4", ".mp4"),
+    ],
+)
+def test_bad_arguments_one_clear_error(argv, option, expected, capsys):
+    """Guards against bad arguments producing a traceback or a vague message instead of one line that names the
+    option and what was expected, with exit code 2."""
+    assert run_main(argv) == 2
+    err_lines = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(err_lines) == 1 and option in err_lines[0] and expected in err_lines[0]
+
+
+@pytest.mark.parametrize("command", sorted(UNBUILT))
+def test_unbuilt_commands_exit_2(command: str, capsys):
+    """Guards against a command that is not implemented yet pretending to succeed (exit 0) or crashing."""
+    assert run_main(UNBUILT[command]) == 2
+    expected = f"restyler {command}: error: this command is not built yet in this version"
+    assert capsys.readouterr().err.strip() == expected
+
+
+@pytest.fixture
+def fake_run_play(monkeypatch):
+    """Stands in for demo_game.game.run_play and records what the CLI passed."""
+    calls = []
+
+    def run_play(style, headless, seconds, out, seed, size):
+        calls.append(dict(style=style, headless=headless, seconds=seconds, out=out, seed=seed, size=size))
+        return 0
+
+    monkeypatch.setitem(sys.modules, "demo_game.game", types.SimpleNamespace(run_play=run_play))
+    return calls
+
+
+def test_play_without_display_runs_headless(fake_run_play, monkeypatch, capsys):
+    """Guards against `restyler play` (and `make play`) failing on a machine with no display instead of falling
+    back to a short headless run."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert run_main(["play"]) == 0
+    assert fake_run_play == [dict(style=None, headless=True, seconds=cli.HEADLESS_SECONDS, out=cli.HEADLESS_OUT,
+                                  seed=0, size=(256, 256))]
+    assert "headless" in capsys.readouterr().err
+
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert run_main(["play", "--style", "neon night", "--seed", "7", "--size", "256x192"]) == 0
+    assert fake_run_play[-1] == dict(style="neon night", headless=False, seconds=0.0, out=cli.HEADLESS_OUT, seed=7,
+                                     size=(256, 192))
+
+
+def test_play_model_refused_until_supported(fake_run_play, capsys):
+    """Guards against `play --model` being silently ignored while the game cannot load a model yet."""
+    assert run_main(["play", "--headless", "--model", "models/weights/default"]) == 2
+    assert "--model is not built yet" in capsys.readouterr().err
+    assert fake_run_play == []
+
+
+def test_play_unknown_style_one_line(fake_run_play, capsys):
+    """Guards against an unknown --style (without a model, only the game's reference styles exist) ending in a
+    KeyError traceback instead of one line that lists the known styles."""
+    assert run_main(["play", "--headless", "--style", "underwater castle"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown style 'underwater castle'" in err[0] and "sunny summer" in err[0]
+    assert fake_run_play == []
+
+
+def test_record_data_passes_arguments(monkeypatch, capsys, tmp_path: Path):
+    """Guards against record-data parsing seeds/size differently from what the recorder expects, and against its
+    refusals (e.g. eval seeds) escaping as a traceback instead of one line with exit code 2."""
+    from demo_game import record
+
+    calls = []
+    monkeypatch.setattr(record, "record_dataset", lambda *args, **kwargs: calls.append((args, kwargs)))
+    argv = ["record-data", "--out", str(tmp_path), "--seeds", "3:7", "--frames", "12", "--size", "64x32"]
+    assert run_main(argv) == 0
+    assert calls == [((tmp_path, range(3, 7), 12, (64, 32)), {"force_eval_seeds": False})]
+
+    def refuse(*args, **kwargs):
+        raise record.RecordError("seeds 1000..1001 are held-out evaluation worlds")
+
+    monkeypatch.setattr(record, "record_dataset", refuse)
+    assert run_main(argv[:4] + ["1000:1002", "--frames", "2"]) == 2
+    expected = "restyler record-data: error: seeds 1000..1001 are held-out evaluation worlds"
+    assert capsys.readouterr().err.strip() == expected

@@ -1,0 +1,328 @@
+"""Recording and reading training data: demo_game/record.py writes the format of docs/interfaces.md, models/data.py
+reads it back.
+
+Most tests run twice: against a small fake game session (fast, pins the recorder's own logic) and against the real
+GameSession (integration; skipped only while demo_game.session does not exist, or when EGL is unavailable).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from demo_game import record
+from demo_game.record import RecordError, record_dataset
+from models.data import ClipDataset, DataError, load_clip, make_loader, normalize_depth
+
+SIZE = (32, 32)  # (W, H)
+FRAMES = 6
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A fake game with the session API of docs/interfaces.md: deterministic per (seed, frame), no GL.
+
+
+@dataclass(frozen=True)
+class FakeConfig:
+    seed: int = 0
+    width: int = 128
+    height: int = 128
+    fps: int = 30
+
+
+FAKE_STYLES = {"sunny": object(), "snowy": object(), "neon": object()}
+
+
+class FakeContext:
+    def __init__(self):
+        self.released = False
+
+    def release(self):
+        self.released = True
+
+
+class FakeSession:
+    def __init__(self, config, ctx=None):
+        self.config = config
+        self.frame = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def _rng(self, *salt: int) -> np.random.Generator:
+        return np.random.default_rng([self.config.seed, self.frame, *salt])
+
+    def step(self):
+        self.frame += 1
+        rng, hw = self._rng(), (self.config.height, self.config.width)
+        normals = rng.normal(size=(*hw, 3)).astype(np.float32)
+        return SimpleNamespace(
+            rgb=rng.integers(0, 256, (*hw, 3), dtype=np.uint8),
+            depth=rng.uniform(0.1, 120.0, hw).astype(np.float32),
+            normals=normals / np.linalg.norm(normals, axis=-1, keepdims=True),
+            material=rng.integers(0, 9, hw, dtype=np.uint8),
+            motion=rng.normal(0.0, 3.0, (*hw, 2)).astype(np.float32),
+            index=self.frame - 1,
+            t=(self.frame - 1) / self.config.fps,
+        )
+
+    def render_styles(self):
+        hw = (self.config.height, self.config.width)
+        return {name: self._rng(i + 1).integers(0, 256, (*hw, 3), dtype=np.uint8) for i, name in enumerate(FAKE_STYLES)}
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+def crashing(session_cls: type, seed: int, after_steps: int = 3) -> type:
+    """A session class that raises mid-clip for one seed, like a crash or Ctrl-C during recording."""
+
+    class Crashing(session_cls):
+        def __init__(self, config, ctx=None):
+            super().__init__(config, ctx=ctx)
+            self._crash_seed, self._steps = config.seed == seed, 0
+
+        def step(self):
+            self._steps += 1
+            if self._crash_seed and self._steps > after_steps:
+                raise SimulatedCrash(f"simulated crash in seed {seed}")
+            return super().step()
+
+    return Crashing
+
+
+@dataclass
+class Game:
+    """Which game a test records with; `record` fills in the defaults every test shares."""
+
+    kind: str
+    config_cls: type
+    session_cls: type
+    styles: list[str]
+    ctx: object
+
+    def record(self, out: Path, seeds: range, frames: int = FRAMES, size=SIZE, session_cls: type | None = None,
+               **kwargs):
+        session_cls = session_cls or self.session_cls
+        styles = dict.fromkeys(self.styles)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(record, "_load_game", lambda: (self.config_cls, session_cls, styles))
+            return record_dataset(out, seeds, frames, size, progress=False, ctx=self.ctx, **kwargs)
+
+
+@pytest.fixture
+def fake_game(monkeypatch) -> Game:
+    monkeypatch.setattr(record, "_open_context", FakeContext)
+    return Game("fake", FakeConfig, FakeSession, list(FAKE_STYLES), ctx=None)
+
+
+@pytest.fixture(params=["fake", "real"])
+def game(request, monkeypatch) -> Game:
+    if request.param == "fake":
+        return request.getfixturevalue("fake_game")
+    if importlib.util.find_spec("demo_game.session") is None:
+        pytest.skip("demo_game.session is not written yet")
+    ctx = request.getfixturevalue("egl_ctx")
+    config_cls, session_cls, styles = record._load_game()
+    return Game("real", config_cls, session_cls, list(styles), ctx=ctx)
+
+
+def file_bytes(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir())}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_round_trip_matches_contract(game: Game, tmp_path: Path):
+    """Guards against the writer and the reader drifting from docs/interfaces.md (names, dtypes, frame-major shapes,
+    style order) and against a loader that stacks batches in the wrong layout."""
+    out = tmp_path / "data"
+    game.record(out, range(0, 2))
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format"] == 1 and manifest["size"] == [32, 32] and manifest["frames"] == FRAMES
+    assert manifest["fps"] == 30 and manifest["styles"] == game.styles
+    assert manifest["clips"] == {
+        f"seed_000{s}": {"seed": s, "file": f"seed_000{s}.safetensors", "frames": FRAMES} for s in (0, 1)
+    }
+
+    W, H = SIZE
+    clip = load_clip(out, 1)
+    expected = {"low": (np.uint8, (FRAMES, H, W, 3)), "depth": (np.float16, (FRAMES, H, W)),
+                "normals": (np.float16, (FRAMES, H, W, 3)), "material": (np.uint8, (FRAMES, H, W)),
+                "motion": (np.float16, (FRAMES, H, W, 2))}
+    expected.update({f"style/{i}": (np.uint8, (FRAMES, H, W, 3)) for i in range(len(game.styles))})
+    assert {k: (v.dtype, v.shape) for k, v in clip.items()} == {k: (np.dtype(d), s) for k, (d, s) in expected.items()}
+    assert all(np.isfinite(clip[k].astype(np.float32)).all() for k in ("depth", "normals", "motion"))
+
+    if game.kind == "fake":  # the fake's frames are known exactly: check values land in the right slots
+        session = FakeSession(FakeConfig(seed=1, width=W, height=H))
+        for f in range(FRAMES):
+            packet, refs = session.step(), session.render_styles()
+            np.testing.assert_array_equal(clip["low"][f], packet.rgb)
+            np.testing.assert_array_equal(clip["depth"][f], packet.depth.astype(np.float16))
+            np.testing.assert_array_equal(clip["material"][f], packet.material)
+            np.testing.assert_array_equal(clip["style/2"][f], refs["neon"])
+    else:  # the real game renders something, and the styles differ from the low-detail pass and each other
+        assert clip["low"].std() > 0
+        assert not np.array_equal(clip["style/0"], clip["low"])
+        assert not np.array_equal(clip["style/0"], clip["style/1"])
+
+    dataset = ClipDataset(out, clip_frames=3)
+    assert len(dataset) == 2 * 2 * len(game.styles)  # clips x non-overlapping windows x styles
+    item = dataset[len(game.styles) + 1]  # clip 0, second window, style 1
+    assert item["start"].item() == 3 and item["seed"].item() == 0 and item["style_index"].item() == 1
+    shapes = {"low": (3, 3, H, W), "style": (3, 3, H, W), "depth": (3, 1, H, W), "normals": (3, 3, H, W),
+              "material": (3, 1, H, W), "motion": (3, 2, H, W)}
+    assert {k: tuple(item[k].shape) for k in shapes} == shapes
+    for key in ("low", "style", "depth"):
+        assert item[key].dtype == torch.float32 and item[key].min() >= -1 and item[key].max() <= 1
+    assert item["material"].dtype == torch.int64
+    target = torch.from_numpy(load_clip(out, 0)["style/1"][3:6])  # (F, H, W, 3) uint8
+    torch.testing.assert_close(item["style"], target.permute(0, 3, 1, 2).float() / 127.5 - 1)
+
+    batch = next(iter(make_loader(out, batch=2, clip_frames=3, shuffle=True, seed=0)))
+    assert batch["low"].shape == (2, 3, 3, H, W) and batch["motion"].shape == (2, 3, 2, H, W)
+    assert batch["material"].shape == (2, 3, 1, H, W) and batch["style_index"].shape == (2,)
+
+
+def test_rerun_skips_finished_clips(game: Game, tmp_path: Path):
+    """Guards against a rerun re-recording (or rewriting) clips it already has, which would waste hours on a real
+    dataset and could silently change data a model was trained on."""
+    out = tmp_path / "data"
+    game.record(out, range(0, 2))
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*.safetensors")}
+
+    game.record(out, range(0, 3))
+
+    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.glob("*.safetensors")}
+    assert set(after) == set(before) | {"seed_0002.safetensors"}
+    for name in before:
+        assert after[name] == before[name], f"{name} was rewritten"
+    assert sorted(json.loads((out / "manifest.json").read_text())["clips"]) == ["seed_0000", "seed_0001", "seed_0002"]
+
+
+def test_interrupted_recording_resumes_to_identical_data(game: Game, tmp_path: Path):
+    """Guards against an interrupted run losing finished clips, leaving a half-written shard or a broken manifest,
+    or resuming into data that differs from an uninterrupted run."""
+    interrupted, clean = tmp_path / "interrupted", tmp_path / "clean"
+    with pytest.raises(SimulatedCrash):
+        game.record(interrupted, range(0, 2), session_cls=crashing(game.session_cls, seed=1))
+
+    assert sorted(p.name for p in interrupted.iterdir()) == ["manifest.json", "seed_0000.safetensors"]
+    assert list(json.loads((interrupted / "manifest.json").read_text())["clips"]) == ["seed_0000"]
+    assert len(ClipDataset(interrupted, clip_frames=FRAMES)) == len(game.styles)
+
+    game.record(interrupted, range(0, 2))
+    game.record(clean, range(0, 2))
+    assert file_bytes(interrupted) == file_bytes(clean)
+
+
+def test_eval_seeds_refused_without_force(fake_game: Game, tmp_path: Path):
+    """Guards against held-out evaluation worlds (seeds >= 1000) leaking into training data by a typo in --seeds."""
+
+    class MustNotRun(FakeSession):
+        def __init__(self, *args, **kwargs):
+            raise AssertionError("a session was opened for a refused request")
+
+    out = tmp_path / "data"
+    with pytest.raises(RecordError, match=r"1000.*--force-eval-seeds"):
+        fake_game.record(out, range(998, 1001), session_cls=MustNotRun)
+    assert not out.exists()
+
+    fake_game.record(out, range(1000, 1001), force_eval_seeds=True)
+    assert (out / "seed_1000.safetensors").is_file()
+
+
+def test_mismatched_settings_refused(fake_game: Game, tmp_path: Path):
+    """Guards against mixing clips of different size, length or style list in one directory, which the reader
+    could not batch and which would corrupt a dataset that took hours to record."""
+    out = tmp_path / "data"
+    fake_game.record(out, range(0, 1))
+    before = file_bytes(out)
+
+    for kwargs in ({"frames": FRAMES + 2}, {"size": (16, 16)}):
+        with pytest.raises(RecordError, match="new --out"):
+            fake_game.record(out, range(0, 2), **kwargs)
+    fake_game.styles = fake_game.styles[:2]
+    with pytest.raises(RecordError, match="styles"):
+        fake_game.record(out, range(0, 2))
+    assert file_bytes(out) == before
+
+
+def test_corrupt_or_missing_shard_gives_clear_error(fake_game: Game, tmp_path: Path):
+    """Guards against a truncated or deleted shard surfacing as an opaque safetensors/torch error mid-training
+    instead of one message naming the file and the fix, and against a rerun skipping the broken clip."""
+    out = tmp_path / "data"
+    fake_game.record(out, range(0, 2))
+    good = (out / "seed_0001.safetensors").read_bytes()
+
+    (out / "seed_0001.safetensors").write_bytes(good[: len(good) // 2])
+    for read in (lambda: ClipDataset(out, clip_frames=2), lambda: load_clip(out, 1)):
+        with pytest.raises(DataError, match=r"seed_0001\.safetensors.*record-data"):
+            read()
+
+    (out / "seed_0001.safetensors").unlink()
+    with pytest.raises(DataError, match=r"seed_0001\.safetensors is missing.*record-data"):
+        ClipDataset(out, clip_frames=2)
+
+    fake_game.record(out, range(0, 2))  # the advised fix: rerun with the same settings
+    assert (out / "seed_0001.safetensors").read_bytes() == good
+    assert len(ClipDataset(out, clip_frames=2)) == 2 * 3 * 3
+
+    with pytest.raises(DataError, match="no manifest.json.*record-data"):
+        ClipDataset(tmp_path / "nothing-here", clip_frames=2)
+
+
+def test_bad_session_output_named(fake_game: Game, tmp_path: Path):
+    """Guards against a game that returns a missing G-buffer or a frame of the wrong size being recorded silently
+    (or failing with a bare numpy broadcast error)."""
+
+    class NoDepth(FakeSession):
+        def step(self):
+            packet = super().step()
+            packet.depth = None
+            return packet
+
+    with pytest.raises(RecordError, match="depth"):
+        fake_game.record(tmp_path / "a", range(0, 1), session_cls=NoDepth)
+
+    class WrongSize(FakeSession):
+        def render_styles(self):
+            return {name: img[:-1] for name, img in super().render_styles().items()}
+
+    with pytest.raises(RecordError, match="style/0"):
+        fake_game.record(tmp_path / "b", range(0, 1), session_cls=WrongSize)
+
+
+def test_own_context_released(fake_game: Game, tmp_path: Path, monkeypatch):
+    """Guards against leaking the recorder's EGL context when a clip fails (a long-lived process would keep GPU
+    memory), and against opening one when every clip is already recorded."""
+    opened = []
+    monkeypatch.setattr(record, "_open_context", lambda: opened.append(FakeContext()) or opened[-1])
+
+    with pytest.raises(SimulatedCrash):
+        fake_game.record(tmp_path, range(0, 1), session_cls=crashing(FakeSession, seed=0))
+    fake_game.record(tmp_path, range(0, 1))
+    fake_game.record(tmp_path, range(0, 1))
+    assert len(opened) == 2 and all(ctx.released for ctx in opened)
+
+
+def test_normalize_depth_range():
+    """Guards against depth encodings that leave [-1, 1] or reorder distances (the model sees it as an image)."""
+    depth = torch.tensor([0.0, 0.5, 4.0, 30.0, 120.0, 500.0])
+    norm = normalize_depth(depth)
+    assert norm[0] == -1 and torch.isclose(norm[4], torch.tensor(1.0)) and norm[5] == norm[4]
+    assert torch.all(norm[1:5] > norm[:4])
