@@ -4,7 +4,7 @@
 the window shows the game's own reference renderer; the AI overlay arrives with the real-time renderer.
 
 Keys: WASD move · mouse (click to capture, Esc to release) or arrows look · 1-4 reference styles · 0 low-detail ·
-G cycles G-buffer views · B toggles the autopilot bot · Q quits.
+G cycles G-buffer views · V first/third person · B toggles the autopilot bot · Q quits.
 """
 from __future__ import annotations
 
@@ -110,6 +110,8 @@ class GameWindow:
                 self.view = GBUFFER_VIEWS[i % len(GBUFFER_VIEWS)]
             elif event.key == pygame.K_b:
                 self.autopilot = not self.autopilot
+            elif event.key == pygame.K_v:
+                self.game.player.third_person = not self.game.player.third_person
 
     def _grab(self, on: bool) -> None:
         self.grabbed = on

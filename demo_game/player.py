@@ -19,6 +19,7 @@ class Player:
         centre = config.world_size / 2
         self.yaw = float(np.arctan2(centre - self.feet[0], centre + 10 - self.feet[2]))
         self.pitch = -0.1
+        self.third_person = config.third_person   # the window toggles it (V)
 
     def apply(self, a: Actions, dt: float) -> None:
         self.yaw = (self.yaw + a.turn + np.pi) % (2 * np.pi) - np.pi
@@ -46,7 +47,7 @@ class Player:
         return self.world.ground_height(x, z) - self.feet[1] <= MAX_STEP_UP
 
     def camera(self) -> Camera:
-        if not self.config.third_person:
+        if not self.third_person:
             eye = self.feet + np.array([0.0, self.config.eye_height, 0.0])
             return Camera(eye, self.yaw, self.pitch)
         back = np.array([np.sin(self.yaw), 0.0, np.cos(self.yaw)])

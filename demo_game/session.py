@@ -11,7 +11,6 @@ import numpy as np
 
 from bridge import FramePacket
 
-from .camera import Camera
 from .config import GameConfig
 from .controls import Actions
 from .mesh import box_triangles, build_static_mesh
@@ -92,7 +91,7 @@ class GameSession:
             c, yaw = self._gem_pose(i, self.time)
             pc, pyaw = self._gem_pose(i, prev_t)
             boxes.append(box_triangles(c, (GEM_HALF,) * 3, yaw, pc, pyaw, Material.GEM))
-        if self.config.third_person:
+        if self.player.third_person:
             feet = self.player.feet
             prev = feet  # the avatar moves with the camera, so its own motion is the camera's
             body = feet + np.array([0.0, 0.9, 0.0])

@@ -11,21 +11,17 @@ for _m in Material:
     _MATERIAL_COLOURS[_m] = (np.array([(_m * 97) % 256, (_m * 57 + 80) % 256, (_m * 151 + 40) % 256])
                              if _m != Material.SKY else 0)
 
-
 def depth_image(depth: np.ndarray, far: float) -> np.ndarray:
     """Near = bright, far = dark, on a log scale so both the nearby ground and the horizon keep detail."""
     d = np.clip(np.log1p(depth) / np.log1p(far), 0.0, 1.0)
     v = ((1.0 - d) * 255).astype(np.uint8)
     return np.repeat(v[..., None], 3, axis=2)
 
-
 def normals_image(normals: np.ndarray) -> np.ndarray:
     return ((normals * 0.5 + 0.5) * 255).clip(0, 255).astype(np.uint8)
 
-
 def material_image(material: np.ndarray) -> np.ndarray:
     return _MATERIAL_COLOURS[material]
-
 
 def motion_image(motion: np.ndarray, scale: float = 4.0) -> np.ndarray:
     """Direction as red/green around grey, magnitude as distance from grey."""

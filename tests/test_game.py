@@ -243,3 +243,15 @@ def test_window_shows_the_chosen_view(tmp_path):
     _, error, view, style = line.split(" ", 3)
     assert float(error) < 6
     assert view == "style" and style == "sunny summer"
+
+
+def test_third_person_camera_shows_the_avatar(egl_ctx):
+    """The follow camera must sit behind the player with the avatar in view (and no avatar in first person)."""
+    from demo_game import GameSession
+
+    with GameSession(GameConfig(seed=3, width=64, height=64), ctx=egl_ctx) as game:
+        game.advance()
+        assert not (game.render_fast().material == Material.PLAYER).any()
+        game.player.third_person = True
+        game.advance()
+        assert (game.render_fast().material == Material.PLAYER).mean() > 0.005
