@@ -8,7 +8,7 @@ from .config import GameConfig
 from .controls import Actions
 from .world import World
 
-MAX_STEP_UP = 1.1      # blocks: one block is climbable, a wall is not
+MAX_STEP = 2.1         # blocks up (an auto-jump) or down; equal limits mean no pit can trap the player
 PITCH_LIMIT = 1.2      # radians, just short of straight up or down
 
 
@@ -44,7 +44,7 @@ class Player:
     def can_stand(self, x: float, z: float) -> bool:
         if not self.world.walkable(x, z):
             return False
-        return self.world.ground_height(x, z) - self.feet[1] <= MAX_STEP_UP
+        return abs(self.world.ground_height(x, z) - self.feet[1]) <= MAX_STEP
 
     def camera(self) -> Camera:
         if not self.third_person:

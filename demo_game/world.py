@@ -115,7 +115,7 @@ def generate_world(config: GameConfig) -> World:
     hills = fbm(rng, n, 3, 4)
     hills = (hills - hills.min()) / (np.ptp(hills) + 1e-9)   # stretch so every seed has both lakes and hills
     ridges = 1.0 - np.abs(2 * fbm(rng, n, 2, 3) - 1)
-    height = 4 + hills * 16 + np.clip(ridges - 0.6, 0, None) * 28
+    height = 4 + hills * 16 + np.clip(ridges - 0.72, 0, None) * 30
     height = np.clip(np.round(height), 2, top - 12).astype(int)        # (X, Z)
 
     vox = np.zeros((n, top, n), dtype=np.uint8)
@@ -126,7 +126,7 @@ def generate_world(config: GameConfig) -> World:
     vox[dirt] = Material.DIRT
     surface = ys == h3 - 1
     beach = (height <= wl + 1)[:, None, :]
-    rocky = (height >= 19)[:, None, :]
+    rocky = (height >= 20)[:, None, :]
     vox[surface & ~beach & ~rocky] = Material.GRASS
     vox[surface & rocky] = Material.STONE
     vox[dirt & beach] = Material.SAND

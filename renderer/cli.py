@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "held-out evaluation worlds")
     p.add_argument("--size", type=parse_size, default=(256, 256), metavar="WxH",
                    help="size of the game's passes and of the headless video (multiples of 8); the reference "
-                        "styles cost ~20 ms a frame at 128x128 and ~230 ms at 768x768 on a 2-core CPU")
+                        "styles cost ~15 ms a frame at 128x128 and ~160 ms at 768x768 on a 2-core CPU")
     p.set_defaults(handler=_cmd_play)
 
     # capture --------------------------------------------------------------------------------------------------
