@@ -23,7 +23,7 @@ MOUSE_SENSITIVITY = 0.0035   # radians per pixel of mouse motion
 ARROW_TURN_SPEED = 2.2       # radians per second with the arrow keys
 WINDOW_SIZE = (768, 768)
 # The reference renderer is offline-quality: on a 2-core CPU with Mesa's software GL it takes ~160 ms a frame at
-# 768×768 but ~30 ms at 256×256 (docs/passes.md), so the window shows it at this size, upscaled.
+# 768×768 but ~33 ms at 256×256 (docs/passes.md), so the window shows it at this size, upscaled.
 REFERENCE_VIEW_SIZE = (256, 256)
 
 
