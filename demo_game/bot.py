@@ -61,12 +61,12 @@ class Bot:
             if self.target_id >= 0:
                 self.banned_until[self.target_id] = time + GIVE_UP_SECONDS
             self.target = None
-            return Actions(turn=max_turn, look=look)
+            return Actions(turn=-max_turn, look=look)
 
         desired = float(np.arctan2(to_target[0], to_target[1]))
         desired = self._steer(player, desired)
         err = _wrap(desired - player.yaw)
-        turn = float(np.clip(err, -max_turn, max_turn))
+        turn = -float(np.clip(err, -max_turn, max_turn))   # Actions.turn is screen-right; yaw grows screen-left
         forward = float(np.clip(np.cos(err), 0.0, 1.0)) * (0.6 if dist < 2.0 else 1.0)
         return Actions(forward=forward, turn=turn, look=look)
 

@@ -8,5 +8,5 @@ from dataclasses import dataclass
 class Actions:
     forward: float = 0.0   # -1 back .. 1 forward
     strafe: float = 0.0    # -1 left .. 1 right
-    turn: float = 0.0      # yaw change this tick, radians (positive turns right, towards +x)
+    turn: float = 0.0      # heading change this tick, radians (positive turns right on screen)
     look: float = 0.0      # pitch change this tick, radians (positive looks up)

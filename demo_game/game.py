@@ -77,7 +77,8 @@ class GameWindow:
         from .session import GameSession
 
         self.pygame = pygame
-        pygame.init()
+        pygame.display.init()   # not pygame.init(): the game has no sound and the mixer would probe audio devices
+        pygame.font.init()
         pygame.display.set_mode(WINDOW_SIZE, pygame.OPENGL | pygame.DOUBLEBUF)
         pygame.display.set_caption("Restyler demo")
         self.ctx = moderngl.create_context()   # attaches to the window's context
@@ -111,7 +112,7 @@ class GameWindow:
             elif event.key == pygame.K_b:
                 self.autopilot = not self.autopilot
             elif event.key == pygame.K_v:
-                self.game.player.third_person = not self.game.player.third_person
+                self.game.set_third_person(not self.game.player.third_person)
 
     def _grab(self, on: bool) -> None:
         self.grabbed = on

@@ -8,6 +8,7 @@ from .config import GameConfig
 from .controls import Actions
 from .world import World
 
+BODY_RADIUS = 0.3      # blocks: keeps the eye further from walls than the near plane
 MAX_STEP = 2.1         # blocks up (an auto-jump) or down; equal limits mean no pit can trap the player
 PITCH_LIMIT = 1.2      # radians, just short of straight up or down
 
@@ -20,12 +21,16 @@ class Player:
         self.yaw = float(np.arctan2(centre - self.feet[0], centre + 10 - self.feet[2]))
         self.pitch = -0.1
         self.third_person = config.third_person   # the window toggles it (V)
+        self.prev_feet, self.prev_yaw = self.feet.copy(), self.yaw   # last tick's pose, for motion vectors
 
     def apply(self, a: Actions, dt: float) -> None:
-        self.yaw = (self.yaw + a.turn + np.pi) % (2 * np.pi) - np.pi
+        self.prev_feet, self.prev_yaw = self.feet.copy(), self.yaw
+        # Yaw grows from +z towards +x, which is to the left on screen (the view is right-handed, y up), so a
+        # right turn lowers it and the screen's right is (-cos, +sin).
+        self.yaw = (self.yaw - a.turn + np.pi) % (2 * np.pi) - np.pi
         self.pitch = float(np.clip(self.pitch + a.look, -PITCH_LIMIT, PITCH_LIMIT))
         fwd = np.array([np.sin(self.yaw), np.cos(self.yaw)])
-        right = np.array([np.cos(self.yaw), -np.sin(self.yaw)])
+        right = np.array([-np.cos(self.yaw), np.sin(self.yaw)])
         move = (fwd * a.forward + right * a.strafe)
         norm = np.linalg.norm(move)
         if norm > 1.0:
@@ -42,9 +47,12 @@ class Player:
         self.feet[1] += (ground - self.feet[1]) * min(1.0, dt * 12.0)
 
     def can_stand(self, x: float, z: float) -> bool:
-        if not self.world.walkable(x, z):
-            return False
-        return abs(self.world.ground_height(x, z) - self.feet[1]) <= MAX_STEP
+        """The body (a square of BODY_RADIUS around the feet) fits: every corner is walkable and within a step."""
+        r = BODY_RADIUS
+        for cx, cz in ((x - r, z - r), (x + r, z - r), (x - r, z + r), (x + r, z + r)):
+            if not self.world.walkable(cx, cz) or abs(self.world.ground_height(cx, cz) - self.feet[1]) > MAX_STEP:
+                return False
+        return True
 
     def camera(self) -> Camera:
         if not self.third_person:

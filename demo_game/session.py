@@ -44,7 +44,12 @@ class GameSession:
         vertices, indices = build_static_mesh(self.world)
         self._owns_ctx = ctx is None
         self.ctx = ctx if ctx is not None else create_headless_context()
-        self.renderer = PassRenderer(self.ctx, config, vertices, indices, config.world_size)
+        try:
+            self.renderer = PassRenderer(self.ctx, config, vertices, indices, config.world_size)
+        except BaseException:  # e.g. a shader another driver refuses: do not leak the context we made
+            if self._owns_ctx:
+                self.ctx.release()
+            raise
         self.player = Player(self.world, config)
         self.bot = Bot(self.world, config)
         self.gems = self.world.gems.copy()
@@ -76,6 +81,13 @@ class GameSession:
         self.camera = self.player.camera()
         self._upload_dynamic()
 
+    def set_third_person(self, on: bool) -> None:
+        """Switch the camera; the switch itself is not motion, so the previous camera moves along."""
+        self.player.third_person = on
+        self.camera = self.player.camera()
+        self.prev_camera = self.camera.copy()
+        self._upload_dynamic()
+
     def step(self, actions: Actions | None = None, size: tuple[int, int] | None = None) -> FramePacket:
         self.advance(actions)
         return self.render_fast(size)
@@ -92,11 +104,9 @@ class GameSession:
             pc, pyaw = self._gem_pose(i, prev_t)
             boxes.append(box_triangles(c, (GEM_HALF,) * 3, yaw, pc, pyaw, Material.GEM))
         if self.player.third_person:
-            feet = self.player.feet
-            prev = feet  # the avatar moves with the camera, so its own motion is the camera's
-            body = feet + np.array([0.0, 0.9, 0.0])
-            boxes.append(box_triangles(body, (0.3, 0.9, 0.2), self.player.yaw, prev + [0.0, 0.9, 0.0],
-                                       self.player.yaw, Material.PLAYER))
+            lift = np.array([0.0, 0.9, 0.0])
+            boxes.append(box_triangles(self.player.feet + lift, (0.3, 0.9, 0.2), self.player.yaw,
+                                       self.player.prev_feet + lift, self.player.prev_yaw, Material.PLAYER))
         self.renderer.set_dynamic(np.concatenate(boxes) if boxes else np.zeros((0, 11), np.float32))
 
     def visible_gems(self) -> np.ndarray:

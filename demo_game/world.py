@@ -49,11 +49,6 @@ LOW_DETAIL_PALETTE: dict[Material, tuple[int, int, int]] = {
     Material.PLAYER: (200, 40, 40),
 }
 
-SOLID_FOR_WALKING = np.array(
-    [m not in (Material.SKY, Material.WATER, Material.LEAVES) for m in range(len(Material))], dtype=bool
-)
-
-
 @dataclass
 class World:
     config: GameConfig

@@ -88,6 +88,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -141,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "when headless")
     p.add_argument("--out", type=Path, default=HEADLESS_OUT, metavar="DIR",
                    help=f"where a headless run writes its frames and video; default {HEADLESS_OUT}")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=non_negative_int, default=0,
                    help="world seed: the same seed gives the same world and bot path; seeds >= 1000 are the "
                         "held-out evaluation worlds")
     p.add_argument("--size", type=parse_size, default=(256, 256), metavar="WxH",
@@ -295,8 +305,11 @@ def _cmd_play(args: argparse.Namespace) -> int:
         if "model" not in inspect.signature(run_play).parameters:
             return _error("play", "--model is not built yet in this version")
         kwargs["model"] = args.model
-    return int(run_play(style=args.style, headless=headless, seconds=seconds, out=args.out, seed=args.seed,
-                        size=args.size, **kwargs) or 0)
+    try:
+        return int(run_play(style=args.style, headless=headless, seconds=seconds, out=args.out, seed=args.seed,
+                            size=args.size, **kwargs) or 0)
+    except RuntimeError as exc:  # no OpenGL here: the message says which packages to install
+        return _error("play", str(exc))
 
 
 def _cmd_record_data(args: argparse.Namespace) -> int:
@@ -317,3 +330,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # an output path that is a file, a read-only folder: one line, not a traceback
+        return _error(args.command, f"{exc.filename or ''}: {exc.strerror or exc}")
