@@ -218,7 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optimizer steps; default: the stage's recipe value; lower it for a quick check")
     p.add_argument("--resume", action="store_true",
                    help="continue from the last checkpoint in --out instead of refusing to overwrite it")
-    p.set_defaults(handler=_not_built)
+    p.add_argument("--batch", type=positive_int, default=None, metavar="N",
+                   help="global batch (clips for the teacher, frames for the autoencoder), split over torchrun "
+                        "processes; default: the recipe's value; halve it if memory runs out")
+    p.add_argument("--space", choices=["pixel", "latent"], default="pixel",
+                   help="teacher only: model pixels (16x16 patches, no decoder) or the run's autoencoder latents; "
+                        "docs/model.md has the measurement behind the pixel default")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto picks cuda when present, else cpu")
+    p.set_defaults(handler=_cmd_train)
 
     # eval -----------------------------------------------------------------------------------------------------
     p = sub.add_parser("eval", help="score a model on held-out worlds",
@@ -319,6 +327,25 @@ def _cmd_record_data(args: argparse.Namespace) -> int:
         record_dataset(args.out, args.seeds, args.frames, args.size, force_eval_seeds=args.force_eval_seeds)
     except RecordError as exc:
         return _error("record-data", str(exc))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    if args.stage not in ("autoencoder", "teacher"):
+        return _error("train", f"stage {args.stage!r} is not built yet in this version; autoencoder and teacher are")
+    from demo_game.styles import STYLES
+    from models.checkpoint import CheckpointError
+    from models.data import DataError
+    from models.prompt import PromptEncoderError
+    from models.train import TrainError, run_stage
+
+    # Held-out paraphrases are never trained on: eval checks the model generalises to them.
+    prompts = {style.name: list(style.prompts) for style in STYLES.values()}
+    try:
+        run_stage(args.stage, args.data, args.out, args.size, prompts, steps=args.steps, batch=args.batch,
+                  resume=args.resume, device=args.device, overrides={"space": args.space})
+    except (TrainError, DataError, CheckpointError, PromptEncoderError) as exc:
+        return _error("train", str(exc))
     return 0
 
 

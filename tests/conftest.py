@@ -27,3 +27,44 @@ def egl_ctx():
                     "install libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri (see .ci/run)")
     yield ctx
     ctx.release()
+
+
+def write_synthetic_clips(root, seeds=(0, 1, 2), frames: int = 10, size=(64, 64),
+                          styles=("sunny summer", "snowy winter")):
+    """A dataset in the recorded format (docs/interfaces.md) made of random tensors: what model and training
+    tests need without rendering the game. Each style is a fixed colour transform of the low-detail frame, so a
+    model has something learnable."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    clips = {}
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        low = rng.integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
+        tensors = {
+            "low": low,
+            "depth": rng.uniform(0.5, 120, (frames, height, width)).astype(np.float16),
+            "normals": rng.normal(size=(frames, height, width, 3)).astype(np.float16),
+            "material": rng.integers(0, 14, (frames, height, width), dtype=np.uint8),
+            "motion": rng.normal(size=(frames, height, width, 2)).astype(np.float16),
+        }
+        for i in range(len(styles)):
+            tensors[f"style/{i}"] = (255 - low if i % 2 else low // 2 + 64).astype(np.uint8)
+        name = f"seed_{seed:04d}"
+        save_file(tensors, str(root / f"{name}.safetensors"))
+        clips[name] = {"seed": seed, "file": f"{name}.safetensors", "frames": frames}
+    manifest = {"format": 1, "size": [width, height], "frames": frames, "fps": 30, "styles": list(styles),
+                "clips": clips}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_clips(tmp_path_factory):
+    return write_synthetic_clips(tmp_path_factory.mktemp("synthetic_clips"))

@@ -1,0 +1,461 @@
+"""The video transformer: one DiT-style network used as the bidirectional teacher and the block-causal student.
+
+Called by training (models.train), distillation and the streaming runtime. Built bottom-up: small layers first,
+the model last; `DiTConfig` holds every size and is saved beside the weights, and `SIZES` names the presets.
+
+Legend for shape comments: B batch, F frames, K frames per chunk, C channels, H×W frame (model space: pixels, or
+latents for a latent-space model), T tokens per frame, L tokens in a sequence (F·T), D hidden width,
+nh heads, hd head width.
+
+How the pieces fit (DESIGN.md "The model"):
+- tokens: each frame is cut into p×p patches. Per token, the noisy sample, the clean structure channels (the
+  low-detail frame and the G-buffers: depth + normals) are projected separately and summed, which equals one
+  projection of their concatenation but lets a dropped group be replaced by a learned "absent" vector;
+- 3D positions: a fixed 2D sin-cos embedding of the patch position is added to the tokens; time is a rotary
+  embedding over the frame index inside attention, so cached keys can be re-positioned as a stream rolls on;
+- adaLN-Zero: every block is modulated per frame by (timestep embedding + style embedding), so each frame of a
+  clip may carry its own noise level (needed for the student's chunks and the teacher's per-chunk noise);
+- a per-cell head: the last layer emits a few feature channels per pixel (not the pixels themselves), and a tiny
+  MLP shared by every pixel mixes them with that pixel's noisy value, low-detail colour and G-buffers. A linear
+  16×16-patch output from a 192-wide token drew blurry blocks (docs/model.md); the head gets exact edges from the
+  structure channels for about 30 MFLOP per 128×128 frame;
+- attention modes: "bidirectional" (every frame sees the clip) and "block_causal" (a chunk of K frames sees itself
+  and earlier chunks). The per-chunk `step` runs the same math against a KVCache.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.kv_cache import KVCache
+
+AttentionMode = Literal["bidirectional", "block_causal"]
+GBUFFER_CHANNELS = 4  # log depth (1) + view-space normals (3), see models.data
+TEXT_DIM = 384  # MiniLM sentence embedding width, see models.prompt
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    size: str = "S"
+    frame_size: tuple[int, int] = (128, 128)  # (H, W) in pixels: what the game renders for the model
+    space: Literal["pixel", "latent"] = "pixel"
+    down: int = 1  # pixels per model-space cell: 1 in pixel space, the autoencoder's factor in latent space
+    channels: int = 3  # channels of the model-space sample (RGB, or the autoencoder's latent channels)
+    patch: int = 16  # model-space cells per token side
+    hidden: int = 192
+    depth: int = 8
+    heads: int = 6
+    mlp_ratio: float = 4.0
+    chunk_frames: int = 2  # K: the student's chunk; also the unit of the teacher's per-chunk noise levels
+    clip_frames: int = 8  # F: the clip the teacher is trained and sampled on
+    rope_base: float = 100.0  # rotary base over frame indices; positions stay below ~64 frames
+    text_dim: int = TEXT_DIM
+    head_channels: int = 12  # per-cell features the last layer emits for the per-cell head (see PixelHead)
+    head_hidden: int = 32
+
+    def __post_init__(self) -> None:
+        h, w = self.frame_size
+        cell = self.down * self.patch
+        if h % cell or w % cell:
+            raise ValueError(f"frame size {w}x{h} must be a multiple of down·patch = {cell}")
+        if self.hidden % self.heads or (self.hidden // self.heads) % 2:
+            raise ValueError(f"hidden {self.hidden} must split into {self.heads} heads of even width")
+        if self.clip_frames % self.chunk_frames:
+            raise ValueError(f"clip_frames {self.clip_frames} must be a multiple of chunk_frames {self.chunk_frames}")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Tokens per frame along (H, W)."""
+        cell = self.down * self.patch
+        return self.frame_size[0] // cell, self.frame_size[1] // cell
+
+    @property
+    def tokens_per_frame(self) -> int:
+        gh, gw = self.grid
+        return gh * gw
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def sample_size(self) -> tuple[int, int]:
+        """(H, W) of the model-space sample."""
+        return self.frame_size[0] // self.down, self.frame_size[1] // self.down
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "DiTConfig":
+        data = dict(data)
+        data["frame_size"] = tuple(data["frame_size"])
+        return cls(**data)
+
+
+# Named sizes (DiT's registry). S fits the 2-core CPU budget at 128×128 (about 0.7 GFLOP per frame per forward,
+# see flops_per_frame); M is for a CUDA GPU at 256×256; tiny is for tests.
+SIZES: dict[str, dict] = {
+    "tiny": dict(hidden=64, depth=2, heads=2, frame_size=(64, 64)),
+    "S": dict(hidden=192, depth=8, heads=6, frame_size=(128, 128)),
+    "M": dict(hidden=384, depth=12, heads=6, frame_size=(256, 256)),
+}
+
+
+def make_config(size: str, **overrides) -> DiTConfig:
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r}; choose one of {sorted(SIZES)}")
+    return DiTConfig(size=size, **{**SIZES[size], **overrides})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Small pieces
+
+
+def patchify(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, F, C, H, W) -> (B, F, T, C·p·p), tokens in row-major patch order."""
+    b, f, c, h, w = x.shape
+    x = x.reshape(b, f, c, h // p, p, w // p, p)
+    return x.permute(0, 1, 3, 5, 2, 4, 6).reshape(b, f, (h // p) * (w // p), c * p * p)
+
+
+def unpatchify(tokens: torch.Tensor, p: int, channels: int, grid: tuple[int, int]) -> torch.Tensor:
+    """(B, F, T, C·p·p) -> (B, F, C, H, W), the inverse of patchify."""
+    b, f = tokens.shape[:2]
+    gh, gw = grid
+    x = tokens.reshape(b, f, gh, gw, channels, p, p)
+    return x.permute(0, 1, 4, 2, 5, 3, 6).reshape(b, f, channels, gh * p, gw * p)
+
+
+def sincos_2d(grid: tuple[int, int], dim: int) -> torch.Tensor:
+    """Fixed 2D sin-cos position embedding, (T, dim): half the channels encode the row, half the column."""
+    gh, gw = grid
+    quarter = dim // 4
+    freqs = 1.0 / (10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter))
+    rows = torch.arange(gh, dtype=torch.float64)[:, None] * freqs  # (gh, dim/4)
+    cols = torch.arange(gw, dtype=torch.float64)[:, None] * freqs  # (gw, dim/4)
+    row_emb = torch.cat([rows.sin(), rows.cos()], -1)[:, None].expand(gh, gw, 2 * quarter)
+    col_emb = torch.cat([cols.sin(), cols.cos()], -1)[None].expand(gh, gw, 2 * quarter)
+    emb = torch.cat([row_emb, col_emb], -1).reshape(gh * gw, 4 * quarter)
+    return F.pad(emb, (0, dim - 4 * quarter)).float()
+
+
+def timestep_features(sigma: torch.Tensor, dim: int) -> torch.Tensor:
+    """(...,) noise levels -> (..., dim) sinusoidal features of 1000·σ (DiT's timestep embedding)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=sigma.device, dtype=torch.float32) / half)
+    angles = (sigma.float() * 1000.0)[..., None] * freqs
+    return torch.cat([angles.cos(), angles.sin()], -1)
+
+
+def rotate_time(x: torch.Tensor, frame_pos: torch.Tensor, base: float) -> torch.Tensor:
+    """Rotary embedding over time: x (B, nh, L, hd) rotated by the frame position of each token, frame_pos (L,)."""
+    hd = x.shape[-1]
+    freqs = 1.0 / (base ** (torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd))  # (hd/2,)
+    angles = frame_pos.to(x.device, torch.float32)[:, None] * freqs  # (L, hd/2)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
+    return out.flatten(-2)
+
+
+def frame_positions(frames: int, tokens_per_frame: int, start: int = 0, device=None) -> torch.Tensor:
+    """(frames·T,) frame index of every token, the first frame at `start`."""
+    return torch.arange(start, start + frames, device=device).repeat_interleave(tokens_per_frame)
+
+
+def block_causal_mask(frames: int, chunk_frames: int, tokens_per_frame: int, device=None) -> torch.Tensor:
+    """(L, L) bool, True where a query token may attend a key token: key chunk <= query chunk."""
+    chunk = torch.arange(frames, device=device).div(chunk_frames, rounding_mode="floor")
+    chunk = chunk.repeat_interleave(tokens_per_frame)
+    return chunk[:, None] >= chunk[None, :]
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x (B, F, T, D) modulated per frame by shift, scale (B, F, D)."""
+    return x * (1 + scale[:, :, None]) + shift[:, :, None]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.heads, self.head_dim, self.rope_base = cfg.heads, cfg.head_dim, cfg.rope_base
+        self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
+        self.proj = nn.Linear(cfg.hidden, cfg.hidden)
+        # qk-norm keeps attention logits bounded, which small models trained fast with AdamW need.
+        self.q_norm = nn.RMSNorm(cfg.head_dim, eps=1e-6)
+        self.k_norm = nn.RMSNorm(cfg.head_dim, eps=1e-6)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, L, D) -> q, k, v (B, nh, L, hd), q and k normalised, not yet rotated."""
+        b, length, _ = x.shape
+        q, k, v = self.qkv(x).view(b, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return self.q_norm(q), self.k_norm(k), v
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None = None,
+                past: tuple[torch.Tensor, torch.Tensor] | None = None, past_pos: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x (B, L, D) at frame positions pos (L,). `past` = cached (k, v) (B, nh, Lp, hd), un-rotated, at frame
+        positions past_pos (Lp,), all before x's. Returns the output (B, L, D) and this input's un-rotated (k, v)
+        for the cache."""
+        b, length, d = x.shape
+        q, k, v = self.project(x)
+        q_rot, k_rot = rotate_time(q, pos, self.rope_base), rotate_time(k, pos, self.rope_base)
+        if past is not None and past[0].shape[2] > 0:
+            past_k, past_v = past
+            k_rot = torch.cat([rotate_time(past_k, past_pos, self.rope_base), k_rot], 2)  # (B, nh, Lp + L, hd)
+            v_all = torch.cat([past_v, v], 2)
+        else:
+            v_all = v
+        out = F.scaled_dot_product_attention(q_rot, k_rot, v_all, attn_mask=mask)  # (B, nh, L, hd)
+        return self.proj(out.transpose(1, 2).reshape(b, length, d)), (k, v)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with adaLN-Zero modulation per frame."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.hidden, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(cfg)
+        self.norm2 = nn.LayerNorm(cfg.hidden, elementwise_affine=False, eps=1e-6)
+        width = int(cfg.hidden * cfg.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(cfg.hidden, width), nn.GELU(approximate="tanh"), nn.Linear(width, cfg.hidden))
+        self.modulation = nn.Linear(cfg.hidden, 6 * cfg.hidden)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None = None,
+                past: tuple[torch.Tensor, torch.Tensor] | None = None, past_pos: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x (B, F, T, D), c (B, F, D) -> (B, F, T, D) and this block's (k, v)."""
+        b, f, t, d = x.shape
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(c)).chunk(6, -1)  # each (B, F, D)
+        h = modulate(self.norm1(x), shift1, scale1).reshape(b, f * t, d)
+        h, kv = self.attn(h, pos, mask, past, past_pos)
+        x = x + gate1[:, :, None] * h.view(b, f, t, d)
+        x = x + gate2[:, :, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        return x, kv
+
+
+@dataclass
+class Conditioning:
+    """What a frame is conditioned on besides its noisy sample. Any part may be None (absent at run time: screen
+    capture has no G-buffers; guidance's unconditional branch has no style).
+
+    low       (B, F, C, H, W)  the low-detail frame in model space (pixels, or its latents)
+    gbuffers  (B, F, 4, Hpx, Wpx)  log depth + normals at full pixel resolution
+    style     (B, 384)  MiniLM style embedding
+    keep_*    (B,) bool  training-time dropout: False replaces that sample's part by its "absent" embedding
+    """
+
+    low: torch.Tensor | None = None
+    gbuffers: torch.Tensor | None = None
+    style: torch.Tensor | None = None
+    keep_low: torch.Tensor | None = None
+    keep_gbuffers: torch.Tensor | None = None
+    keep_style: torch.Tensor | None = None
+
+    def frames(self, index: slice) -> "Conditioning":
+        """The same conditioning for a slice of frames (a chunk)."""
+        return replace(self, low=None if self.low is None else self.low[:, index],
+                       gbuffers=None if self.gbuffers is None else self.gbuffers[:, index])
+
+    def without_style(self) -> "Conditioning":
+        return replace(self, style=None, keep_style=None)
+
+
+def _keep_mask(keep: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | float:
+    """(B,) keep flags -> a 0/1 multiplier broadcast over `like` (B, ...); 1 when there is no dropout."""
+    if keep is None:
+        return 1.0
+    return keep.view(-1, *([1] * (like.dim() - 1))).to(like.dtype)
+
+
+def _select(keep: torch.Tensor | None, present: torch.Tensor, absent: torch.Tensor) -> torch.Tensor:
+    """present (B, ..., D) where keep, else the absent embedding (D,)."""
+    if keep is None:
+        return present
+    mask = keep.view(-1, *([1] * (present.dim() - 1))).to(present.dtype)
+    return present * mask + absent * (1 - mask)
+
+
+class PixelHead(nn.Module):
+    """Per-cell MLP: [token features, x_t, low-detail, G-buffers] at every cell -> x0 at that cell."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        inputs = cfg.head_channels + 2 * cfg.channels + GBUFFER_CHANNELS
+        self.mlp = nn.Sequential(nn.Linear(inputs, cfg.head_hidden), nn.SiLU(), nn.Linear(cfg.head_hidden, cfg.channels))
+
+    def forward(self, features: torch.Tensor, x_t: torch.Tensor, low: torch.Tensor, gbuffers: torch.Tensor
+                ) -> torch.Tensor:
+        """All (B, F, *, H, W) at model-space resolution -> x0 (B, F, C, H, W)."""
+        cells = torch.cat([features, x_t, low, gbuffers], 2).movedim(2, -1)  # (B, F, H, W, inputs)
+        return self.mlp(cells).movedim(-1, 2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model
+
+
+class VideoDiT(nn.Module):
+    """x0-predicting video transformer. forward() runs a whole clip in either attention mode; step() runs one chunk
+    of the block-causal student against a KVCache."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, p = cfg.hidden, cfg.patch
+        pixel_patch = p * cfg.down
+        self.x_embed = nn.Linear(cfg.channels * p * p, d)
+        self.low_embed = nn.Linear(cfg.channels * p * p, d)
+        self.gbuffer_embed = nn.Linear(GBUFFER_CHANNELS * pixel_patch * pixel_patch, d)
+        self.absent_low = nn.Parameter(torch.zeros(d))
+        self.absent_gbuffers = nn.Parameter(torch.zeros(d))
+        self.register_buffer("pos_embed", sincos_2d(cfg.grid, d), persistent=False)  # (T, D)
+        self.time_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
+        self.style_embed = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.SiLU(), nn.Linear(d, d))
+        self.absent_style = nn.Parameter(torch.zeros(d))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.final_modulation = nn.Linear(d, 2 * d)
+        self.out = nn.Linear(d, cfg.head_channels * p * p)
+        self.pixel_head = PixelHead(cfg)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.absent_style, std=0.02)
+        nn.init.normal_(self.absent_low, std=0.02)
+        nn.init.normal_(self.absent_gbuffers, std=0.02)
+        # adaLN-Zero: every residual branch and the output start at zero, so the untrained model is the identity
+        # on its residual stream and its first prediction is x0 = 0 (the data mean).
+        for block in self.blocks:
+            nn.init.zeros_(block.modulation.weight)
+            nn.init.zeros_(block.modulation.bias)
+        nn.init.zeros_(self.final_modulation.weight)
+        nn.init.zeros_(self.final_modulation.bias)
+        nn.init.zeros_(self.pixel_head.mlp[-1].weight)
+        nn.init.zeros_(self.pixel_head.mlp[-1].bias)
+
+    # -- embedding --------------------------------------------------------------------------------------------
+
+    def embed(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens (B, F, T, D) and per-frame modulation c (B, F, D)."""
+        cfg = self.cfg
+        b, f = x_t.shape[:2]
+        tokens = self.x_embed(patchify(x_t, cfg.patch))  # (B, F, T, D)
+        if cond.low is None:
+            tokens = tokens + self.absent_low
+        else:
+            tokens = tokens + _select(cond.keep_low, self.low_embed(patchify(cond.low, cfg.patch)), self.absent_low)
+        if cond.gbuffers is None:
+            tokens = tokens + self.absent_gbuffers
+        else:
+            g = self.gbuffer_embed(patchify(cond.gbuffers, cfg.patch * cfg.down))
+            tokens = tokens + _select(cond.keep_gbuffers, g, self.absent_gbuffers)
+        tokens = tokens + self.pos_embed
+
+        c = self.time_embed(timestep_features(sigma, 256))  # (B, F, D)
+        if cond.style is None:
+            style = self.absent_style.expand(b, -1)
+        else:
+            style = _select(cond.keep_style, self.style_embed(cond.style), self.absent_style)  # (B, D)
+        return tokens, c + style[:, None]
+
+    def head(self, x: torch.Tensor, c: torch.Tensor, x_t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """Final tokens (B, F, T, D) -> x0 (B, F, C, H, W)."""
+        cfg = self.cfg
+        shift, scale = self.final_modulation(F.silu(c)).chunk(2, -1)
+        x = self.out(modulate(self.final_norm(x), shift, scale))  # (B, F, T, head_channels·p·p)
+        features = unpatchify(x, cfg.patch, cfg.head_channels, cfg.grid)  # (B, F, head_channels, H, W)
+        return self.pixel_head(features, x_t, *self.cell_structure(x_t, cond))
+
+    def cell_structure(self, x_t: torch.Tensor, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
+        """The low-detail frame and G-buffers per model-space cell, zero where absent or dropped."""
+        b, f, _, h, w = x_t.shape
+        low = torch.zeros_like(x_t) if cond.low is None else cond.low * _keep_mask(cond.keep_low, cond.low)
+        if cond.gbuffers is None:
+            gbuffers = x_t.new_zeros(b, f, GBUFFER_CHANNELS, h, w)
+        else:
+            gbuffers = cond.gbuffers * _keep_mask(cond.keep_gbuffers, cond.gbuffers)
+            if self.cfg.down > 1:  # latent space: average the G-buffers over each latent cell
+                gbuffers = F.avg_pool2d(gbuffers.flatten(0, 1), self.cfg.down).view(b, f, GBUFFER_CHANNELS, h, w)
+        return low, gbuffers
+
+    # -- whole clips ------------------------------------------------------------------------------------------
+
+    def forward(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Conditioning,
+                mode: AttentionMode = "bidirectional") -> torch.Tensor:
+        """x_t (B, F, C, H, W) at noise levels sigma (B, F) -> predicted x0 (B, F, C, H, W)."""
+        b, f = x_t.shape[:2]
+        t = self.cfg.tokens_per_frame
+        x, c = self.embed(x_t, sigma, cond)
+        pos = frame_positions(f, t, device=x.device)
+        if mode == "bidirectional":
+            mask = None
+        elif mode == "block_causal":
+            mask = block_causal_mask(f, self.cfg.chunk_frames, t, device=x.device)
+        else:
+            raise ValueError(f"unknown attention mode {mode!r}; use 'bidirectional' or 'block_causal'")
+        for block in self.blocks:
+            x, _ = block(x, c, pos, mask)
+        return self.head(x, c, x_t, cond)
+
+    # -- one chunk of a stream --------------------------------------------------------------------------------
+
+    def new_cache(self, batch: int, window_chunks: int, sink_chunks: int, device=None,
+                  dtype: torch.dtype = torch.float32) -> KVCache:
+        cfg = self.cfg
+        return KVCache(layers=cfg.depth, batch=batch, heads=cfg.heads, head_dim=cfg.head_dim,
+                       chunk_frames=cfg.chunk_frames, tokens_per_frame=cfg.tokens_per_frame,
+                       window_chunks=window_chunks, sink_chunks=sink_chunks,
+                       device=device or self.out.weight.device, dtype=dtype)
+
+    def step(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Conditioning, cache: KVCache,
+             write: bool = False) -> torch.Tensor:
+        """One block-causal chunk: x_t (B, K, C, H, W) at sigma (B, K), attending to itself and every chunk in
+        `cache` -> x0 (B, K, C, H, W). With write=True the chunk's K/V (at this input and noise level) are appended
+        to the cache afterwards: call it on the clean chunk at σ = 0 (CausVid's refresh) or on the last denoising
+        step's input (keeping that step's K/V saves a pass)."""
+        b, k = x_t.shape[:2]
+        if k != self.cfg.chunk_frames:
+            raise ValueError(f"step() takes one chunk of {self.cfg.chunk_frames} frames; got {k}")
+        t = self.cfg.tokens_per_frame
+        x, c = self.embed(x_t, sigma, cond)
+        pos = frame_positions(k, t, start=cache.frames, device=x.device)
+        past_pos = frame_positions(cache.frames, t, device=x.device)  # cached frames sit at 0..frames-1
+        new_k, new_v = [], []
+        for layer, block in enumerate(self.blocks):
+            x, (key, value) = block(x, c, pos, None, cache.view(layer), past_pos)
+            new_k.append(key)
+            new_v.append(value)
+        if write:
+            cache.append(torch.stack(new_k), torch.stack(new_v))
+        return self.head(x, c, x_t, cond)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def flops_per_frame(cfg: DiTConfig, context_frames: int) -> float:
+    """Forward FLOPs per frame (multiply-add = 2) when each frame attends to `context_frames` frames: the linear
+    layers of every block, attention scores and mixing, and the token projections in and out."""
+    t, d = cfg.tokens_per_frame, cfg.hidden
+    p = cfg.patch
+    token_in = cfg.channels * p * p * 2 + GBUFFER_CHANNELS * (p * cfg.down) ** 2
+    per_token_block = 2 * (4 * d * d + 2 * cfg.mlp_ratio * d * d) + 2 * 2 * context_frames * t * d
+    per_token = cfg.depth * per_token_block + 2 * d * token_in + 2 * d * cfg.head_channels * p * p
+    head_inputs = cfg.head_channels + 2 * cfg.channels + GBUFFER_CHANNELS
+    per_cell = 2 * (head_inputs * cfg.head_hidden + cfg.head_hidden * cfg.channels)
+    h, w = cfg.sample_size
+    return float(per_token * t + per_cell * h * w)

@@ -1,0 +1,87 @@
+"""The student's key/value cache: preallocated, with a rolling window of recent chunks plus sink chunks.
+
+Called by the block-causal student (models.dit.VideoDiT.step) and by the streaming runtime, which owns one cache per
+stream. Memory is allocated once in __init__ and never grows, so a stream can run forever:
+
+    slots  [ sink 0 .. sink S-1 | window 0 .. window W-1 ]      each slot holds one chunk: K frames × T tokens
+    - the first S chunks ever appended become sinks and stay until reset() (StreamingLLM's attention sinks: the
+      first context anchors attention, and dropping it hurts more than dropping anything else);
+    - later chunks fill the window; once it is full, appending evicts the oldest window chunk (shift left by one).
+
+Keys are stored before the rotary time embedding. Attention rotates them by their position in the cache (slot
+order), so cached frames always sit at positions 0..frames-1 and the new chunk right after them, however long the
+stream has run. Until the first eviction these are exactly the frames' absolute positions, which makes the cached
+path equal to one full block-causal forward.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    """K/V of past chunks for every layer: (layers, B, heads, slots·chunk_tokens, head_dim), allocated once."""
+
+    def __init__(self, *, layers: int, batch: int, heads: int, head_dim: int, chunk_frames: int,
+                 tokens_per_frame: int, window_chunks: int, sink_chunks: int,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        if window_chunks < 1 or sink_chunks < 0:
+            raise ValueError(f"a KV cache needs window_chunks >= 1 and sink_chunks >= 0; "
+                             f"got {window_chunks} and {sink_chunks}")
+        self.chunk_frames = chunk_frames
+        self.tokens_per_frame = tokens_per_frame
+        self.chunk_tokens = chunk_frames * tokens_per_frame
+        self.window_chunks = window_chunks
+        self.sink_chunks = sink_chunks
+        self.max_chunks = sink_chunks + window_chunks
+        shape = (layers, batch, heads, self.max_chunks * self.chunk_tokens, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.chunks = 0  # chunks held now (sinks included), at most max_chunks
+        self.appended = 0  # chunks appended since reset, evicted ones included
+
+    def reset(self) -> None:
+        """Forget every chunk (a new stream, or a cut); the memory is kept for reuse."""
+        self.chunks = 0
+        self.appended = 0
+
+    @property
+    def frames(self) -> int:
+        """Frames held now; the next chunk's frames take positions frames, frames + 1, ..."""
+        return self.chunks * self.chunk_frames
+
+    @property
+    def tokens(self) -> int:
+        return self.chunks * self.chunk_tokens
+
+    def view(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(k, v) of one layer over the held chunks in slot order: each (B, heads, tokens, head_dim)."""
+        return self.k[layer, :, :, : self.tokens], self.v[layer, :, :, : self.tokens]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store one chunk for every layer: k, v (layers, B, heads, chunk_tokens, head_dim), keys un-rotated.
+
+        When every slot is taken, the oldest window chunk is evicted first; sink chunks are never evicted.
+        """
+        expected = (*self.k.shape[:3], self.chunk_tokens, self.k.shape[4])
+        if tuple(k.shape) != expected or tuple(v.shape) != expected:
+            raise ValueError(f"KVCache.append expects k and v of shape {expected}; got {tuple(k.shape)} and "
+                             f"{tuple(v.shape)}")
+        if self.chunks == self.max_chunks:
+            self._evict_oldest_window_chunk()
+        start = self.tokens
+        self.k[:, :, :, start: start + self.chunk_tokens] = k
+        self.v[:, :, :, start: start + self.chunk_tokens] = v
+        self.chunks += 1
+        self.appended += 1
+
+    def _evict_oldest_window_chunk(self) -> None:
+        first = self.sink_chunks * self.chunk_tokens  # first window token
+        keep = slice(first + self.chunk_tokens, self.tokens)
+        for store in (self.k, self.v):
+            # clone: source and destination overlap
+            store[:, :, :, first: self.tokens - self.chunk_tokens] = store[:, :, :, keep].clone()
+        self.chunks -= 1
+
+    def nbytes(self) -> int:
+        return self.k.numel() * self.k.element_size() * 2

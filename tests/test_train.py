@@ -1,0 +1,135 @@
+"""Training stages on a synthetic dataset with tiny models: files written, exact resume, DDP equivalence, errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from models import checkpoint
+from models.train import TrainError, batch_indices, lr_at, run_stage, TrainConfig
+from renderer.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = {"sunny summer": ["sunny summer day", "bright summer afternoon"],
+           "snowy winter": ["snowy winter village", "frozen winter scene"]}
+# Small and fast: 4-frame clips, 2-step sample grids, every step logged.
+QUICK = {"clip_frames": 4, "sample_steps": 2, "log_every": 1, "checkpoint_every": 2, "warmup": 2}
+
+
+def state_weights(run: Path, stage: str = "teacher") -> dict[str, torch.Tensor]:
+    return {k: v for k, v in load_file(str(run / "state" / f"{stage}.safetensors")).items() if k.startswith("model/")}
+
+
+def test_teacher_stage_writes_checkpoint_logs_and_samples(synthetic_clips, tmp_path):
+    run = tmp_path / "run"
+    record = run_stage("teacher", synthetic_clips, run, "tiny", PROMPTS, steps=3, batch=2, overrides=QUICK)
+    assert record["step"] == 3 and record["loss"] > 0
+    meta = json.loads((run / "teacher.json").read_text())
+    assert meta["kind"] == "teacher" and meta["step"] == 3 and meta["prompts"] == PROMPTS
+    assert meta["config"]["size"] == "tiny" and meta["train"]["batch"] == 2
+    lines = [json.loads(line) for line in (run / "logs" / "teacher.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3]
+    assert all(r["loss_by_sigma"] for r in lines)  # per noise-level bins are logged
+    assert (run / "samples" / "teacher_000003.png").stat().st_size > 0
+    # refuses to overwrite a run without --resume
+    with pytest.raises(TrainError, match="--resume"):
+        run_stage("teacher", synthetic_clips, run, "tiny", PROMPTS, steps=3, batch=2, overrides=QUICK)
+
+
+def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(synthetic_clips, tmp_path, monkeypatch):
+    """Exact resume: the batch and every random draw of step n depend on (seed, n) only, and the optimizer and EMA
+    state are checkpointed."""
+    straight = tmp_path / "straight"
+    run_stage("teacher", synthetic_clips, straight, "tiny", PROMPTS, steps=4, batch=2, overrides=QUICK)
+
+    from models import train as train_module
+
+    interrupted = tmp_path / "interrupted"
+    original = train_module.TeacherStage.loss
+    calls = {"n": 0}
+
+    def crash_on_third_step(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(train_module.TeacherStage, "loss", crash_on_third_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage("teacher", synthetic_clips, interrupted, "tiny", PROMPTS, steps=4, batch=2, overrides=QUICK)
+    monkeypatch.setattr(train_module.TeacherStage, "loss", original)
+    assert json.loads((interrupted / "state" / "teacher.json").read_text())["step"] == 2
+    run_stage("teacher", synthetic_clips, interrupted, "tiny", PROMPTS, steps=4, batch=2, resume=True,
+              overrides=QUICK)
+    a, b = state_weights(straight), state_weights(interrupted)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=0, rtol=0, msg=name)
+
+
+def test_two_gloo_processes_take_the_steps_of_one_process_with_the_whole_batch(synthetic_clips, tmp_path):
+    """`restyler train` unchanged under torchrun with 2 CPU processes (batch 2 each) against 1 process with batch 4:
+    the same loss and gradient norm (a sum instead of a mean over ranks would double it) and the same weights."""
+    from demo_game.styles import STYLES
+
+    single = tmp_path / "single"
+    game_prompts = {style.name: list(style.prompts) for style in STYLES.values()}  # what the CLI trains on
+    run_stage("teacher", synthetic_clips, single, "tiny", game_prompts, steps=3, batch=4)
+    ddp = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "renderer", "train", "teacher", "--data", str(synthetic_clips), "--out", str(ddp), "--size", "tiny",
+         "--steps", "3", "--batch", "4", "--device", "cpu"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log_single, log_ddp = (json.loads((run / "logs" / "teacher.jsonl").read_text().splitlines()[-1])
+                           for run in (single, ddp))
+    assert log_ddp["step"] == log_single["step"] == 3
+    assert log_ddp["loss"] == pytest.approx(log_single["loss"], rel=1e-4)
+    assert log_ddp["grad_norm"] == pytest.approx(log_single["grad_norm"], rel=1e-4)
+    a, b = state_weights(single), state_weights(ddp)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-7, rtol=1e-5, msg=name)
+
+
+def test_autoencoder_stage_and_latent_teacher(synthetic_clips, tmp_path):
+    run = tmp_path / "run"
+    run_stage("autoencoder", synthetic_clips, run, "tiny", PROMPTS, steps=2, batch=4,
+              overrides={"log_every": 1, "sample_every": 2})
+    tensors, meta = checkpoint.load_checkpoint(run, "autoencoder")
+    assert meta["kind"] == "autoencoder"
+    # the latent statistics were measured, not left at their identity defaults
+    assert not torch.equal(tensors["latent_std"], torch.ones_like(tensors["latent_std"]))
+    assert (run / "samples" / "autoencoder_000002.png").is_file()
+    run_stage("teacher", synthetic_clips, run, "tiny", PROMPTS, steps=1, batch=2, overrides={**QUICK, "space": "latent"})
+    assert json.loads((run / "teacher.json").read_text())["config"]["space"] == "latent"
+
+
+def test_latent_teacher_without_autoencoder_says_how_to_get_one(synthetic_clips, tmp_path):
+    with pytest.raises(checkpoint.CheckpointError, match="restyler train autoencoder"):
+        run_stage("teacher", synthetic_clips, tmp_path / "run", "tiny", PROMPTS, steps=1, batch=2,
+                  overrides={**QUICK, "space": "latent"})
+
+
+def test_cli_train_errors_are_one_line(synthetic_clips, tmp_path, capsys):
+    assert cli_main(["train", "teacher", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")]) == 2
+    assert "record data first" in capsys.readouterr().err
+    # size S models 128x128 frames; the synthetic clips are 64x64
+    assert cli_main(["train", "teacher", "--data", str(synthetic_clips), "--out", str(tmp_path / "r2"),
+                     "--steps", "1"]) == 2
+    assert "record data at the model's size" in capsys.readouterr().err
+
+
+def test_schedule_and_batches():
+    cfg = TrainConfig(steps=100, lr=1.0, warmup=10, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1) and lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3) and lr_at(55, cfg) < 1.0
+    # every item once per epoch, in a seeded order, batches crossing the epoch end included
+    seen = [i for step in range(5) for i in batch_indices(step, 2, 10, seed=0)]
+    assert sorted(seen) == list(range(10))
+    assert batch_indices(7, 3, 10, 0) == batch_indices(7, 3, 10, 0)
