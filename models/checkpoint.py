@@ -1,8 +1,9 @@
 """Checkpoint I/O: safetensors for tensors, JSON beside them for the config and metadata; never pickle.
 
-A checkpoint `NAME` in a directory is two files, `NAME.safetensors` and `NAME.json`. Both are written to a temporary
-file, flushed and renamed into place (the JSON last), so an interrupted save leaves the previous checkpoint intact and
-a reader never sees half a file. Called by training (model weights and the exact-resume training state) and by
+A checkpoint `NAME` in a directory is two files, `NAME.safetensors` and `NAME.json`. Each is written to a temporary
+file, flushed and renamed into place (the JSON last), so a reader never sees half a file. Both carry the same random
+save id: a save interrupted between the two renames leaves a pair whose ids differ, which load refuses instead of
+pairing new weights with an old config. Called by training (model weights and the exact-resume training state) and by
 everything that loads a model (eval, the runtime).
 """
 
@@ -11,11 +12,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 FORMAT = 1
@@ -30,6 +32,13 @@ def paths(directory: Path | str, name: str) -> tuple[Path, Path]:
     return directory / f"{name}.safetensors", directory / f"{name}.json"
 
 
+def _file_mode() -> int:
+    """0o644 under the usual umask: mkstemp's 0o600 would make a shipped model unreadable to other users."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -38,7 +47,13 @@ def _atomic_write(path: Path, write) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -50,8 +65,9 @@ def save_checkpoint(directory: Path | str, name: str, tensors: dict[str, torch.T
     weights_path, meta_path = paths(directory, name)
     tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
                for k, v in tensors.items()}
-    _atomic_write(weights_path, lambda tmp: save_file(tensors, tmp))
-    body = json.dumps({"format": FORMAT, **meta}, indent=2, sort_keys=True)
+    save_id = uuid.uuid4().hex
+    _atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"save_id": save_id}))
+    body = json.dumps({"format": FORMAT, **meta, "save_id": save_id}, indent=2, sort_keys=True)
     _atomic_write(meta_path, lambda tmp: Path(tmp).write_text(body + "\n"))
 
 
@@ -75,9 +91,14 @@ def load_checkpoint(directory: Path | str, name: str, hint: str = "") -> tuple[d
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path} is not a restyler checkpoint of format {FORMAT}{suffix}")
     try:
+        with safe_open(str(weights_path), framework="pt") as f:
+            save_id = (f.metadata() or {}).get("save_id")
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path} is corrupt or unreadable ({exc}){suffix}") from None
+    if save_id != meta.get("save_id"):
+        raise CheckpointError(f"{weights_path} and {meta_path} come from different saves (a save was interrupted); "
+                              f"resume or retrain to write a matching pair{suffix}")
     return tensors, meta
 
 

@@ -413,19 +413,23 @@ class VideoDiT(nn.Module):
     # -- one chunk of a stream --------------------------------------------------------------------------------
 
     def new_cache(self, batch: int, window_chunks: int, sink_chunks: int, device=None,
-                  dtype: torch.dtype = torch.float32) -> KVCache:
+                  dtype: torch.dtype | None = None) -> KVCache:
+        """A cache for this model's sizes, on its device and in its dtype unless told otherwise."""
         cfg = self.cfg
         return KVCache(layers=cfg.depth, batch=batch, heads=cfg.heads, head_dim=cfg.head_dim,
                        chunk_frames=cfg.chunk_frames, tokens_per_frame=cfg.tokens_per_frame,
                        window_chunks=window_chunks, sink_chunks=sink_chunks,
-                       device=device or self.out.weight.device, dtype=dtype)
+                       device=device or self.out.weight.device, dtype=dtype or self.out.weight.dtype)
 
     def step(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Conditioning, cache: KVCache,
              write: bool = False) -> torch.Tensor:
         """One block-causal chunk: x_t (B, K, C, H, W) at sigma (B, K), attending to itself and every chunk in
         `cache` -> x0 (B, K, C, H, W). With write=True the chunk's K/V (at this input and noise level) are appended
         to the cache afterwards: call it on the clean chunk at σ = 0 (CausVid's refresh) or on the last denoising
-        step's input (keeping that step's K/V saves a pass)."""
+        step's input (keeping that step's K/V saves a pass).
+
+        Autograd: the cache is preallocated storage written in place, so gradients do not flow into cached K/V;
+        when grad is enabled the cached views are detached copies (training rollouts treat the past as given)."""
         b, k = x_t.shape[:2]
         if k != self.cfg.chunk_frames:
             raise ValueError(f"step() takes one chunk of {self.cfg.chunk_frames} frames; got {k}")
@@ -435,11 +439,14 @@ class VideoDiT(nn.Module):
         past_pos = frame_positions(cache.frames, t, device=x.device)  # cached frames sit at 0..frames-1
         new_k, new_v = [], []
         for layer, block in enumerate(self.blocks):
-            x, (key, value) = block(x, c, pos, None, cache.view(layer), past_pos)
+            past = cache.view(layer)
+            if torch.is_grad_enabled():
+                past = (past[0].detach().clone(), past[1].detach().clone())
+            x, (key, value) = block(x, c, pos, None, past, past_pos)
             new_k.append(key)
             new_v.append(value)
         if write:
-            cache.append(torch.stack(new_k), torch.stack(new_v))
+            cache.append(torch.stack(new_k).detach(), torch.stack(new_v).detach())
         return self.head(x, c, x_t, cond)
 
 

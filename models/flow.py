@@ -94,7 +94,8 @@ def sigma_bin_edges(bins: int) -> torch.Tensor:
 
 def loss_by_sigma_bin(loss: torch.Tensor, sigma: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of loss and count per σ bin: (bins,), (bins,). Sums (not means) so they add up across steps and ranks."""
-    index = (sigma.detach().flatten() * bins).long().clamp(0, bins - 1)
-    sums = torch.zeros(bins).index_add_(0, index, loss.detach().flatten().float())
+    loss, sigma = loss.detach().float().cpu(), sigma.detach().cpu()  # a few numbers: logged on the CPU
+    index = (sigma.flatten() * bins).long().clamp(0, bins - 1)
+    sums = torch.zeros(bins).index_add_(0, index, loss.flatten())
     counts = torch.zeros(bins).index_add_(0, index, torch.ones_like(index, dtype=torch.float32))
     return sums, counts

@@ -19,13 +19,15 @@ def predict_x0(model: VideoDiT, x_t: torch.Tensor, sigma: torch.Tensor, cond: Co
     """The model's x0 with classifier-free guidance on the style (one batched pass for both branches)."""
     if guidance == 1.0 or cond.style is None:
         return model(x_t, sigma, cond, mode)
-    both = Conditioning(
-        low=None if cond.low is None else torch.cat([cond.low, cond.low]),
-        gbuffers=None if cond.gbuffers is None else torch.cat([cond.gbuffers, cond.gbuffers]),
-        style=torch.cat([cond.style, cond.style]),
-        keep_style=torch.cat([torch.ones(len(cond.style), dtype=torch.bool, device=cond.style.device),
-                              torch.zeros(len(cond.style), dtype=torch.bool, device=cond.style.device)]),
-    )
+    b = len(cond.style)
+    ones = torch.ones(b, dtype=torch.bool, device=cond.style.device)
+
+    def twice(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else torch.cat([t, t])
+
+    both = Conditioning(low=twice(cond.low), gbuffers=twice(cond.gbuffers), style=twice(cond.style),
+                        keep_low=twice(cond.keep_low), keep_gbuffers=twice(cond.keep_gbuffers),
+                        keep_style=torch.cat([ones if cond.keep_style is None else cond.keep_style, ~ones]))
     x0 = model(torch.cat([x_t, x_t]), torch.cat([sigma, sigma]), both, mode)
     x0_cond, x0_uncond = x0.chunk(2)
     return flow.guided_x0(x0_cond, x0_uncond, guidance)
@@ -39,7 +41,7 @@ def sample_teacher(model: VideoDiT, cond: Conditioning, shape: tuple[int, ...], 
     """Sample a clip of `shape` (B, F, C, H, W) from pure noise with `steps` Euler steps.
 
     Returns the clean sample and, for every σ in `keep_sigmas` (the student's levels, for ODE pairs), the state
-    x_σ on the trajectory at that level (the state at the nearest grid level at or below it)."""
+    on the trajectory at the first grid level at or below that σ (σ = 0: the clean sample)."""
     sigmas = flow.teacher_sigmas(steps, shift)
     x = torch.randn(shape, generator=generator).to(device)
     kept: dict[float, torch.Tensor] = {}
@@ -52,6 +54,8 @@ def sample_teacher(model: VideoDiT, cond: Conditioning, shape: tuple[int, ...], 
         s = torch.full((b, f), float(sigma), device=device)
         x0 = predict_x0(model, x, s, cond, guidance)
         x = flow.euler_step(x, x0, s, torch.full((b, f), float(sigma_next), device=device))
+    for level in wanted:  # levels below the last step's (σ = 0): the clean sample
+        kept[level] = x.clone()
     return x, kept
 
 

@@ -220,7 +220,7 @@ class AutoencoderStage(Stage):
         return {"kind": "autoencoder", "config": self.ae_cfg.to_json()}
 
     @torch.no_grad()
-    def finish(self, model: Autoencoder) -> None:
+    def before_save(self, model: Autoencoder) -> None:
         """Measure the latent statistics on a fixed sample of training frames."""
         idx = batch_indices(0, min(256, len(self.dataset)), len(self.dataset), 12345)
         items = collate([self.dataset[i] for i in idx])
@@ -408,6 +408,21 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+# What may differ between a run and its resumption without breaking exactness (steps only moves the LR schedule).
+_RESUME_FREE = {"steps", "log_every", "sample_every", "checkpoint_every"}
+
+
+def _check_resumable(saved: TrainConfig, now: TrainConfig, run: Path, say: Callable[[str], None]) -> None:
+    changed = [f.name for f in fields(TrainConfig)
+               if f.name not in _RESUME_FREE and getattr(saved, f.name) != getattr(now, f.name)]
+    if changed:
+        details = ", ".join(f"{n}: {getattr(saved, n)} -> {getattr(now, n)}" for n in changed)
+        raise TrainError(f"{run} was trained with other settings ({details}); resume with the same ones, or start "
+                         "a new --out")
+    if saved.steps != now.steps and now.schedule == "cosine":
+        say(f"note: --steps {saved.steps} -> {now.steps} stretches the cosine schedule of the remaining steps")
+
+
 def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, resume: bool,
           progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Run `stage` to cfg.steps total steps in `run`; returns the last log record."""
@@ -429,6 +444,7 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
             raise TrainError(f"{run} already holds a {stage.name} run; pass --resume to continue it, or choose "
                              "another --out")
         tensors, meta = checkpoint.load_checkpoint(state_dir, stage.name)
+        _check_resumable(TrainConfig(**meta["train"]), cfg, run, progress if dist_info.main else lambda _: None)
         checkpoint.load_into(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}, "state")
         checkpoint.load_into(ema, {k[4:]: v for k, v in tensors.items() if k.startswith("ema/")}, "state")
         _load_optimizer(opt, tensors, meta["optimizer"])
@@ -446,6 +462,8 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
     def save(step: int) -> None:
         if not dist_info.main:
             return
+        if hasattr(stage, "before_save"):
+            stage.before_save(ema)  # e.g. the autoencoder's latent statistics, so every saved checkpoint is usable
         opt_tensors, opt_meta = _optimizer_tensors(opt)
         tensors = {**{f"model/{k}": v for k, v in model.state_dict().items()},
                    **{f"ema/{k}": v for k, v in ema.state_dict().items()}, **opt_tensors}
@@ -494,8 +512,6 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
                 bar.set_postfix(loss=f"{record['loss']:.4f}")
                 with log_path.open("a") as f:
                     f.write(json.dumps(record) + "\n")
-        if done == cfg.steps and hasattr(stage, "finish"):
-            stage.finish(ema)  # the EMA weights are what is saved and shipped
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             save(done)
         if dist_info.main and (done % cfg.sample_every == 0 or done == cfg.steps):

@@ -243,3 +243,14 @@ def test_student_sampler_advances_the_cache_once_per_chunk_and_is_seeded():
         assert torch.equal(again, out)
     with pytest.raises(ValueError, match="refresh must be"):
         sample_student_chunk(model, x, cond, cache, sigmas, "sometimes")
+
+
+def test_a_half_replaced_checkpoint_pair_is_refused(tmp_path):
+    """A save interrupted between its two renames leaves new weights beside an old JSON: never load that pair."""
+    model = random_model()
+    checkpoint.save_checkpoint(tmp_path / "a", "teacher", model.state_dict(), {"config": model.cfg.to_json()})
+    checkpoint.save_checkpoint(tmp_path / "b", "teacher", model.state_dict(), {"config": model.cfg.to_json()})
+    (tmp_path / "a" / "teacher.json").write_bytes((tmp_path / "b" / "teacher.json").read_bytes())
+    with pytest.raises(checkpoint.CheckpointError, match="different saves"):
+        load_dit(tmp_path / "a", "teacher")
+    assert (tmp_path / "b" / "teacher.safetensors").stat().st_mode & 0o044  # readable by others, like any file

@@ -133,3 +133,11 @@ def test_schedule_and_batches():
     seen = [i for step in range(5) for i in batch_indices(step, 2, 10, seed=0)]
     assert sorted(seen) == list(range(10))
     assert batch_indices(7, 3, 10, 0) == batch_indices(7, 3, 10, 0)
+
+
+def test_resume_with_other_settings_is_refused(synthetic_clips, tmp_path):
+    """A different batch or seed would silently break exact resume."""
+    run = tmp_path / "run"
+    run_stage("teacher", synthetic_clips, run, "tiny", PROMPTS, steps=1, batch=2, overrides=QUICK)
+    with pytest.raises(TrainError, match="batch: 2 -> 4"):
+        run_stage("teacher", synthetic_clips, run, "tiny", PROMPTS, steps=2, batch=4, resume=True, overrides=QUICK)
