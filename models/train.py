@@ -71,6 +71,9 @@ class TrainConfig:
     per_chunk_noise: float = 0.25  # fraction of clips whose chunks get independent noise levels (for the student)
     sample_steps: int = 50
     guidance: float = 1.5
+    # the velocity loss weights a frame by 1/max(σ, this)²: small values favour low-noise detail, larger ones the
+    # high-noise levels where the model must read the structure and style (docs/model.md)
+    loss_min_sigma: float = 0.05
 
 
 def default_train_config(stage: str) -> TrainConfig:
@@ -314,7 +317,7 @@ class TeacherStage(Stage):
         sigma = draws["sigma"].to(self.device)
         x_t = flow.add_noise(x0, draws["noise"].to(self.device), sigma)
         pred = model(x_t, sigma, self.conditioning(items, draws), "bidirectional")
-        per_frame = flow.flow_loss(pred, x0, sigma)  # (B, F)
+        per_frame = flow.flow_loss(pred, x0, sigma, self.cfg.loss_min_sigma)  # (B, F)
         sums, counts = flow.loss_by_sigma_bin(per_frame.cpu(), sigma.cpu(), LOSS_BINS)
         return per_frame.mean(), sums, counts
 
@@ -525,8 +528,9 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
 
 def run_stage(stage_name: str, data: Path, run: Path, size: str, prompts: dict[str, list[str]],
               steps: int | None = None, batch: int | None = None, resume: bool = False, device: str = "auto",
-              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Entry point of `restyler train autoencoder|teacher` (also under torchrun)."""
+              overrides: dict[str, Any] | None = None, init: Path | None = None) -> dict[str, Any]:
+    """Entry point of `restyler train autoencoder|teacher` (also under torchrun). `init` starts a fresh run from
+    the weights of the same stage in another run directory (fine-tuning with other settings)."""
     if stage_name not in STAGES:
         raise TrainError(f"unknown stage {stage_name!r}; this version trains {', '.join(STAGES)}")
     dist_info = setup_distributed(device)
@@ -552,6 +556,11 @@ def run_stage(stage_name: str, data: Path, run: Path, size: str, prompts: dict[s
         if frame != stage.dit_cfg.frame_size:
             raise TrainError(f"size {size} models {stage.dit_cfg.frame_size[1]}x{stage.dit_cfg.frame_size[0]} frames "
                              f"but {data} holds {frame[1]}x{frame[0]}; record data at the model's size")
+    if init is not None and not checkpoint.exists(run / "state", stage.name):
+        tensors, meta = checkpoint.load_checkpoint(init, stage.name, hint="--init takes a run directory that holds it")
+        checkpoint.load_into(stage.model, {k: v.float() for k, v in tensors.items()}, f"{init}/{stage.name}")
+        if dist_info.main:
+            print(f"starting {stage.name} from {init} (step {meta.get('step')})")
     try:
         return train(stage, run, cfg, dist_info, resume)
     finally:

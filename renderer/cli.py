@@ -226,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "docs/model.md has the measurement behind the pixel default")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="auto picks cuda when present, else cpu")
+    p.add_argument("--init", type=Path, default=None, metavar="RUN",
+                   help="start from this stage's weights in another run directory (fine-tuning with new settings)")
+    p.add_argument("--loss-min-sigma", type=positive_float, default=None, metavar="S",
+                   help="teacher only: floor of σ in the 1/σ² loss weight; 0.05 (default) favours fine detail, "
+                        "0.5 the high-noise levels where the model learns to read structure and style")
     p.set_defaults(handler=_cmd_train)
 
     # eval -----------------------------------------------------------------------------------------------------
@@ -342,8 +347,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # Held-out paraphrases are never trained on: eval checks the model generalises to them.
     prompts = {style.name: list(style.prompts) for style in STYLES.values()}
     try:
+        overrides = {"space": args.space}
+        if args.loss_min_sigma is not None:
+            overrides["loss_min_sigma"] = args.loss_min_sigma
         run_stage(args.stage, args.data, args.out, args.size, prompts, steps=args.steps, batch=args.batch,
-                  resume=args.resume, device=args.device, overrides={"space": args.space})
+                  resume=args.resume, device=args.device, overrides=overrides, init=args.init)
     except (TrainError, DataError, CheckpointError, PromptEncoderError) as exc:
         return _error("train", str(exc))
     return 0

@@ -141,3 +141,16 @@ def test_resume_with_other_settings_is_refused(synthetic_clips, tmp_path):
     run_stage("teacher", synthetic_clips, run, "tiny", PROMPTS, steps=1, batch=2, overrides=QUICK)
     with pytest.raises(TrainError, match="batch: 2 -> 4"):
         run_stage("teacher", synthetic_clips, run, "tiny", PROMPTS, steps=2, batch=4, resume=True, overrides=QUICK)
+
+
+def test_init_starts_a_new_run_from_another_runs_weights(synthetic_clips, tmp_path):
+    first = tmp_path / "first"
+    run_stage("teacher", synthetic_clips, first, "tiny", PROMPTS, steps=2, batch=2, overrides=QUICK)
+    second = tmp_path / "second"
+    run_stage("teacher", synthetic_clips, second, "tiny", PROMPTS, steps=1, batch=2, init=first,
+              overrides={**QUICK, "loss_min_sigma": 0.5, "lr": 0.0})
+    a, _ = checkpoint.load_checkpoint(first, "teacher")
+    b, meta = checkpoint.load_checkpoint(second, "teacher")
+    assert meta["train"]["loss_min_sigma"] == 0.5
+    for name in a:  # lr 0: the second run's weights are exactly the first run's
+        torch.testing.assert_close(b[name], a[name], atol=0, rtol=0, msg=name)
