@@ -26,7 +26,7 @@ How the pieces fit (DESIGN.md "The model"):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import torch

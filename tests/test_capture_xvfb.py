@@ -53,7 +53,10 @@ def display():
         pytest.skip("Xvfb is not installed (Debian/Ubuntu package: xvfb)")
     read_fd, write_fd = os.pipe()
     proc = subprocess.Popen(
-        [exe, "-displayfd", str(write_fd), "-screen", "0", f"{SCREEN_W}x{SCREEN_H}x24", "-nolisten", "tcp", "-ac"],
+        [exe, "-displayfd", str(write_fd), "-screen", "0", f"{SCREEN_W}x{SCREEN_H}x24", "-nolisten", "tcp", "-ac",
+         # without -noreset Xvfb resets whenever its last client disconnects, and a test connecting during that
+         # reset fails with "connection lost" (seen as a flaky failure between two region tests)
+         "-noreset"],
         pass_fds=(write_fd,),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
