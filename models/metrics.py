@@ -1,12 +1,108 @@
-"""Image quality metrics on frames in [-1, 1] (the models' range), as shared/EVAL.md defines them."""
+"""Quality metrics of shared/EVAL.md on frames in [-1, 1] (the models' range), all scored in RGB [0, 1].
+
+Called by evaluation (`restyler eval`, models.teacher_eval). Legend: frames (..., 3, H, W); motion (F, 2, H, W) in
+pixels, the convention of docs/interfaces.md (the surface at (x, y) was at (x − dx, y − dy) one frame earlier);
+depth (F, 1, H, W) linear, in blocks.
+"""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return (x.float() + 1) / 2
 
 
 def psnr(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """PSNR in dB per frame of (..., 3, H, W) tensors in [-1, 1], computed on RGB in [0, 1]; identical frames give
-    inf. Returns (...,)."""
-    mse = ((output.float() - reference.float()) / 2).pow(2).flatten(-3).mean(-1)
+    """PSNR in dB per frame, (...,); identical frames give inf."""
+    mse = (_unit(output) - _unit(reference)).pow(2).flatten(-3).mean(-1)
     return 10 * torch.log10(1.0 / mse)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-x**2 / (2 * sigma**2))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]
+
+
+def ssim(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """SSIM per frame (Wang et al. 2004: 11×11 Gaussian window, σ 1.5, K1 0.01, K2 0.03), mean over RGB, (...,)."""
+    lead = output.shape[:-3]
+    a = _unit(output).reshape(-1, *output.shape[-3:])
+    b = _unit(reference).reshape(-1, *reference.shape[-3:])
+    c = a.shape[1]
+    window = _gaussian_window().to(a.device).expand(c, 1, 11, 11)
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, window, groups=c)  # valid region only, as the reference implementation
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2
+    cov = blur(a * b) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    score = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return score.flatten(1).mean(-1).reshape(lead)
+
+
+def radial_log_spectrum(frames: torch.Tensor) -> torch.Tensor:
+    """Radially averaged log power spectrum of each frame's luminance: (..., R) with R = min(H, W) // 2 radii."""
+    rgb = _unit(frames)
+    luma = 0.299 * rgb[..., 0, :, :] + 0.587 * rgb[..., 1, :, :] + 0.114 * rgb[..., 2, :, :]
+    h, w = luma.shape[-2:]
+    power = torch.fft.fft2(luma - luma.mean((-2, -1), keepdim=True)).abs().pow(2) / (h * w)
+    fy = torch.fft.fftfreq(h, device=frames.device)[:, None] * h
+    fx = torch.fft.fftfreq(w, device=frames.device)[None, :] * w
+    radius = torch.sqrt(fy**2 + fx**2).round().long()
+    bins = min(h, w) // 2
+    keep = (radius >= 1) & (radius <= bins)  # drop DC (removed above) and the corners beyond the inscribed circle
+    index = (radius[keep] - 1)
+    flat = torch.log(power[..., keep] + 1e-10)  # (..., pixels kept)
+    sums = torch.zeros(*flat.shape[:-1], bins, device=frames.device).index_add_(-1, index, flat)
+    counts = torch.zeros(bins, device=frames.device).index_add_(0, index, torch.ones_like(index, dtype=torch.float32))
+    return sums / counts
+
+
+def spectral_distance(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of radially averaged log power spectra per frame, (...,). Lower is better; a
+    blurred output loses high-frequency power, which PSNR forgives and this does not."""
+    return (radial_log_spectrum(output) - radial_log_spectrum(reference)).abs().mean(-1)
+
+
+def warp_previous(previous: torch.Tensor, motion: torch.Tensor, depth: torch.Tensor, previous_depth: torch.Tensor,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame t−1 (C, H, W) brought to frame t by t's motion (2, H, W), nearest pixel, and the mask (H, W) of pixels
+    seen in both frames: inside the image and passing the depth test (the surface at the warped spot of t−1 is at
+    this pixel's depth within 10 % plus 0.3 blocks of camera travel; otherwise it is a disocclusion)."""
+    h, w = depth.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(h, device=motion.device), torch.arange(w, device=motion.device),
+                            indexing="ij")
+    sx = torch.round(xx - motion[0]).long()
+    sy = torch.round(yy - motion[1]).long()
+    inside = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
+    sx, sy = sx.clamp(0, w - 1), sy.clamp(0, h - 1)
+    warped = previous[:, sy, sx]
+    d, d_prev = depth.reshape(h, w).float(), previous_depth.reshape(h, w)[sy, sx].float()
+    visible = inside & ((d_prev - d).abs() < 0.1 * d + 0.3)
+    return warped, visible
+
+
+def temporal_error(frames: torch.Tensor, motion: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference (RGB in [0, 1]) between each frame and its motion-warped predecessor, over pixels
+    visible in both, across a clip (F, 3, H, W): a scalar."""
+    total, count = frames.new_zeros((), dtype=torch.float32), 0
+    unit = _unit(frames)
+    for t in range(1, frames.shape[0]):
+        warped, visible = warp_previous(unit[t - 1], motion[t], depth[t], depth[t - 1])
+        total = total + ((warped - unit[t]).abs().mean(0) * visible).sum()
+        count += int(visible.sum())
+    return total / max(count, 1)
+
+
+def warp_ratio(output: torch.Tensor, reference: torch.Tensor, motion: torch.Tensor, depth: torch.Tensor
+               ) -> torch.Tensor:
+    """Temporal error of the output divided by that of the reference renderer on the same clip: 1.0 is as stable
+    as the reference, above 1 flickers more."""
+    return temporal_error(output, motion, depth) / temporal_error(reference, motion, depth).clamp_min(1e-8)
