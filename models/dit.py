@@ -12,7 +12,8 @@ How the pieces fit (DESIGN.md "The model"):
   low-detail frame and the G-buffers: depth + normals) are projected separately and summed, which equals one
   projection of their concatenation but lets a dropped group be replaced by a learned "absent" vector;
 - 3D positions: a fixed 2D sin-cos embedding of the patch position is added to the tokens; time is a rotary
-  embedding over the frame index inside attention, so cached keys can be re-positioned as a stream rolls on;
+  embedding over the frame index inside attention, so cached keys can be moved to new positions (one rotation)
+  when the cache's window rolls on;
 - adaLN-Zero: every block is modulated per frame by (timestep embedding + style embedding), so each frame of a
   clip may carry its own noise level (needed for the student's chunks and the teacher's per-chunk noise);
 - a per-cell head: the last layer emits a few feature channels per pixel (not the pixels themselves), and a tiny
@@ -154,15 +155,26 @@ def timestep_features(sigma: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.cos(), angles.sin()], -1)
 
 
-def rotate_time(x: torch.Tensor, frame_pos: torch.Tensor, base: float) -> torch.Tensor:
-    """Rotary embedding over time: x (B, nh, L, hd) rotated by the frame position of each token, frame_pos (L,)."""
-    hd = x.shape[-1]
-    freqs = 1.0 / (base ** (torch.arange(0, hd, 2, device=x.device, dtype=torch.float32) / hd))  # (hd/2,)
-    angles = frame_pos.to(x.device, torch.float32)[:, None] * freqs  # (L, hd/2)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+def rotary_tables(frame_pos: torch.Tensor, head_dim: int, base: float, dtype: torch.dtype = torch.float32
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (L, hd/2) of the rotary time embedding for tokens at frame positions frame_pos (L,); computed once
+    per forward and shared by every layer."""
+    freqs = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=frame_pos.device, dtype=torch.float32) / head_dim))
+    angles = frame_pos.to(torch.float32)[:, None] * freqs  # (L, hd/2)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs of x (..., L, hd) by the angles whose cos, sin are (L, hd/2) (or (hd/2,) for all)."""
     x1, x2 = x[..., 0::2], x[..., 1::2]
-    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1)
-    return out.flatten(-2)
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).flatten(-2)
+
+
+def shift_time(keys: torch.Tensor, frames: int, base: float) -> torch.Tensor:
+    """Keys rotated for frame p -> the same keys rotated for frame p + frames (rotations compose by adding
+    angles). The KV cache uses it when eviction moves its window one chunk earlier."""
+    cos, sin = rotary_tables(torch.tensor([float(frames)], device=keys.device), keys.shape[-1], base, keys.dtype)
+    return apply_rotary(keys, cos[0], sin[0])
 
 
 def frame_positions(frames: int, tokens_per_frame: int, start: int = 0, device=None) -> torch.Tensor:
@@ -198,22 +210,19 @@ class Attention(nn.Module):
         q, k, v = self.qkv(x).view(b, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return self.q_norm(q), self.k_norm(k), v
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None = None,
-                past: tuple[torch.Tensor, torch.Tensor] | None = None, past_pos: torch.Tensor | None = None,
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None = None,
+                past: tuple[torch.Tensor, torch.Tensor] | None = None,
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """x (B, L, D) at frame positions pos (L,). `past` = cached (k, v) (B, nh, Lp, hd), un-rotated, at frame
-        positions past_pos (Lp,), all before x's. Returns the output (B, L, D) and this input's un-rotated (k, v)
-        for the cache."""
+        """x (B, L, D) with rotary tables `rope` for its positions. `past` = cached (k, v) (B, nh, Lp, hd), keys
+        already rotated for their positions, all before x's. Returns the output (B, L, D) and this input's
+        (rotated k, v) for the cache."""
         b, length, d = x.shape
         q, k, v = self.project(x)
-        q_rot, k_rot = rotate_time(q, pos, self.rope_base), rotate_time(k, pos, self.rope_base)
+        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        k_all, v_all = k, v
         if past is not None and past[0].shape[2] > 0:
-            past_k, past_v = past
-            k_rot = torch.cat([rotate_time(past_k, past_pos, self.rope_base), k_rot], 2)  # (B, nh, Lp + L, hd)
-            v_all = torch.cat([past_v, v], 2)
-        else:
-            v_all = v
-        out = F.scaled_dot_product_attention(q_rot, k_rot, v_all, attn_mask=mask)  # (B, nh, L, hd)
+            k_all, v_all = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)  # (B, nh, Lp + L, hd)
+        out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)  # (B, nh, L, hd)
         return self.proj(out.transpose(1, 2).reshape(b, length, d)), (k, v)
 
 
@@ -229,14 +238,14 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.hidden, width), nn.GELU(approximate="tanh"), nn.Linear(width, cfg.hidden))
         self.modulation = nn.Linear(cfg.hidden, 6 * cfg.hidden)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor | None = None,
-                past: tuple[torch.Tensor, torch.Tensor] | None = None, past_pos: torch.Tensor | None = None,
+    def forward(self, x: torch.Tensor, c: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+                mask: torch.Tensor | None = None, past: tuple[torch.Tensor, torch.Tensor] | None = None,
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """x (B, F, T, D), c (B, F, D) -> (B, F, T, D) and this block's (k, v)."""
         b, f, t, d = x.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(F.silu(c)).chunk(6, -1)  # each (B, F, D)
         h = modulate(self.norm1(x), shift1, scale1).reshape(b, f * t, d)
-        h, kv = self.attn(h, pos, mask, past, past_pos)
+        h, kv = self.attn(h, rope, mask, past)
         x = x + gate1[:, :, None] * h.view(b, f, t, d)
         x = x + gate2[:, :, None] * self.mlp(modulate(self.norm2(x), shift2, scale2))
         return x, kv
@@ -399,7 +408,7 @@ class VideoDiT(nn.Module):
         b, f = x_t.shape[:2]
         t = self.cfg.tokens_per_frame
         x, c = self.embed(x_t, sigma, cond)
-        pos = frame_positions(f, t, device=x.device)
+        rope = rotary_tables(frame_positions(f, t, device=x.device), self.cfg.head_dim, self.cfg.rope_base, x.dtype)
         if mode == "bidirectional":
             mask = None
         elif mode == "block_causal":
@@ -407,7 +416,7 @@ class VideoDiT(nn.Module):
         else:
             raise ValueError(f"unknown attention mode {mode!r}; use 'bidirectional' or 'block_causal'")
         for block in self.blocks:
-            x, _ = block(x, c, pos, mask)
+            x, _ = block(x, c, rope, mask)
         return self.head(x, c, x_t, cond)
 
     # -- one chunk of a stream --------------------------------------------------------------------------------
@@ -419,7 +428,8 @@ class VideoDiT(nn.Module):
         return KVCache(layers=cfg.depth, batch=batch, heads=cfg.heads, head_dim=cfg.head_dim,
                        chunk_frames=cfg.chunk_frames, tokens_per_frame=cfg.tokens_per_frame,
                        window_chunks=window_chunks, sink_chunks=sink_chunks,
-                       device=device or self.out.weight.device, dtype=dtype or self.out.weight.dtype)
+                       device=device or self.out.weight.device, dtype=dtype or self.out.weight.dtype,
+                       shift_keys=lambda keys, frames: shift_time(keys, frames, cfg.rope_base))
 
     def step(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Conditioning, cache: KVCache,
              write: bool = False) -> torch.Tensor:
@@ -435,14 +445,15 @@ class VideoDiT(nn.Module):
             raise ValueError(f"step() takes one chunk of {self.cfg.chunk_frames} frames; got {k}")
         t = self.cfg.tokens_per_frame
         x, c = self.embed(x_t, sigma, cond)
-        pos = frame_positions(k, t, start=cache.frames, device=x.device)
-        past_pos = frame_positions(cache.frames, t, device=x.device)  # cached frames sit at 0..frames-1
+        # cached frames sit at positions 0..frames-1 (see KVCache), so this chunk comes right after them
+        rope = rotary_tables(frame_positions(k, t, start=cache.frames, device=x.device), self.cfg.head_dim,
+                             self.cfg.rope_base, x.dtype)
         new_k, new_v = [], []
         for layer, block in enumerate(self.blocks):
             past = cache.view(layer)
             if torch.is_grad_enabled():
                 past = (past[0].detach().clone(), past[1].detach().clone())
-            x, (key, value) = block(x, c, pos, None, past, past_pos)
+            x, (key, value) = block(x, c, rope, None, past)
             new_k.append(key)
             new_v.append(value)
         if write:

@@ -8,13 +8,17 @@ stream. Memory is allocated once in __init__ and never grows, so a stream can ru
       first context anchors attention, and dropping it hurts more than dropping anything else);
     - later chunks fill the window; once it is full, appending evicts the oldest window chunk (shift left by one).
 
-Keys are stored before the rotary time embedding. Attention rotates them by their position in the cache (slot
-order), so cached frames always sit at positions 0..frames-1 and the new chunk right after them, however long the
-stream has run. Until the first eviction these are exactly the frames' absolute positions, which makes the cached
-path equal to one full block-causal forward.
+Positions: cached frames always sit at positions 0..frames-1 (slot order) and the next chunk right after them,
+however long the stream has run (StreamingLLM's positions-within-the-cache), so the model never sees positions
+beyond those it was trained on. Keys are stored already rotated for their slot; when eviction moves the window one
+chunk earlier, `shift_keys` re-rotates the moved keys once (rotations compose), instead of every layer re-rotating
+the whole cache on every pass. Until the first eviction slots are the frames' absolute positions, which makes the
+cached path equal to one full block-causal forward.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
@@ -24,7 +28,8 @@ class KVCache:
 
     def __init__(self, *, layers: int, batch: int, heads: int, head_dim: int, chunk_frames: int,
                  tokens_per_frame: int, window_chunks: int, sink_chunks: int,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 shift_keys: Callable[[torch.Tensor, int], torch.Tensor] | None = None):
         if window_chunks < 1 or sink_chunks < 0:
             raise ValueError(f"a KV cache needs window_chunks >= 1 and sink_chunks >= 0; "
                              f"got {window_chunks} and {sink_chunks}")
@@ -37,6 +42,7 @@ class KVCache:
         shape = (layers, batch, heads, self.max_chunks * self.chunk_tokens, head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.shift_keys = shift_keys  # (keys, frames) -> keys re-rotated `frames` later; None: keys carry no position
         self.chunks = 0  # chunks held now (sinks included), at most max_chunks
         self.appended = 0  # chunks appended since reset, evicted ones included
 
@@ -59,9 +65,11 @@ class KVCache:
         return self.k[layer, :, :, : self.tokens], self.v[layer, :, :, : self.tokens]
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store one chunk for every layer: k, v (layers, B, heads, chunk_tokens, head_dim), keys un-rotated.
+        """Store the next chunk for every layer: k, v (layers, B, heads, chunk_tokens, head_dim), keys rotated for
+        positions frames..frames+K-1 (right after the held frames).
 
-        When every slot is taken, the oldest window chunk is evicted first; sink chunks are never evicted.
+        When every slot is taken, the oldest window chunk is evicted first (sink chunks never are), and the new
+        chunk lands one chunk earlier than its keys were rotated for: it is shifted with the rest of the window.
         """
         expected = (*self.k.shape[:3], self.chunk_tokens, self.k.shape[4])
         if tuple(k.shape) != expected or tuple(v.shape) != expected:
@@ -69,6 +77,8 @@ class KVCache:
                              f"{tuple(v.shape)}")
         if self.chunks == self.max_chunks:
             self._evict_oldest_window_chunk()
+            if self.shift_keys is not None:
+                k = self.shift_keys(k, -self.chunk_frames)
         start = self.tokens
         self.k[:, :, :, start: start + self.chunk_tokens] = k
         self.v[:, :, :, start: start + self.chunk_tokens] = v
@@ -78,9 +88,11 @@ class KVCache:
     def _evict_oldest_window_chunk(self) -> None:
         first = self.sink_chunks * self.chunk_tokens  # first window token
         keep = slice(first + self.chunk_tokens, self.tokens)
-        for store in (self.k, self.v):
-            # clone: source and destination overlap
-            store[:, :, :, first: self.tokens - self.chunk_tokens] = store[:, :, :, keep].clone()
+        moved_k = self.k[:, :, :, keep].clone()  # clone: source and destination overlap
+        if self.shift_keys is not None:
+            moved_k = self.shift_keys(moved_k, -self.chunk_frames)
+        self.k[:, :, :, first: self.tokens - self.chunk_tokens] = moved_k
+        self.v[:, :, :, first: self.tokens - self.chunk_tokens] = self.v[:, :, :, keep].clone()
         self.chunks -= 1
 
     def nbytes(self) -> int:

@@ -254,3 +254,23 @@ def test_a_half_replaced_checkpoint_pair_is_refused(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="different saves"):
         load_dit(tmp_path / "a", "teacher")
     assert (tmp_path / "b" / "teacher.safetensors").stat().st_mode & 0o044  # readable by others, like any file
+
+
+@torch.no_grad()
+def test_after_eviction_the_cache_reads_as_sink_then_window_at_contiguous_positions():
+    """Guards the re-rotation on eviction: with one layer a chunk's K/V depend on that chunk alone, so after the
+    window has rolled, a step must equal a fresh block-causal forward over [sink chunk, window chunks, new chunk]
+    placed at contiguous positions."""
+    model = random_model(depth=1)
+    k = model.cfg.chunk_frames
+    x, sigma, cond = clip(model, 6 * k, batch=1)
+    cache = model.new_cache(batch=1, window_chunks=2, sink_chunks=1)
+    for c in range(5):  # chunks 0 (sink), 1 and 2 evicted in turn, 3 and 4 in the window
+        frames = slice(c * k, (c + 1) * k)
+        model.step(x[:, frames], sigma[:, frames], cond.frames(frames), cache, write=True)
+    last = slice(5 * k, 6 * k)
+    streamed = model.step(x[:, last], sigma[:, last], cond.frames(last), cache)
+    keep = torch.cat([torch.arange(0, k), torch.arange(3 * k, 6 * k)])
+    reduced = Conditioning(low=cond.low[:, keep], gbuffers=cond.gbuffers[:, keep], style=cond.style)
+    fresh = model(x[:, keep], sigma[:, keep], reduced, "block_causal")[:, -k:]
+    torch.testing.assert_close(streamed, fresh, atol=1e-5, rtol=1e-5)
