@@ -197,7 +197,7 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 class Attention(nn.Module):
     def __init__(self, cfg: DiTConfig):
         super().__init__()
-        self.heads, self.head_dim, self.rope_base = cfg.heads, cfg.head_dim, cfg.rope_base
+        self.heads, self.head_dim = cfg.heads, cfg.head_dim
         self.qkv = nn.Linear(cfg.hidden, 3 * cfg.hidden)
         self.proj = nn.Linear(cfg.hidden, cfg.hidden)
         # qk-norm keeps attention logits bounded, which small models trained fast with AdamW need.
