@@ -9,7 +9,6 @@ an interrupted run loses at most the clip in progress and a rerun skips every cl
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -18,6 +17,8 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 from tqdm import tqdm
+
+from models.atomic import write_atomic
 
 FORMAT = 1
 FIRST_EVAL_SEED = 1000  # seeds from here up are held-out evaluation worlds (DESIGN.md)
@@ -115,47 +116,16 @@ def _open_context() -> Any:
 # Atomic files
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _file_mode() -> int:
-    """The mode open() would give a new file (0o666 less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_FILE_MODE = _file_mode()
-
-
 def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + PARTIAL)
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    text = json.dumps(obj, indent=1) + "\n"
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text), tmp=path.with_name(path.name + PARTIAL))
 
 
 def _write_shard_atomic(path: Path, arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + PARTIAL)
     # One metadata key only: safetensors writes metadata in hash order, and several keys would make two recordings
     # of the same seed differ byte-wise.
-    save_file(arrays, str(tmp), metadata={"restyler": json.dumps(metadata, sort_keys=True)})
-    os.chmod(tmp, _FILE_MODE)  # safetensors creates files owner-only; data is shared like any other output
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the data must be on disk before the rename makes it visible
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: save_file(arrays, tmp, metadata={"restyler": json.dumps(metadata, sort_keys=True)}),
+                 tmp=path.with_name(path.name + PARTIAL))
 
 
 def read_manifest(out: Path) -> dict[str, Any] | None:

@@ -10,8 +10,6 @@ everything that loads a model (eval, the runtime).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+from models.atomic import write_atomic
 
 FORMAT = 1
 
@@ -32,33 +32,6 @@ def paths(directory: Path | str, name: str) -> tuple[Path, Path]:
     return directory / f"{name}.safetensors", directory / f"{name}.json"
 
 
-def _file_mode() -> int:
-    """0o644 under the usual umask: mkstemp's 0o600 would make a shipped model unreadable to other users."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(directory: Path | str, name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
                     dtype: torch.dtype | None = None) -> None:
     """Write NAME.safetensors (optionally cast to `dtype`, e.g. float16 for shipping) and NAME.json (`meta`)."""
@@ -66,9 +39,9 @@ def save_checkpoint(directory: Path | str, name: str, tensors: dict[str, torch.T
     tensors = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous().cpu()
                for k, v in tensors.items()}
     save_id = uuid.uuid4().hex
-    _atomic_write(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"save_id": save_id}))
+    write_atomic(weights_path, lambda tmp: save_file(tensors, tmp, metadata={"save_id": save_id}))
     body = json.dumps({"format": FORMAT, **meta, "save_id": save_id}, indent=2, sort_keys=True)
-    _atomic_write(meta_path, lambda tmp: Path(tmp).write_text(body + "\n"))
+    write_atomic(meta_path, lambda tmp: Path(tmp).write_text(body + "\n"))
 
 
 def exists(directory: Path | str, name: str) -> bool:
