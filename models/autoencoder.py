@@ -10,7 +10,7 @@ Latents are normalised per channel with statistics measured on training data aft
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,14 +27,6 @@ class AEConfig:
     def down(self) -> int:
         return 2 ** len(self.widths)
 
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> "AEConfig":
-        data = dict(data)
-        data["widths"] = tuple(data["widths"])
-        return cls(**data)
 
 
 class ResBlock(nn.Module):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from models.atomic import write_atomic
 
 FORMAT = 1
+T = TypeVar("T")
 
 
 class CheckpointError(RuntimeError):
@@ -30,6 +31,12 @@ class CheckpointError(RuntimeError):
 def paths(directory: Path | str, name: str) -> tuple[Path, Path]:
     directory = Path(directory)
     return directory / f"{name}.safetensors", directory / f"{name}.json"
+
+
+def config_from_json(cls: type[T], data: dict[str, Any]) -> T:
+    """A config dataclass back from its JSON form (dataclasses.asdict): JSON has no tuples, so lists become tuples
+    again (every sequence field of a config is a tuple, which keeps configs hashable and comparable)."""
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def save_checkpoint(directory: Path | str, name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any],

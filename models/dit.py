@@ -27,7 +27,7 @@ How the pieces fit (DESIGN.md "The model"):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -89,15 +89,6 @@ class DiTConfig:
     def sample_size(self) -> tuple[int, int]:
         """(H, W) of the model-space sample."""
         return self.frame_size[0] // self.down, self.frame_size[1] // self.down
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict) -> "DiTConfig":
-        data = dict(data)
-        data["frame_size"] = tuple(data["frame_size"])
-        return cls(**data)
 
 
 # Named sizes (DiT's registry). S fits the 2-core CPU budget at 128×128 (about 0.7 GFLOP per frame per forward,

@@ -220,7 +220,7 @@ class AutoencoderStage(Stage):
         return loss, sums, counts
 
     def meta(self):
-        return {"kind": "autoencoder", "config": self.ae_cfg.to_json()}
+        return {"kind": "autoencoder", "config": asdict(self.ae_cfg)}
 
     @torch.no_grad()
     def before_save(self, model: Autoencoder) -> None:
@@ -322,7 +322,7 @@ class TeacherStage(Stage):
         return per_frame.mean(), sums, counts
 
     def meta(self):
-        return {"kind": "teacher", "config": self.dit_cfg.to_json(), "prompts": self.prompts,
+        return {"kind": "teacher", "config": asdict(self.dit_cfg), "prompts": self.prompts,
                 "styles": self.dataset.style_names,
                 "sampler": {"steps": self.cfg.sample_steps, "shift": self.cfg.shift, "guidance": self.cfg.guidance}}
 
@@ -350,7 +350,7 @@ class TeacherStage(Stage):
 def load_autoencoder(run: Path, device: torch.device | str = "cpu") -> Autoencoder:
     tensors, meta = checkpoint.load_checkpoint(run, "autoencoder",
                                                hint=f"train it first with `restyler train autoencoder --out {run}`")
-    model = Autoencoder(AEConfig.from_json(meta["config"]))
+    model = Autoencoder(checkpoint.config_from_json(AEConfig, meta["config"]))
     checkpoint.load_into(model, tensors, f"{run}/autoencoder.safetensors")
     return model.to(device).eval()
 
@@ -358,7 +358,7 @@ def load_autoencoder(run: Path, device: torch.device | str = "cpu") -> Autoencod
 def load_dit(run: Path | str, name: str, device: torch.device | str = "cpu") -> tuple[VideoDiT, dict[str, Any]]:
     """A trained video transformer (`teacher`, later `student`) and its metadata, fp32, eval mode."""
     tensors, meta = checkpoint.load_checkpoint(run, name, hint=f"train it with `restyler train {name} --out {run}`")
-    model = VideoDiT(DiTConfig.from_json(meta["config"]))
+    model = VideoDiT(checkpoint.config_from_json(DiTConfig, meta["config"]))
     checkpoint.load_into(model, {k: v.float() for k, v in tensors.items()}, f"{run}/{name}.safetensors")
     return model.to(device).eval(), meta
 

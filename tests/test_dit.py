@@ -2,6 +2,7 @@
 models: behaviour does not depend on trained weights."""
 
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -164,14 +165,14 @@ def test_config_sizes():
 def test_checkpoint_round_trip(tmp_path):
     model = random_model(seed=5)
     checkpoint.save_checkpoint(tmp_path, "teacher", model.state_dict(), {"kind": "teacher",
-                                                                         "config": model.cfg.to_json()})
+                                                                         "config": asdict(model.cfg)})
     loaded, meta = load_dit(tmp_path, "teacher")
     assert loaded.cfg == model.cfg and meta["kind"] == "teacher"
     x, sigma, cond = clip(model, 2)
     with torch.no_grad():
         assert torch.equal(loaded(x, sigma, cond), model(x, sigma, cond))
     # fp16 shipping copy loads back into fp32 compute
-    checkpoint.save_checkpoint(tmp_path / "half", "teacher", model.state_dict(), {"config": model.cfg.to_json()},
+    checkpoint.save_checkpoint(tmp_path / "half", "teacher", model.state_dict(), {"config": asdict(model.cfg)},
                                dtype=torch.float16)
     half, _ = load_dit(tmp_path / "half", "teacher")
     assert half.out.weight.dtype == torch.float32
@@ -182,7 +183,7 @@ def test_missing_and_corrupt_checkpoints_give_one_clear_error(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="missing checkpoint file .*teacher.safetensors.*restyler train"):
         load_dit(tmp_path, "teacher")
     model = random_model()
-    checkpoint.save_checkpoint(tmp_path, "teacher", model.state_dict(), {"config": model.cfg.to_json()})
+    checkpoint.save_checkpoint(tmp_path, "teacher", model.state_dict(), {"config": asdict(model.cfg)})
     weights = tmp_path / "teacher.safetensors"
     weights.write_bytes(weights.read_bytes()[:200])
     with pytest.raises(checkpoint.CheckpointError, match="corrupt or unreadable"):
@@ -195,7 +196,7 @@ def test_missing_and_corrupt_checkpoints_give_one_clear_error(tmp_path):
 def test_a_checkpoint_of_another_size_is_refused(tmp_path):
     model = random_model()
     other = VideoDiT(make_config("tiny", hidden=32, heads=2))
-    checkpoint.save_checkpoint(tmp_path, "teacher", other.state_dict(), {"config": model.cfg.to_json()})
+    checkpoint.save_checkpoint(tmp_path, "teacher", other.state_dict(), {"config": asdict(model.cfg)})
     with pytest.raises(checkpoint.CheckpointError, match="does not match this model"):
         load_dit(tmp_path, "teacher")
 
@@ -248,8 +249,8 @@ def test_student_sampler_advances_the_cache_once_per_chunk_and_is_seeded():
 def test_a_half_replaced_checkpoint_pair_is_refused(tmp_path):
     """A save interrupted between its two renames leaves new weights beside an old JSON: never load that pair."""
     model = random_model()
-    checkpoint.save_checkpoint(tmp_path / "a", "teacher", model.state_dict(), {"config": model.cfg.to_json()})
-    checkpoint.save_checkpoint(tmp_path / "b", "teacher", model.state_dict(), {"config": model.cfg.to_json()})
+    checkpoint.save_checkpoint(tmp_path / "a", "teacher", model.state_dict(), {"config": asdict(model.cfg)})
+    checkpoint.save_checkpoint(tmp_path / "b", "teacher", model.state_dict(), {"config": asdict(model.cfg)})
     (tmp_path / "a" / "teacher.json").write_bytes((tmp_path / "b" / "teacher.json").read_bytes())
     with pytest.raises(checkpoint.CheckpointError, match="different saves"):
         load_dit(tmp_path / "a", "teacher")
