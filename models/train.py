@@ -12,8 +12,8 @@ style prompts. Everything of one recipe lives in one run directory:
 
 Exact resume: the batch of step n and every random draw in it are functions of (seed, n) alone, so a run stopped
 and resumed takes exactly the steps of an uninterrupted one. The same construction makes DDP exact: every rank
-draws the whole global batch's randomness and keeps its own rows, so N processes with batch b/N each take the
-steps of one process with batch b.
+reads only its own rows of the global batch but draws the whole batch's randomness and keeps its rows, so N
+processes with batch b/N each take the steps of one process with batch b.
 """
 
 from __future__ import annotations
@@ -184,9 +184,11 @@ class Stage:
     model: nn.Module
     dataset: Any
 
-    def loss(self, model: nn.Module, items: dict[str, torch.Tensor], gen: torch.Generator, rows: slice
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(mean loss of this rank's rows, per-bin loss sums, per-bin counts)."""
+    def loss(self, model: nn.Module, items: dict[str, torch.Tensor], gen: torch.Generator, rows: slice,
+             global_batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(mean loss, per-bin loss sums, per-bin counts) of this rank's `items`, which are rows `rows` of the
+        global batch: random draws are made for the whole global batch from `gen`, then sliced, so that every
+        rank agrees with what one process would draw."""
         raise NotImplementedError
 
     def meta(self) -> dict[str, Any]:
@@ -206,14 +208,10 @@ class AutoencoderStage(Stage):
         self.model = Autoencoder(ae_cfg).to(device)
         self.device = device
 
-    def frames(self, items: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
-        """(B, 3, H, W): per item the style frame or, one time in four, its low-detail frame."""
-        use_low = torch.rand(len(items["low"]), generator=gen) < 0.25
-        x = torch.where(use_low[:, None, None, None], items["low"][:, 0], items["style"][:, 0])
-        return x.to(self.device)
-
-    def loss(self, model, items, gen, rows):
-        x = self.frames(items, gen)[rows]
+    def loss(self, model, items, gen, rows, global_batch):
+        # per item the style frame or, one time in four, its low-detail frame: the runtime encodes both
+        use_low = (torch.rand(global_batch, generator=gen) < 0.25)[rows]
+        x = torch.where(use_low[:, None, None, None], items["low"][:, 0], items["style"][:, 0]).to(self.device)
         recon = model(x)
         loss = reconstruction_loss(recon, x)
         sums, counts = torch.zeros(LOSS_BINS), torch.zeros(LOSS_BINS)
@@ -276,16 +274,14 @@ class TeacherStage(Stage):
         with torch.no_grad():
             return self.autoencoder.decode_video(x)
 
-    def draw(self, items: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, torch.Tensor]:
-        """Every random choice of a step for the whole global batch (so ranks agree): noise levels, noise,
-        conditioning dropout and the prompt paraphrase of each clip."""
-        cfg, k = self.cfg, self.dit_cfg.chunk_frames
-        b, f = items["style"].shape[:2]
+    def draw(self, b: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """Every random choice of a step for a global batch of b clips (so ranks agree): noise levels, noise,
+        conditioning dropout, and a uniform number per clip that picks its prompt paraphrase."""
+        cfg, k, f = self.cfg, self.dit_cfg.chunk_frames, self.cfg.clip_frames
         per_clip = flow.sample_train_sigma((b, 1), cfg.shift, gen).expand(b, f)
         per_chunk = flow.sample_train_sigma((b, f // k), cfg.shift, gen).repeat_interleave(k, 1)
         independent = torch.rand(b, 1, generator=gen) < cfg.per_chunk_noise
-        style_index = items["style_index"]
-        which = (torch.rand(b, generator=gen) * self.paraphrases[style_index]).long()
+        paraphrase = torch.rand(b, generator=gen)
         c, h, w = self.dit_cfg.channels, *self.dit_cfg.sample_size
         return {
             "sigma": torch.where(independent, per_chunk, per_clip),
@@ -293,7 +289,7 @@ class TeacherStage(Stage):
             "keep_low": torch.rand(b, generator=gen) >= cfg.drop_low,
             "keep_gbuffers": torch.rand(b, generator=gen) >= cfg.drop_gbuffers,
             "keep_style": torch.rand(b, generator=gen) >= cfg.drop_style,
-            "style": self.prompt_table[style_index, which],
+            "paraphrase": paraphrase,
         }
 
     def conditioning(self, items: dict[str, torch.Tensor], draws: dict[str, torch.Tensor] | None = None,
@@ -309,10 +305,11 @@ class TeacherStage(Stage):
             keep_style=None if "keep_style" not in draws else draws["keep_style"].to(d),
         )
 
-    def loss(self, model, items, gen, rows):
-        draws = self.draw(items, gen)
-        items = {k: v[rows] for k, v in items.items()}
-        draws = {k: v[rows] for k, v in draws.items()}
+    def loss(self, model, items, gen, rows, global_batch):
+        draws = {k: v[rows] for k, v in self.draw(global_batch, gen).items()}
+        style_index = items["style_index"]
+        which = (draws["paraphrase"] * self.paraphrases[style_index]).long()
+        draws["style"] = self.prompt_table[style_index, which]
         x0 = self.to_model_space(items["style"].to(self.device))
         sigma = draws["sigma"].to(self.device)
         x_t = flow.add_noise(x0, draws["noise"].to(self.device), sigma)
@@ -486,11 +483,13 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
     model.train()
     for step in range(start, cfg.steps):
         gen = step_generator(cfg.seed, step)
-        items = collate([stage.dataset[i] for i in batch_indices(step, cfg.batch, len(stage.dataset), cfg.seed)])
+        rows = dist_info.rows(cfg.batch)  # each rank reads only its own rows of the global batch
+        indices = batch_indices(step, cfg.batch, len(stage.dataset), cfg.seed)[rows]
+        items = collate([stage.dataset[i] for i in indices])
         lr = lr_at(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        loss, bin_sums, bin_counts = stage.loss(net, items, gen, dist_info.rows(cfg.batch))
+        loss, bin_sums, bin_counts = stage.loss(net, items, gen, rows, cfg.batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
