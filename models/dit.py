@@ -280,7 +280,7 @@ def _select(keep: torch.Tensor | None, present: torch.Tensor, absent: torch.Tens
     """present (B, ..., D) where keep, else the absent embedding (D,)."""
     if keep is None:
         return present
-    mask = keep.view(-1, *([1] * (present.dim() - 1))).to(present.dtype)
+    mask = _keep_mask(keep, present)
     return present * mask + absent * (1 - mask)
 
 

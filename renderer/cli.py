@@ -118,6 +118,11 @@ def mp4_path(text: str) -> Path:
 # Parser
 
 
+def _add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto picks cuda when present, else cpu")
+
+
 def _add_model(p: argparse.ArgumentParser, *, required: bool = False, default: Path | None = DEFAULT_MODEL) -> None:
     help_text = ("model directory: a shipped model (models/weights/<name>) or a finished training run (the --out of "
                  "`restyler train`)")
@@ -224,8 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--space", choices=["pixel", "latent"], default="pixel",
                    help="teacher only: model pixels (16x16 patches, no decoder) or the run's autoencoder latents; "
                         "docs/model.md has the measurement behind the pixel default")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto picks cuda when present, else cpu")
+    _add_device(p)
     p.add_argument("--init", type=Path, default=None, metavar="RUN",
                    help="start from this stage's weights in another run directory (fine-tuning with new settings)")
     p.add_argument("--loss-min-sigma", type=positive_float, default=None, metavar="S",
@@ -250,8 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Measure first-frame latency, per-chunk latency and throughput of the student "
                                    "and its teacher.")
     _add_model(p, required=True)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto picks cuda when present, else cpu")
+    _add_device(p)
     p.add_argument("--seconds", type=positive_float, default=10.0, metavar="N",
                    help="measuring time after warm-up; longer gives steadier percentiles")
     p.add_argument("--json", type=Path, required=True, metavar="FILE", help="where to write the measurements")
