@@ -194,6 +194,9 @@ class Stage:
     def meta(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def before_save(self, model: nn.Module) -> None:
+        """Finish `model` (the EMA copy that is saved) before each checkpoint; most stages have nothing to do."""
+
     def sample_grid(self, model: nn.Module, path: Path) -> None:
         raise NotImplementedError
 
@@ -462,8 +465,7 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
     def save(step: int) -> None:
         if not dist_info.main:
             return
-        if hasattr(stage, "before_save"):
-            stage.before_save(ema)  # e.g. the autoencoder's latent statistics, so every saved checkpoint is usable
+        stage.before_save(ema)  # e.g. the autoencoder's latent statistics, so every saved checkpoint is usable
         opt_tensors, opt_meta = _optimizer_tensors(opt)
         tensors = {**{f"model/{k}": v for k, v in model.state_dict().items()},
                    **{f"ema/{k}": v for k, v in ema.state_dict().items()}, **opt_tensors}
