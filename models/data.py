@@ -78,6 +78,11 @@ def normalize_depth(depth: torch.Tensor, far: float = DEPTH_FAR) -> torch.Tensor
     return torch.log1p(depth) * (2.0 / math.log1p(far)) - 1.0
 
 
+def denormalize_depth(normalized: torch.Tensor, far: float = DEPTH_FAR) -> torch.Tensor:
+    """The inverse of normalize_depth: linear depth in blocks (for the depth test of motion warping)."""
+    return torch.expm1((normalized.float() + 1.0) * (math.log1p(far) / 2.0))
+
+
 def rgb_to_unit(rgb: torch.Tensor) -> torch.Tensor:
     """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1]."""
     return rgb.movedim(-1, -3).float().div(127.5).sub(1.0)

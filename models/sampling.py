@@ -33,29 +33,42 @@ def predict_x0(model: VideoDiT, x_t: torch.Tensor, sigma: torch.Tensor, cond: Co
     return flow.guided_x0(x0_cond, x0_uncond, guidance)
 
 
+def teacher_grid(steps: int, shift: float, start_sigma: float = 1.0,
+                 extra: torch.Tensor | None = None) -> list[float]:
+    """The teacher's decreasing noise levels from `start_sigma` to 0: its `steps`-step grid cut at the start,
+    with every level of `extra` (the student's levels, for ODE pairs) inserted so the trajectory passes exactly
+    through them."""
+    levels = {float(s) for s in flow.teacher_sigmas(steps, shift) if float(s) < start_sigma - 1e-6}
+    levels |= {float(s) for s in (extra if extra is not None else []) if float(s) <= start_sigma + 1e-6}
+    levels |= {float(start_sigma), 0.0}
+    return sorted(levels, reverse=True)
+
+
 @torch.no_grad()
 def sample_teacher(model: VideoDiT, cond: Conditioning, shape: tuple[int, ...], steps: int = 50, shift: float = 3.0,
                    guidance: float = 1.5, generator: torch.Generator | None = None,
                    device: torch.device | str = "cpu", keep_sigmas: torch.Tensor | None = None,
+                   start: torch.Tensor | None = None, start_sigma: float = 1.0,
                    ) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
-    """Sample a clip of `shape` (B, F, C, H, W) from pure noise with `steps` Euler steps.
+    """Sample a clip of `shape` (B, F, C, H, W) with the Euler sampler over the teacher's `steps`-step grid.
 
-    Returns the clean sample and, for every σ in `keep_sigmas` (the student's levels, for ODE pairs), the state
-    on the trajectory at the first grid level at or below that σ (σ = 0: the clean sample)."""
-    sigmas = flow.teacher_sigmas(steps, shift)
-    x = torch.randn(shape, generator=generator).to(device)
+    By default it starts from pure noise at σ = 1. With `start` (a state at `start_sigma`, e.g. the incoming
+    frames noised to the student's t*: the v2v trajectories of ODE pairs) it runs only the grid below that level.
+    Returns the clean sample and the state at every σ in `keep_sigmas` (inserted into the grid, so the states sit
+    exactly at those levels; σ = 0 is the clean sample)."""
+    levels = teacher_grid(steps, shift, start_sigma, keep_sigmas)
+    x = (torch.randn(shape, generator=generator) if start is None else start.cpu()).to(device)
+    wanted = {round(float(s), 6) for s in (keep_sigmas if keep_sigmas is not None else [])}
     kept: dict[float, torch.Tensor] = {}
-    wanted = [] if keep_sigmas is None else sorted((float(s) for s in keep_sigmas), reverse=True)
     b, f = shape[:2]
-    for i in range(steps):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        while wanted and sigma <= wanted[0] + 1e-6:
-            kept[wanted.pop(0)] = x.clone()
-        s = torch.full((b, f), float(sigma), device=device)
+    for sigma, sigma_next in zip(levels[:-1], levels[1:]):
+        if round(sigma, 6) in wanted:
+            kept[round(sigma, 6)] = x.clone()
+        s = torch.full((b, f), sigma, device=device)
         x0 = predict_x0(model, x, s, cond, guidance)
-        x = flow.euler_step(x, x0, s, torch.full((b, f), float(sigma_next), device=device))
-    for level in wanted:  # levels below the last step's (σ = 0): the clean sample
-        kept[level] = x.clone()
+        x = flow.euler_step(x, x0, s, torch.full((b, f), sigma_next, device=device))
+    if 0.0 in wanted:
+        kept[0.0] = x.clone()
     return x, kept
 
 

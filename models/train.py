@@ -184,6 +184,11 @@ class Stage:
     model: nn.Module
     dataset: Any
 
+    @property
+    def checkpoint_name(self) -> str:
+        """The name of the weights the stage publishes in the run directory (RUN/<name>.safetensors)."""
+        return self.name
+
     def loss(self, model: nn.Module, items: dict[str, torch.Tensor], gen: torch.Generator, rows: slice,
              global_batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(mean loss, per-bin loss sums, per-bin counts) of this rank's `items`, which are rows `rows` of the
@@ -396,13 +401,13 @@ def save_grid(path: Path, rows: list[torch.Tensor], columns: int | None = None) 
 # The loop
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     state = opt.state_dict()
     tensors = {f"opt/{i}/{k}": v for i, s in state["state"].items() for k, v in s.items()}
     return tensors, {"param_groups": state["param_groups"]}
 
 
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("opt/"):
@@ -450,7 +455,7 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
         _check_resumable(TrainConfig(**meta["train"]), cfg, run, progress if dist_info.main else lambda _: None)
         checkpoint.load_into(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}, "state")
         checkpoint.load_into(ema, {k[4:]: v for k, v in tensors.items() if k.startswith("ema/")}, "state")
-        _load_optimizer(opt, tensors, meta["optimizer"])
+        load_optimizer(opt, tensors, meta["optimizer"])
         start = int(meta["step"])
         if dist_info.main:
             progress(f"resuming {stage.name} in {run} at step {start}")
@@ -466,13 +471,13 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
         if not dist_info.main:
             return
         stage.before_save(ema)  # e.g. the autoencoder's latent statistics, so every saved checkpoint is usable
-        opt_tensors, opt_meta = _optimizer_tensors(opt)
+        opt_tensors, opt_meta = optimizer_tensors(opt)
         tensors = {**{f"model/{k}": v for k, v in model.state_dict().items()},
                    **{f"ema/{k}": v for k, v in ema.state_dict().items()}, **opt_tensors}
         checkpoint.save_checkpoint(state_dir, stage.name, tensors,
                                    {"step": step, "optimizer": opt_meta, "train": asdict(cfg)})
-        checkpoint.save_checkpoint(run, stage.name, ema.state_dict(), {**stage.meta(), "step": step,
-                                                                       "train": asdict(cfg)})
+        checkpoint.save_checkpoint(run, stage.checkpoint_name, ema.state_dict(),
+                                   {**stage.meta(), "step": step, "train": asdict(cfg)})
 
     log_path = run / "logs" / f"{stage.name}.jsonl"
     if dist_info.main:

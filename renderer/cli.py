@@ -13,7 +13,8 @@ import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from dataclasses import replace
+from typing import Any, Callable, Sequence
 
 PROG = "restyler"
 EXIT_USAGE = 2  # argparse's own code for bad arguments; also used for "not built yet" and refused requests
@@ -106,6 +107,17 @@ def positive_float(text: str) -> float:
     if not value > 0:  # also refuses nan
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds; got {text!r}")
     return value
+
+
+def parse_timesteps(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or any(not 0 < v <= 1000 for v in values) or list(values) != sorted(values, reverse=True):
+        raise argparse.ArgumentTypeError(f"expected decreasing levels in 1..1000 separated by commas, e.g. "
+                                         f"1000,500; got {text!r}")
+    return values
 
 
 def mp4_path(text: str) -> Path:
@@ -235,6 +247,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss-min-sigma", type=positive_float, default=None, metavar="S",
                    help="teacher only: floor of σ in the 1/σ² loss weight; 0.05 (default) favours fine detail, "
                         "0.5 the high-noise levels where the model learns to read structure and style")
+    g = p.add_argument_group("distillation (ode, dmd)")
+    g.add_argument("--timesteps", type=parse_timesteps, default=None, metavar="T1,T2",
+                   help="ode: the student's levels on CausVid's 0..1000 scale, the first being t* where a stream "
+                        "starts (default 1000,500)")
+    g.add_argument("--refresh", choices=["clean", "last_step"], default=None,
+                   help="ode: how the student writes its KV cache after a chunk (default clean)")
+    g.add_argument("--pair-clips", type=positive_int, default=128, metavar="N",
+                   help="ode: teacher trajectories to generate (the stage's largest cost on a CPU)")
+    g.add_argument("--rollout", choices=["self_forcing", "parallel"], default="self_forcing",
+                   help="dmd: generate on the student's own KV-cached rollouts, or CausVid's one parallel pass")
+    g.add_argument("--regression", type=float, default=0.0, metavar="W",
+                   help="dmd: weight of a paired MSE against the recorded reference frames (default 0)")
+    g.add_argument("--fake-updates", type=positive_int, default=5, metavar="N",
+                   help="dmd: fake-score updates per generator update (CausVid: 5)")
+    g.add_argument("--real-guidance", type=positive_float, default=None, metavar="G",
+                   help="dmd: guidance of the real score (default: the teacher's sampler guidance)")
+    g.add_argument("--lr", type=positive_float, default=None, metavar="LR",
+                   help="learning rate (dmd: the student's); default: the stage's recipe value")
     p.set_defaults(handler=_cmd_train)
 
     # eval -----------------------------------------------------------------------------------------------------
@@ -246,8 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out world seeds, from 1000 up, e.g. 1000:1008")
     p.add_argument("--frames", type=positive_int, default=120, metavar="N",
                    help="frames per world; longer runs expose drift")
-    p.add_argument("--json", type=Path, required=True, metavar="FILE", help="where to write the scores")
-    p.set_defaults(handler=_not_built)
+    p.add_argument("--json", type=Path, required=True, metavar="FILE",
+                   help="where to write the scores; FILE.md (table), FILE_details.json and FILE_media/ (strips, "
+                        "an mp4 per row) go beside it")
+    p.add_argument("--drift-frames", type=int, default=3000, metavar="N",
+                   help="length of the drift stream (0 skips it); EVAL.md defines drift over 3000")
+    p.add_argument("--teacher-steps", type=positive_int, default=None, metavar="N",
+                   help="teacher sampler steps (default: the teacher's own, 50)")
+    p.add_argument("--timesteps", type=parse_timesteps, default=None, metavar="T1,T2",
+                   help="ablation: run the student with these levels instead of its own")
+    p.add_argument("--refresh", choices=["clean", "last_step"], default=None,
+                   help="ablation: run the student with this cache refresh instead of its own")
+    p.add_argument("--worlds", type=Path, default=Path("out/eval_worlds"), metavar="DIR",
+                   help="where the rendered held-out worlds are kept, so a second eval does not render them again")
+    _add_device(p)
+    p.set_defaults(handler=_cmd_eval)
 
     # bench ----------------------------------------------------------------------------------------------------
     p = sub.add_parser("bench", help="measure latency and throughput",
@@ -339,8 +382,8 @@ def _cmd_record_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    if args.stage not in ("autoencoder", "teacher"):
-        return _error("train", f"stage {args.stage!r} is not built yet in this version; autoencoder and teacher are")
+    if args.stage in ("ode", "dmd"):
+        return _train_distill(args)
     from demo_game.styles import STYLES
     from models.checkpoint import CheckpointError
     from models.data import DataError
@@ -358,6 +401,95 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except (TrainError, DataError, CheckpointError, PromptEncoderError) as exc:
         return _error("train", str(exc))
     return 0
+
+
+def _train_distill(args: argparse.Namespace) -> int:
+    from models.checkpoint import CheckpointError
+    from models.data import DataError
+    from models.distill import StudentSampler, run_distill_stage
+    from models.dmd import DmdConfig
+    from models.prompt import PromptEncoderError
+    from models.train import TrainError
+
+    sampler = None
+    if args.timesteps is not None or args.refresh is not None:
+        sampler = StudentSampler(**{k: v for k, v in (("timesteps", args.timesteps), ("refresh", args.refresh))
+                                    if v is not None})
+    dmd_cfg = DmdConfig(fake_updates=args.fake_updates, real_guidance=args.real_guidance, rollout=args.rollout,
+                        regression=args.regression)
+    try:
+        run_distill_stage(args.stage, args.data, args.out, steps=args.steps, batch=args.batch, resume=args.resume,
+                          device=args.device, overrides={"lr": args.lr}, sampler=sampler,
+                          pair_clips=args.pair_clips, dmd_cfg=dmd_cfg)
+    except (TrainError, DataError, CheckpointError, PromptEncoderError) as exc:
+        return _error("train", str(exc))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from demo_game.record import RecordError, record_dataset
+    from models.checkpoint import CheckpointError, load_checkpoint
+    from models.data import DataError
+    from models.distill import StudentSampler
+    from models.evaluate import EvalError, evaluate, markdown_table
+
+    held_in = [s for s in args.seeds if s < 1000]
+    if held_in:
+        return _error("eval", f"eval scores held-out worlds only (seeds >= 1000); got {held_in[0]}")
+    try:
+        meta = load_checkpoint(args.model, "student", hint="a model for eval holds teacher and student")[1]
+        height, width = meta["config"]["frame_size"]
+        sampler = None
+        if args.timesteps is not None or args.refresh is not None:
+            own = StudentSampler(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["sampler"].items()})
+            sampler = replace(own, timesteps=args.timesteps or own.timesteps, refresh=args.refresh or own.refresh)
+        # the held-out worlds, rendered by the game once and kept for later evals
+        clips = args.worlds / f"{width}x{height}_{args.frames}f"
+        record_dataset(clips, args.seeds, args.frames, (width, height), force_eval_seeds=True)
+        drift = None
+        if args.drift_frames > 0:
+            drift = args.worlds / f"drift_{width}x{height}_{args.drift_frames}f"
+            record_dataset(drift, [args.seeds[0]], args.drift_frames, (width, height), force_eval_seeds=True)
+        device = "cuda" if args.device == "cuda" or (args.device == "auto" and _cuda()) else "cpu"
+        result = evaluate(args.model, clips, args.frames, drift, args.teacher_steps, sampler, device=device)
+    except (RecordError, CheckpointError, DataError, EvalError) as exc:
+        return _error("eval", str(exc))
+    _write_eval(args.json, result, markdown_table(result))
+    print(markdown_table(result))
+    return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _write_eval(path: Path, result: Any, table: str) -> None:
+    """FILE (the scores), FILE.md, FILE_details.json and FILE_media/ with a strip per world and an mp4 per row."""
+    import json
+
+    import numpy as np
+
+    from bridge.video import Mp4Writer
+    from models.train import save_grid
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.scores, indent=2) + "\n")
+    path.with_suffix(".md").write_text(table)
+    path.with_name(path.stem + "_details.json").write_text(json.dumps(result.details, indent=2) + "\n")
+    media = path.with_name(path.stem + "_media")
+    media.mkdir(exist_ok=True)
+    for name, strip in result.strips:
+        save_grid(media / f"strip_{name}.png", [strip[None]])
+    for row, frames in result.videos.items():
+        if not frames:
+            continue
+        h, w = frames[0].shape[-2:]
+        with Mp4Writer(media / f"{row}.mp4", 30, (w, h)) as out:
+            for frame in frames:
+                out.write(np.ascontiguousarray(((frame.clamp(-1, 1) + 1) * 127.5).round().byte()
+                                               .permute(1, 2, 0).numpy()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,309 @@
+"""CausVid distillation of the bidirectional teacher into the few-step block-causal student:
+
+    ode   ODE initialisation. The teacher's Euler sampler runs v2v trajectories on recorded clips (from the
+          incoming frames noised to the student's t*, conditioned on low-detail frames, G-buffers and a style
+          prompt) and keeps the states at the student's levels (RUN/ode_pairs/). The student, a block-causal copy of
+          the teacher's weights, learns to map each kept state to the trajectory's clean endpoint.
+          Writes RUN/student_ode.{safetensors,json}: the `no_dmd` row of the evaluation.
+    dmd   Asymmetric distribution matching (models.dmd): the student generates chunk by chunk, the frozen
+          bidirectional teacher is the real score, a trainable copy of it the fake score.
+          Writes RUN/student.{safetensors,json}.
+
+Called by `restyler train ode|dmd` through run_distill_stage. Both stages read RUN/teacher.* written by the
+teacher stage and share the loop conventions of models.train (exact resume, EMA, atomic checkpoints, logs).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from models import checkpoint, flow
+from models.atomic import write_atomic
+from models.data import ClipDataset
+from models.dit import Conditioning, DiTConfig, VideoDiT
+from models.kv_cache import KVCache
+from models.sampling import sample_student_chunk, sample_teacher
+from models.train import (LOSS_BINS, Stage, TeacherStage, TrainConfig, TrainError, batch_indices, collate,
+                          gbuffers_of, load_dit, save_grid, step_generator)
+
+PAIRS_DIR = "ode_pairs"
+
+
+@dataclass(frozen=True)
+class StudentSampler:
+    """How the student streams; saved with its weights, read by evaluation and the runtime.
+
+    timesteps  CausVid-style 0..1000 levels; the first is t*, where the incoming chunk is noised to (SDEdit).
+               The default starts at 1000 (pure noise; the structure channels carry the incoming frame): noising
+               the low-detail frame to a lower t* biases the teacher toward its flat colours (docs/distillation.md)
+    shift      the teacher's timestep shift, so the levels mean the same noise as in the teacher's training
+    refresh    "clean" (rerun the chunk at σ = 0 to write the cache) or "last_step" (keep the last pass's K/V)
+    window_chunks, sink_chunks  the rolling KV window; 1 sink + 2 window chunks + the new chunk = the teacher's
+               8 training frames for K = 2, so a stream never sees positions it was not trained on
+    """
+
+    timesteps: tuple[int, ...] = (1000, 500)
+    shift: float = 3.0
+    refresh: str = "clean"
+    window_chunks: int = 2
+    sink_chunks: int = 1
+
+    def sigmas(self) -> torch.Tensor:
+        return flow.student_sigmas(self.timesteps, self.shift)
+
+
+def student_meta(teacher_meta: dict[str, Any], cfg: DiTConfig, sampler: StudentSampler) -> dict[str, Any]:
+    return {"kind": "student", "config": asdict(cfg), "prompts": teacher_meta["prompts"],
+            "styles": teacher_meta["styles"], "sampler": asdict(sampler), "teacher_sampler": teacher_meta["sampler"]}
+
+
+def load_student(run: Path | str, name: str = "student", device: torch.device | str = "cpu",
+                 ) -> tuple[VideoDiT, StudentSampler, dict[str, Any]]:
+    model, meta = load_dit(run, name, device)
+    return model, checkpoint.config_from_json(StudentSampler, meta["sampler"]), meta
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Streaming a clip with the student (training grids, evaluation)
+
+
+@torch.no_grad()
+def stream_clip(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sampler: StudentSampler,
+                generator: torch.Generator | None = None, cache: KVCache | None = None,
+                per_frame: bool = False) -> torch.Tensor:
+    """Restyle a clip (B, F, C, H, W) chunk by chunk through the KV cache, as the runtime does; F a multiple of K.
+    `per_frame` empties the cache before every chunk (the student as an image model: the `per_frame` row).
+    A caller that passes `cache` keeps streaming into it (e.g. a 3000-frame drift stream in pieces)."""
+    b, f = incoming.shape[:2]
+    k = model.cfg.chunk_frames
+    if f % k:
+        raise ValueError(f"a clip of {f} frames does not split into chunks of {k}")
+    cache = cache or model.new_cache(b, sampler.window_chunks, sampler.sink_chunks)
+    sigmas = sampler.sigmas()
+    out = []
+    for start in range(0, f, k):
+        if per_frame:
+            cache.reset()
+        chunk = slice(start, start + k)
+        out.append(sample_student_chunk(model, incoming[:, chunk], cond.frames(chunk), cache, sigmas,
+                                        sampler.refresh, generator))
+    return torch.cat(out, 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ODE pairs
+
+
+def _pairs_settings(teacher_meta: dict[str, Any], sampler: StudentSampler, clip_frames: int, seed: int,
+                    teacher_steps: int) -> dict[str, Any]:
+    return {"teacher_step": teacher_meta.get("step"), "teacher_sampler": teacher_meta["sampler"],
+            "teacher_steps": teacher_steps,
+            "timesteps": list(sampler.timesteps), "shift": sampler.shift, "clip_frames": clip_frames, "seed": seed}
+
+
+@torch.no_grad()
+def make_ode_pairs(run: Path, stage: TeacherStage, teacher: VideoDiT, teacher_meta: dict[str, Any],
+                   sampler: StudentSampler, clips: int, batch: int, seed: int, teacher_steps: int = 25,
+                   progress=print) -> Path:
+    """Write `clips` v2v teacher trajectories to RUN/ode_pairs/, one shard per `batch` clips; shards already
+    there with the same settings are kept, so an interrupted generation resumes. Each shard holds:
+        index  (n,) dataset indices (which clip window and style), style (n, 384) the prompt embedding used,
+        states (n, L, F, C, H, W) fp16 the trajectory at the student's levels (L = len(timesteps)),
+        target (n, F, C, H, W) fp16 the trajectory's clean endpoint.
+    `teacher_steps` sets the Euler grid over [0, 1] (only its part below t* runs): 25 instead of the teacher's 50
+    halves the cost, the largest of the recipe on a CPU (docs/distillation.md)."""
+    from tqdm import tqdm
+
+    out = run / PAIRS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    settings = _pairs_settings(teacher_meta, sampler, stage.cfg.clip_frames, seed, teacher_steps)
+    manifest = out / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text())["settings"] != settings:
+        raise TrainError(f"{out} holds ODE pairs made with other settings; delete it or choose another --out")
+    indices = batch_indices(0, clips, len(stage.dataset), seed + 7)
+    levels = sampler.sigmas()[:-1]
+    shift, guidance = teacher_meta["sampler"]["shift"], teacher_meta["sampler"]["guidance"]
+    shards = []
+    bar = tqdm(total=clips, desc="ode pairs", dynamic_ncols=True)
+    for n, first in enumerate(range(0, clips, batch)):
+        name = f"pairs_{n:04d}.safetensors"
+        shards.append(name)
+        rows = indices[first: first + batch]
+        if (out / name).is_file():
+            bar.update(len(rows))
+            continue
+        gen = step_generator(seed, 10_000_000 + n)
+        items = collate([stage.dataset[i] for i in rows])
+        which = (torch.rand(len(rows), generator=gen) * stage.paraphrases[items["style_index"]]).long()
+        style = stage.prompt_table[items["style_index"], which]
+        cond = stage.conditioning(items, style=style)
+        incoming = stage.to_model_space(items["low"].to(stage.device))
+        t_star = float(levels[0])
+        start = flow.add_noise(incoming, torch.randn(incoming.shape, generator=gen).to(incoming.device),
+                               torch.full(incoming.shape[:2], t_star, device=incoming.device))
+        x, kept = sample_teacher(teacher, cond, tuple(incoming.shape), teacher_steps, shift, guidance, gen, stage.device,
+                                 keep_sigmas=levels, start=start, start_sigma=t_star)
+        states = torch.stack([kept[round(float(s), 6)] for s in levels], 1)
+        tensors = {"index": torch.tensor(rows), "style": style.float().cpu().contiguous(),
+                   "states": states.half().cpu().contiguous(), "target": x.half().cpu().contiguous()}
+        write_atomic(out / name, lambda tmp: save_file(tensors, tmp))
+        bar.update(len(rows))
+    bar.close()
+    manifest.write_text(json.dumps({"settings": settings, "clips": clips, "shards": shards}, indent=2) + "\n")
+    return out
+
+
+class OdePairs(torch.utils.data.Dataset):
+    """The recorded clip windows the pairs were made from, each with its stored trajectory states and target."""
+
+    def __init__(self, pairs: Path, dataset: ClipDataset):
+        manifest = json.loads((pairs / "manifest.json").read_text())
+        self.dataset = dataset
+        self.rows: list[dict[str, torch.Tensor]] = []
+        for name in manifest["shards"]:
+            shard = load_file(str(pairs / name))
+            for i in range(len(shard["index"])):
+                self.rows.append({k: v[i] for k, v in shard.items()})
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        row = self.rows[i]
+        return {**self.dataset[int(row["index"])], "pair_style": row["style"], "states": row["states"].float(),
+                "target": row["target"].float()}
+
+
+class OdeStage(Stage):
+    """Regress the block-causal student onto the teacher's clean endpoints from its kept states. Every chunk of a
+    clip takes its own level (CausVid's ODE initialisation), so a chunk learns to denoise next to earlier chunks at
+    any of the student's levels."""
+
+    name = "ode"
+    checkpoint_name = "student_ode"
+
+    def __init__(self, teacher_stage: TeacherStage, teacher_meta: dict[str, Any], sampler: StudentSampler,
+                 pairs: Path, cfg: TrainConfig):
+        self.teacher_stage = teacher_stage
+        self.teacher_meta = teacher_meta
+        self.sampler = sampler
+        self.cfg = cfg
+        self.dataset = OdePairs(pairs, teacher_stage.dataset)
+        self.model = teacher_stage.model  # holds the teacher's weights: the student starts from them
+        self.device = teacher_stage.device
+
+    def loss(self, model, items, gen, rows, global_batch):
+        stage, k = self.teacher_stage, stage_chunk(self.model)
+        states = items["states"].to(self.device)  # (b, L, F, C, H, W)
+        b, levels, f = states.shape[:3]
+        pick = torch.randint(levels, (global_batch, f // k), generator=gen)[rows].repeat_interleave(k, 1)  # (b, F)
+        keep_low = (torch.rand(global_batch, generator=gen) >= self.cfg.drop_low)[rows]
+        keep_gbuffers = (torch.rand(global_batch, generator=gen) >= self.cfg.drop_gbuffers)[rows]
+        x_t = states.gather(1, pick.to(self.device)[:, None, :, None, None, None].expand(
+            b, 1, f, *states.shape[3:])).squeeze(1)
+        sigma = self.sampler.sigmas()[pick].to(self.device)
+        draws = {"style": items["pair_style"], "keep_low": keep_low, "keep_gbuffers": keep_gbuffers}
+        pred = model(x_t, sigma, stage.conditioning(items, draws), "block_causal")
+        per_frame = flow.flow_loss(pred, items["target"].to(self.device), sigma, self.cfg.loss_min_sigma)
+        sums, counts = flow.loss_by_sigma_bin(per_frame.cpu(), sigma.cpu(), LOSS_BINS)
+        return per_frame.mean(), sums, counts
+
+    def meta(self):
+        return student_meta(self.teacher_meta, self.teacher_stage.dit_cfg, self.sampler)
+
+    @torch.no_grad()
+    def sample_grid(self, model, path):
+        student_grid(self.teacher_stage, model, self.sampler, path)
+
+
+def stage_chunk(model: nn.Module) -> int:
+    return model.cfg.chunk_frames
+
+
+@torch.no_grad()
+def student_grid(stage: TeacherStage, model: VideoDiT, sampler: StudentSampler, path: Path) -> None:
+    """low-detail | streamed student | reference, for one fixed clip per style."""
+    items = stage.grid_items()
+    style = stage.prompt_table[items["style_index"], 0]
+    cond = stage.conditioning(items, style=style)
+    out = stream_clip(model, stage.to_model_space(items["low"].to(stage.device)), cond, sampler,
+                      torch.Generator().manual_seed(0))
+    f = items["style"].shape[1]
+    frames = slice(0, f, max(1, f // 4))
+    rows = [items["low"][:, frames], stage.to_pixels(out).clamp(-1, 1)[:, frames].cpu(), items["style"][:, frames]]
+    save_grid(path, [r.flatten(0, 1) for r in rows], columns=len(range(*frames.indices(f))))
+
+
+def default_distill_config(stage: str) -> TrainConfig:
+    if stage == "ode":
+        # a short fine-tune of the teacher's weights: small LR, EMA from early on
+        return TrainConfig(steps=400, batch=8, lr=1e-4, warmup=20, ema_decay=0.99, ema_start=50, sample_every=200,
+                           checkpoint_every=50, drop_style=0.0)
+    if stage == "dmd":
+        # every step costs ~20 clip passes (rollout, 5 fake updates, both scores), so runs are short: a small LR
+        # with Adam's β1 = 0 (DMD2: the generator's target moves every step), EMA over ~50 steps
+        return TrainConfig(steps=120, batch=4, lr=2e-5, warmup=10, ema_decay=0.98, ema_start=20, log_every=5,
+                           sample_every=60, checkpoint_every=10, drop_style=0.0)
+    raise TrainError(f"no distillation stage {stage!r}")
+
+
+def teacher_stage_for(run: Path, data: Path, cfg: TrainConfig, device: torch.device
+                      ) -> tuple[TeacherStage, VideoDiT, dict[str, Any]]:
+    """The teacher stage's data and prompt plumbing around the trained teacher of `run` (frozen, eval mode)."""
+    teacher, meta = load_dit(run, "teacher", device)
+    cfg = replace(cfg, clip_frames=teacher.cfg.clip_frames, shift=meta["sampler"]["shift"])
+    stage = TeacherStage(data, run, cfg, teacher.cfg, meta["prompts"], device)
+    frame = tuple(stage.dataset.size[::-1])
+    if frame != teacher.cfg.frame_size:
+        raise TrainError(f"the teacher in {run} models {teacher.cfg.frame_size[1]}x{teacher.cfg.frame_size[0]} "
+                         f"frames but {data} holds {frame[1]}x{frame[0]}")
+    stage.model.load_state_dict(teacher.state_dict())
+    return stage, teacher.requires_grad_(False), meta
+
+
+def run_distill_stage(stage_name: str, data: Path, run: Path, steps: int | None = None, batch: int | None = None,
+                      resume: bool = False, device: str = "auto", overrides: dict[str, Any] | None = None,
+                      sampler: StudentSampler | None = None, pair_clips: int = 128, dmd_cfg: Any = None,
+                      progress=print) -> dict[str, Any]:
+    """Entry point of `restyler train ode|dmd` (also under torchrun)."""
+    from dataclasses import fields
+
+    from models.train import setup_distributed, train
+
+    dist_info = setup_distributed(device)
+    cfg = default_distill_config(stage_name)
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = replace(cfg, **{k: v for k, v in (overrides or {}).items() if k in known and v is not None})
+    if steps is not None:
+        cfg = replace(cfg, steps=steps)
+    if batch is not None:
+        cfg = replace(cfg, batch=batch)
+    torch.manual_seed(cfg.seed)
+    stage, teacher, teacher_meta = teacher_stage_for(run, data, cfg, dist_info.device)
+    if stage_name == "ode":
+        sampler = sampler or StudentSampler(shift=teacher_meta["sampler"]["shift"])
+        if checkpoint.exists(run / "state", "ode"):  # a resumed run keeps the sampler its pairs were made for
+            sampler = checkpoint.config_from_json(StudentSampler, checkpoint.load_checkpoint(
+                run, "student_ode")[1]["sampler"]) if checkpoint.exists(run, "student_ode") else sampler
+        pairs = run / PAIRS_DIR
+        if dist_info.main:
+            make_ode_pairs(run, stage, teacher, teacher_meta, sampler, pair_clips, max(1, min(8, cfg.batch)),
+                           cfg.seed, progress=progress)
+        if dist_info.world > 1:
+            torch.distributed.barrier()
+        del teacher
+        return train(OdeStage(stage, teacher_meta, sampler, pairs, cfg), run, cfg, dist_info, resume, progress)
+    from models.dmd import run_dmd
+
+    try:
+        return run_dmd(stage, teacher, teacher_meta, run, cfg, dist_info, resume, progress, dmd_cfg)
+    finally:
+        if dist_info.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

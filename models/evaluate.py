@@ -1,0 +1,266 @@
+"""Every quality number of ../shared/EVAL.md, computed on held-out clips already rendered to disk: the rows
+`input`, `teacher`, `student`, `no_dmd` and `per_frame` with psnr / ssim / spectral / warp_ratio, the long-stream
+`drift`, and `style_switch_frames`.
+
+Called by `restyler eval` (renderer.cli), which renders the held-out worlds with the game into recorded-data
+directories first; this module only reads them (models/ knows nothing of the game). Returns the scores, the
+details behind them, side-by-side strips and each row's frames for the caller to write.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from models import checkpoint, metrics
+from models.data import ClipDataset, denormalize_depth
+from models.dit import Conditioning, VideoDiT
+from models.distill import StudentSampler, load_student, stream_clip
+from models.prompt import PromptEncoder
+from models.sampling import sample_student_chunk, sample_teacher
+from models.train import collate, gbuffers_of, load_autoencoder, load_dit
+
+ROWS = ("input", "teacher", "student", "no_dmd", "per_frame")
+METRICS = ("psnr", "ssim", "spectral", "warp_ratio")
+DRIFT_WINDOW = 300  # frames at each end of the drift stream (EVAL.md)
+
+
+class EvalError(RuntimeError):
+    """An evaluation that cannot run; the message says what is missing."""
+
+
+@dataclass
+class EvalResult:
+    scores: dict[str, Any]  # exactly the JSON of DESIGN.md: rows, drift, style_switch_frames
+    details: dict[str, Any]  # per style, per stream, timings and settings
+    strips: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # (name, image (3, H, W) in [-1, 1])
+    videos: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # row -> frames (3, H, W) in [-1, 1]
+
+
+@dataclass
+class _Models:
+    teacher: VideoDiT
+    teacher_sampler: dict[str, Any]
+    student: VideoDiT
+    sampler: StudentSampler
+    no_dmd: VideoDiT | None
+    prompts: dict[str, list[str]]
+    autoencoder: Any
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        return frames if self.autoencoder is None else self.autoencoder.encode_video(frames)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return (x if self.autoencoder is None else self.autoencoder.decode_video(x)).clamp(-1, 1)
+
+
+def load_models(model_dir: Path, device: torch.device | str = "cpu") -> _Models:
+    for name in ("teacher", "student"):
+        if not checkpoint.exists(model_dir, name):
+            raise EvalError(f"{model_dir} holds no {name}; a model directory for eval has teacher and student "
+                            f"(train them with `restyler train teacher|ode|dmd --out {model_dir}`)")
+    teacher, teacher_meta = load_dit(model_dir, "teacher", device)
+    student, sampler, meta = load_student(model_dir, "student", device)
+    no_dmd = load_student(model_dir, "student_ode", device)[0] if checkpoint.exists(model_dir, "student_ode") else None
+    autoencoder = load_autoencoder(model_dir, device) if student.cfg.space == "latent" else None
+    return _Models(teacher, teacher_meta["sampler"], student, sampler, no_dmd, meta["prompts"], autoencoder)
+
+
+def _frame_scores(out: torch.Tensor, ref: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-frame psnr / ssim / spectral of (F, 3, H, W) clips."""
+    return {"psnr": metrics.psnr(out, ref), "ssim": metrics.ssim(out, ref),
+            "spectral": metrics.spectral_distance(out, ref)}
+
+
+@torch.no_grad()
+def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | None = None,
+             teacher_steps: int | None = None, sampler: StudentSampler | None = None, seed: int = 0,
+             device: torch.device | str = "cpu", progress: Callable[[str], None] = print) -> EvalResult:
+    """Score every row on the first `frames` frames of every clip and style in `clips_dir`; the drift on the one
+    clip of `drift_dir` (skipped when None); the style switch on every clip, each style switching to the next.
+    `sampler` overrides the student's own (ablations of t*, steps and cache refresh at evaluation time)."""
+    m = load_models(model_dir, device)
+    if sampler is not None:
+        m.sampler = sampler
+    window = m.teacher.cfg.clip_frames
+    k = m.student.cfg.chunk_frames
+    if frames % window or frames % k:
+        raise EvalError(f"--frames must be a multiple of the teacher's {window}-frame clip; got {frames}")
+    data = ClipDataset(clips_dir, clip_frames=frames, stride=1 << 30)
+    missing = [s for s in data.style_names if s not in m.prompts]
+    if missing:
+        raise EvalError(f"the model knows no prompts for styles {missing} of {clips_dir}")
+    frame_size = tuple(data.size[::-1])
+    if frame_size != m.student.cfg.frame_size:
+        raise EvalError(f"the model works at {m.student.cfg.frame_size[1]}x{m.student.cfg.frame_size[0]} but "
+                        f"{clips_dir} holds {frame_size[1]}x{frame_size[0]} frames")
+    encoder = PromptEncoder.shared()
+    style_table = encoder.encode([m.prompts[name][0] for name in data.style_names])  # the first training prompt
+    steps = teacher_steps or m.teacher_sampler["steps"]
+    rows = [r for r in ROWS if r != "no_dmd" or m.no_dmd is not None]
+    per_clip: dict[str, list[dict[str, float]]] = {r: [] for r in rows}
+    temporal: dict[str, list[float]] = {r: [] for r in [*rows, "reference"]}
+    seconds = {r: 0.0 for r in rows}
+    result = EvalResult({}, {})
+    result.videos = {r: [] for r in rows}
+    n_styles = len(data.style_indices)
+    gen = torch.Generator().manual_seed(seed)
+
+    for first in range(0, len(data), n_styles):  # one world (all its styles) per batch
+        items = collate([data[i] for i in range(first, first + n_styles)])
+        ref = items["style"]
+        depth = denormalize_depth(items["depth"][:, :, 0])
+        cond = Conditioning(low=m.encode(items["low"].to(device)), gbuffers=gbuffers_of(items).to(device),
+                            style=style_table[items["style_index"]].to(device))
+        incoming = cond.low
+        outputs: dict[str, torch.Tensor] = {"input": items["low"]}
+        b = len(ref)
+        shape = (b, window, m.teacher.cfg.channels, *m.teacher.cfg.sample_size)
+        tick = time.perf_counter()
+        outputs["teacher"] = torch.cat([m.decode(sample_teacher(
+            m.teacher, cond.frames(slice(s, s + window)), shape, steps, m.teacher_sampler["shift"],
+            m.teacher_sampler["guidance"], gen, device)[0]).cpu() for s in range(0, frames, window)], 1)
+        seconds["teacher"] += time.perf_counter() - tick
+        for row, model, per_frame in (("student", m.student, False), ("no_dmd", m.no_dmd, False),
+                                      ("per_frame", m.student, True)):
+            if row not in rows:
+                continue
+            tick = time.perf_counter()
+            outputs[row] = m.decode(stream_clip(model, incoming, cond, m.sampler, gen, per_frame=per_frame)).cpu()
+            seconds[row] += time.perf_counter() - tick
+        for i in range(b):
+            temporal["reference"].append(float(metrics.temporal_error(ref[i], items["motion"][i], depth[i])))
+            for row in rows:
+                scores = {k2: float(v.mean()) for k2, v in _frame_scores(outputs[row][i], ref[i]).items()}
+                per_clip[row].append({**scores, "style": data.style_names[int(items["style_index"][i])],
+                                      "seed": int(items["seed"][i])})
+                temporal[row].append(float(metrics.temporal_error(outputs[row][i], items["motion"][i], depth[i])))
+                result.videos[row].extend(outputs[row][i].unbind(0))
+        if len(result.strips) < 4:
+            result.strips.append((f"seed{int(items['seed'][0])}", _strip(outputs, ref, rows)))
+        progress(f"eval: world {int(items['seed'][0])} done ({first // n_styles + 1} of {len(data) // n_styles})")
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    reference_error = mean(temporal["reference"])
+    scores_rows: dict[str, Any] = {}
+    for row in ROWS:
+        if row not in rows:
+            scores_rows[row] = {name: None for name in METRICS}
+            continue
+        scores_rows[row] = {name: mean([c[name] for c in per_clip[row]]) for name in METRICS[:3]}
+        scores_rows[row]["warp_ratio"] = mean(temporal[row]) / max(reference_error, 1e-8)
+    by_style = {name: {row: mean([c["psnr"] for c in per_clip[row] if c["style"] == name]) for row in rows}
+                for name in data.style_names}
+    clips = len(per_clip["input"])
+    result.details = {
+        "clips": clips, "frames": frames, "worlds": sorted({c["seed"] for c in per_clip["input"]}),
+        "teacher_steps": steps, "teacher_guidance": m.teacher_sampler["guidance"],
+        "sampler": {"timesteps": list(m.sampler.timesteps), "shift": m.sampler.shift, "refresh": m.sampler.refresh,
+                    "window_chunks": m.sampler.window_chunks, "sink_chunks": m.sampler.sink_chunks},
+        "psnr_by_style": by_style,
+        "seconds_per_frame": {row: seconds[row] / (clips * frames) for row in rows if row != "input"},
+        "missing_rows": [r for r in ROWS if r not in rows],
+    }
+    switch = style_switch(m, data, frames, style_table, gen, device)
+    result.details["style_switch"] = switch
+    drift = long_stream_drift(m, drift_dir, style_table, data.style_names, gen, device, progress) if drift_dir \
+        else {"psnr_first": None, "psnr_last": None, "frames": 0}
+    result.scores = {"rows": scores_rows, "drift": drift,
+                     "style_switch_frames": max((s["frames"] for s in switch), default=None)}
+    return result
+
+
+def _strip(outputs: dict[str, torch.Tensor], ref: torch.Tensor, rows: list[str]) -> torch.Tensor:
+    """One world's first style: a row per output (then the reference), four frames across."""
+    f = ref.shape[1]
+    picks = sorted({0, f // 3, 2 * f // 3, f - 1})
+    lines = [torch.cat([outputs[r][0, i] for i in picks], -1) for r in rows]
+    lines.append(torch.cat([ref[0, i] for i in picks], -1))
+    return torch.cat(lines, -2)
+
+
+@torch.no_grad()
+def style_switch(m: _Models, data: ClipDataset, frames: int, style_table: torch.Tensor, gen: torch.Generator,
+                 device: torch.device | str) -> list[dict[str, Any]]:
+    """For every clip: stream it with its style's prompt, switch to the next style's prompt at the chunk boundary
+    nearest the middle, and count the frames from the switch until the output is closer (PSNR) to the new style's
+    reference than to the old one's (the whole rest of the stream when it never gets there)."""
+    k = m.student.cfg.chunk_frames
+    n_styles = len(data.style_indices)
+    switch_at = max(k, (frames // 2) // k * k)
+    out = []
+    for first in range(0, len(data), n_styles):
+        items = collate([data[i] for i in range(first, first + n_styles)])
+        old = items["style_index"]
+        new = old.roll(-1)
+        low = m.encode(items["low"].to(device))
+        gb = gbuffers_of(items).to(device)
+        cache = m.student.new_cache(len(old), m.sampler.window_chunks, m.sampler.sink_chunks)
+        chunks = []
+        for s in range(0, frames, k):
+            style = style_table[old if s < switch_at else new].to(device)
+            cond = Conditioning(low=low[:, s:s + k], gbuffers=gb[:, s:s + k], style=style)
+            chunks.append(sample_student_chunk(m.student, low[:, s:s + k], cond, cache, m.sampler.sigmas(),
+                                               m.sampler.refresh, gen))
+        output = m.decode(torch.cat(chunks, 1)).cpu()
+        ref_new = items["style"].roll(-1, 0)
+        for i in range(len(old)):
+            closer = [float(metrics.psnr(output[i, t], ref_new[i, t])) > float(metrics.psnr(output[i, t],
+                                                                                              items["style"][i, t]))
+                      for t in range(switch_at, frames)]
+            taken = next((j + 1 for j, c in enumerate(closer) if c), frames - switch_at)
+            out.append({"seed": int(items["seed"][i]), "from": data.style_names[int(old[i])],
+                        "to": data.style_names[int(new[i])], "frames": taken, "reached": any(closer)})
+    return out
+
+
+@torch.no_grad()
+def long_stream_drift(m: _Models, drift_dir: Path, style_table: torch.Tensor, style_names: list[str],
+                      gen: torch.Generator, device: torch.device | str, progress: Callable[[str], None],
+                      ) -> dict[str, Any]:
+    """PSNR of one long stream's first and last DRIFT_WINDOW frames (the first style of the recorded clip),
+    streamed through one KV cache in pieces so memory stays flat."""
+    k = m.student.cfg.chunk_frames
+    piece = 8 * k
+    data = ClipDataset(drift_dir, clip_frames=piece, stride=piece, styles=[0])
+    total = len(data) * piece
+    style = style_table[style_names.index(data.style_names[0])][None].to(device)
+    cache = m.student.new_cache(1, m.sampler.window_chunks, m.sampler.sink_chunks)
+    scores = []
+    for i in range(len(data)):
+        items = collate([data[i]])
+        cond = Conditioning(low=m.encode(items["low"].to(device)), gbuffers=gbuffers_of(items).to(device),
+                            style=style)
+        out = m.decode(stream_clip(m.student, cond.low, cond, m.sampler, gen, cache=cache)).cpu()
+        scores.extend(metrics.psnr(out[0], items["style"][0]).tolist())
+        if (i + 1) % 50 == 0:
+            progress(f"eval: drift stream {len(scores)} of {total} frames")
+    window = min(DRIFT_WINDOW, len(scores) // 2)
+    return {"psnr_first": sum(scores[:window]) / window, "psnr_last": sum(scores[-window:]) / window,
+            "frames": len(scores)}
+
+
+def markdown_table(result: EvalResult) -> str:
+    """The scores as the Markdown table the README and notes quote."""
+    lines = ["| row | psnr | ssim | spectral | warp_ratio |", "|---|---|---|---|---|"]
+    for row, values in result.scores["rows"].items():
+        cells = ["n/a" if values[m] is None else f"{values[m]:.3f}" if m != "psnr" else f"{values[m]:.2f}"
+                 for m in METRICS]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    drift = result.scores["drift"]
+    if drift["frames"]:
+        lines.append("")
+        lines.append(f"drift over {drift['frames']} frames: PSNR {drift['psnr_first']:.2f} (first "
+                     f"{DRIFT_WINDOW}) -> {drift['psnr_last']:.2f} (last {DRIFT_WINDOW})")
+    lines.append(f"style switch: {result.scores['style_switch_frames']} frames (worst stream)")
+    d = result.details
+    lines.append("")
+    lines.append(f"{d['clips']} clips of {d['frames']} frames from worlds {d['worlds']}; teacher {d['teacher_steps']} "
+                 f"steps, guidance {d['teacher_guidance']}; student sampler {d['sampler']}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,213 @@
+"""Distillation: the DMD gradient on toy distributions, the fake score, ODE pairs at the student's levels, both
+rollouts, the ode and dmd stages end to end with resume, and `restyler eval` writing every key of DESIGN.md."""
+
+import json
+
+import pytest
+import torch
+
+from models import flow
+from models.dit import Conditioning, VideoDiT, make_config
+from models.distill import StudentSampler, load_student, run_distill_stage, stream_clip
+from models.dmd import DmdConfig, dmd_gradient, dmd_loss, fake_score_loss, rollout
+from models.sampling import sample_teacher, teacher_grid
+from models.train import TrainError, run_stage
+
+
+def gaussian_x0(x_t: torch.Tensor, sigma: float, mean: float, std: float) -> torch.Tensor:
+    """E[x0 | x_t] for data N(mean, std²) under x_t = (1 − σ)·x0 + σ·ε: the exact denoiser of a 1-D Gaussian."""
+    a = 1 - sigma
+    gain = a * std ** 2 / (a ** 2 * std ** 2 + sigma ** 2)
+    return mean + gain * (x_t - a * mean)
+
+
+def test_dmd_gradient_points_from_fake_to_real_and_is_normalised():
+    x0 = torch.zeros(2, 4)
+    real = torch.ones(2, 4)  # the teacher would denoise toward +1
+    fake = x0.clone()  # the fake score knows the student makes 0
+    g = dmd_gradient(x0, real, fake)
+    torch.testing.assert_close(g, -torch.ones(2, 4))  # descent moves x0 up, toward the real score
+    # normalised by the mean distance to the real x0: scaling that distance leaves the gradient's size unchanged
+    torch.testing.assert_close(dmd_gradient(x0, 10 * real, fake), -torch.ones(2, 4))
+    x = x0.clone().requires_grad_(True)
+    dmd_loss(x, g).backward()
+    torch.testing.assert_close(x.grad, g / x.numel())
+
+
+def test_dmd_moves_a_generator_onto_the_real_distribution():
+    """A 1-D generator x = θ + 0.5·z trained with DMD against exact Gaussian scores ends near the real mean."""
+    real_mean, std = 2.0, 0.5
+    theta = torch.zeros((), requires_grad=True)
+    opt = torch.optim.SGD([theta], lr=0.05)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        x0 = theta + std * torch.randn(256, 1, generator=gen)
+        sigma = float(flow.shift_sigma(0.1 + 0.8 * torch.rand((), generator=gen), 3.0))
+        x_t = flow.add_noise(x0.detach(), torch.randn(x0.shape, generator=gen), torch.full((256,), sigma))
+        real = gaussian_x0(x_t, sigma, real_mean, std)
+        fake = gaussian_x0(x_t, sigma, theta.item(), std)  # a perfectly fitted fake score
+        opt.zero_grad()
+        dmd_loss(x0, dmd_gradient(x0.detach(), real, fake)).backward()
+        opt.step()
+    assert abs(theta.item() - real_mean) < 0.1
+
+
+def tiny_model(**overrides) -> VideoDiT:
+    torch.manual_seed(0)
+    return VideoDiT(make_config("tiny", **overrides))
+
+
+def tiny_cond(b: int, f: int, hw: int = 64) -> Conditioning:
+    g = torch.Generator().manual_seed(1)
+    return Conditioning(low=torch.rand(b, f, 3, hw, hw, generator=g) * 2 - 1,
+                        gbuffers=torch.rand(b, f, 4, hw, hw, generator=g), style=torch.randn(b, 384, generator=g))
+
+
+def test_fake_score_loss_falls_on_fixed_samples():
+    fake = tiny_model()
+    cond = tiny_cond(2, 8)
+    samples = torch.randn(2, 8, 3, 64, 64, generator=torch.Generator().manual_seed(2)).clamp(-1, 1)
+    opt = torch.optim.AdamW(fake.parameters(), lr=2e-3)
+    gen = torch.Generator().manual_seed(3)
+    fixed_sigma = torch.full((2, 8), 0.5)
+    fixed_noise = torch.randn(samples.shape, generator=gen)
+    with torch.no_grad():
+        before = float(fake_score_loss(fake, samples, fixed_sigma, fixed_noise, cond, 0.05))
+    for _ in range(40):
+        sigma = flow.sample_train_sigma((2, 1), 3.0, gen).expand(2, 8)
+        loss = fake_score_loss(fake, samples, sigma, torch.randn(samples.shape, generator=gen), cond, 0.05)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = float(fake_score_loss(fake, samples, fixed_sigma, fixed_noise, cond, 0.05))
+    assert after < 0.8 * before
+
+
+@pytest.mark.parametrize("timesteps", [(1000, 500), (700, 400, 200)])
+def test_ode_pairs_sit_exactly_at_the_student_levels(timesteps):
+    teacher = tiny_model().eval()
+    sampler = StudentSampler(timesteps=timesteps)
+    levels = sampler.sigmas()[:-1]
+    grid = teacher_grid(10, 3.0, float(levels[0]), levels)
+    assert all(any(abs(g - float(s)) < 1e-7 for g in grid) for s in levels)
+    assert grid[0] == pytest.approx(float(levels[0])) and grid[-1] == 0.0
+    cond = tiny_cond(1, 8)
+    start = torch.randn(1, 8, 3, 64, 64)
+    x, kept = sample_teacher(teacher, cond, (1, 8, 3, 64, 64), 10, 3.0, 1.5, torch.Generator().manual_seed(0),
+                             keep_sigmas=levels, start=start, start_sigma=float(levels[0]))
+    assert sorted(kept) == sorted(round(float(s), 6) for s in levels)
+    torch.testing.assert_close(kept[round(float(levels[0]), 6)], start)  # the first state is where v2v starts
+    assert not torch.equal(kept[round(float(levels[1]), 6)], start)
+
+
+@pytest.mark.parametrize("mode", ["self_forcing", "parallel"])
+def test_rollouts_give_a_clip_with_gradients(mode):
+    model = tiny_model()
+    cond = tiny_cond(2, 8)
+    sampler = StudentSampler()
+    x0 = rollout(model, cond.low, cond, sampler.sigmas(), "clean", mode, torch.Generator().manual_seed(0),
+                 sampler.window_chunks, sampler.sink_chunks)
+    assert x0.shape == (2, 8, 3, 64, 64)
+    (x0 - 1).square().mean().backward()  # away from the zero-initialised output, so gradients are non-zero
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_self_forcing_rollout_without_grad_matches_the_streaming_sampler():
+    """With every chunk exiting at its last level, the self-forcing rollout is exactly what the runtime streams."""
+    model = tiny_model().eval()
+    for p in model.parameters():  # a non-trivial model: adaLN-Zero starts every branch at zero
+        p.data.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    cond = tiny_cond(1, 8)
+    sampler = StudentSampler(timesteps=(1000,))  # one level: every chunk's exit is its last step
+    a = rollout(model, cond.low, cond, sampler.sigmas(), "clean", "self_forcing",
+                torch.Generator().manual_seed(5), sampler.window_chunks, sampler.sink_chunks).detach()
+    # stream_clip draws each chunk's start noise from the same generator in the same order
+    g = torch.Generator().manual_seed(5)
+    torch.randint(1, (4,), generator=g)  # the rollout's exit draws come first
+    b = stream_clip(model, cond.low, cond, sampler, g)
+    torch.testing.assert_close(a, b)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny recipe on synthetic clips named like the game's styles: teacher, ode, dmd (a few steps each)."""
+    from demo_game.styles import STYLES
+    from tests.conftest import write_synthetic_clips
+
+    root = tmp_path_factory.mktemp("distill")
+    data = write_synthetic_clips(root / "data", seeds=(0, 1, 2), frames=8, styles=tuple(STYLES))
+    run = root / "run"
+    prompts = {s.name: list(s.prompts) for s in STYLES.values()}
+    run_stage("teacher", data, run, "tiny", prompts, steps=3, batch=4, overrides={"sample_every": 1000})
+    run_distill_stage("ode", data, run, steps=3, batch=4, pair_clips=4, overrides={"sample_every": 1000})
+    run_distill_stage("dmd", data, run, steps=2, batch=2, overrides={"sample_every": 1000},
+                      dmd_cfg=DmdConfig(fake_updates=2))
+    return data, run
+
+
+def test_ode_and_dmd_stages_write_students(tiny_run):
+    data, run = tiny_run
+    manifest = json.loads((run / "ode_pairs" / "manifest.json").read_text())
+    assert manifest["clips"] == 4 and manifest["settings"]["timesteps"] == [1000, 500]
+    for name in ("student_ode", "student"):
+        model, sampler, meta = load_student(run, name)
+        assert meta["kind"] == "student" and sampler == StudentSampler()
+        assert set(meta["prompts"]) == set(json.loads((data / "manifest.json").read_text())["styles"])
+    logs = [json.loads(line) for line in (run / "logs" / "dmd.jsonl").read_text().splitlines()]
+    assert logs[-1]["step"] == 2 and logs[-1]["fake"] > 0 and logs[-1]["real_gap"] > 0
+
+
+def test_dmd_resumes_and_refuses_changed_settings(tiny_run):
+    data, run = tiny_run
+    with pytest.raises(TrainError, match="other settings"):
+        run_distill_stage("dmd", data, run, steps=3, batch=2, resume=True, dmd_cfg=DmdConfig(fake_updates=3))
+    with pytest.raises(TrainError, match="--resume"):
+        run_distill_stage("dmd", data, run, steps=3, batch=2, dmd_cfg=DmdConfig(fake_updates=2))
+    run_distill_stage("dmd", data, run, steps=3, batch=2, resume=True, overrides={"sample_every": 1000},
+                      dmd_cfg=DmdConfig(fake_updates=2))
+    assert json.loads((run / "student.json").read_text())["step"] == 3
+
+
+def test_dmd_needs_the_ode_student_first(tmp_path, tiny_run):
+    data, run = tiny_run
+    fresh = tmp_path / "run"
+    fresh.mkdir()
+    for suffix in (".safetensors", ".json"):
+        (fresh / f"teacher{suffix}").write_bytes((run / f"teacher{suffix}").read_bytes())
+    with pytest.raises(Exception, match="train ode|student_ode"):
+        run_distill_stage("dmd", data, fresh, steps=1, batch=2)
+
+
+def test_eval_cli_writes_every_key(tiny_run, tmp_path, egl_ctx):
+    from renderer.cli import main
+
+    _, run = tiny_run
+    out = tmp_path / "eval.json"
+    code = main(["eval", "--model", str(run), "--seeds", "1000:1001", "--frames", "8", "--json", str(out),
+                 "--drift-frames", "16", "--teacher-steps", "2", "--worlds", str(tmp_path / "worlds"),
+                 "--device", "cpu"])
+    assert code == 0
+    scores = json.loads(out.read_text())
+    assert set(scores) == {"rows", "drift", "style_switch_frames"}
+    assert set(scores["rows"]) == {"input", "teacher", "student", "no_dmd", "per_frame"}
+    for values in scores["rows"].values():
+        assert set(values) == {"psnr", "ssim", "spectral", "warp_ratio"}
+        assert all(isinstance(v, float) for v in values.values())
+    assert set(scores["drift"]) == {"psnr_first", "psnr_last", "frames"} and scores["drift"]["frames"] == 16
+    assert 1 <= scores["style_switch_frames"] <= 4
+    media = tmp_path / "eval_media"
+    assert (tmp_path / "eval.md").read_text().startswith("| row |")
+    assert len(list(media.glob("strip_*.png"))) == 1
+    from bridge.video import read_video
+
+    for row in ("input", "teacher", "student", "no_dmd", "per_frame"):
+        assert read_video(media / f"{row}.mp4").shape[0] == 8 * 4  # 8 frames × 4 styles of one world
+
+
+def test_eval_refuses_training_seeds(tiny_run, tmp_path, capsys):
+    from renderer.cli import main
+
+    _, run = tiny_run
+    assert main(["eval", "--model", str(run), "--seeds", "5:6", "--json", str(tmp_path / "e.json")]) == 2
+    assert "held-out" in capsys.readouterr().err
