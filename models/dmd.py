@@ -94,7 +94,8 @@ def score_sigma(batch: int, cfg: DmdConfig, shift: float, gen: torch.Generator) 
 
 
 def rollout(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sigmas: torch.Tensor, refresh: str,
-            mode: str, gen: torch.Generator, window_chunks: int, sink_chunks: int) -> torch.Tensor:
+            mode: str, gen: torch.Generator, window_chunks: int, sink_chunks: int, rows: slice = slice(None),
+            global_batch: int | None = None) -> torch.Tensor:
     """The student's samples (B, F, C, H, W) for `incoming` clips, differentiable through one pass per chunk.
 
     self_forcing: chunk by chunk against a fresh KV cache, exactly the runtime's sampler, except that each chunk
@@ -103,6 +104,8 @@ def rollout(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sigmas:
         the cache the way the runtime does (`refresh`), so later chunks see the past they will see when streaming.
     parallel: every chunk takes a random level; the states at each level come from no-grad block-causal passes
         over the whole clip, then one block-causal pass with grad denoises every chunk from its level at once.
+    Under DDP `incoming` holds rows `rows` of a global batch of `global_batch` clips: noise is drawn for the whole
+    batch and sliced, so N processes roll out exactly what one process with the whole batch would.
     """
     b, f = incoming.shape[:2]
     k = model.cfg.chunk_frames
@@ -112,7 +115,8 @@ def rollout(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sigmas:
     exits = torch.randint(steps, (chunks,), generator=gen).tolist()
 
     def noise(like: torch.Tensor) -> torch.Tensor:
-        return torch.randn(like.shape, generator=gen).to(like.device, like.dtype)
+        drawn = torch.randn((global_batch or b, *like.shape[1:]), generator=gen)[rows]
+        return drawn.to(like.device, like.dtype)
 
     def full(level: float, frames: int) -> torch.Tensor:
         return torch.full((b, frames), level, device=incoming.device)
@@ -123,9 +127,10 @@ def rollout(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sigmas:
             for i in range(1, steps):
                 x0 = model(states[-1], full(levels[i - 1], f), cond, "block_causal")
                 states.append(flow.add_noise(x0, noise(x0), full(levels[i], f)))
-        pick = torch.tensor(exits).repeat_interleave(k)  # (F,) level index per frame
-        x_t = torch.stack(states, 0)[pick.to(incoming.device), :, torch.arange(f)].transpose(0, 1)
-        sigma = torch.tensor(levels, device=incoming.device)[pick.to(incoming.device)].expand(b, f)
+        pick = torch.tensor(exits, device=incoming.device).repeat_interleave(k)  # (F,) level index per frame
+        frame = torch.arange(f, device=incoming.device)
+        x_t = torch.stack(states, 0)[pick, :, frame].transpose(0, 1)  # (B, F, C, H, W): frame j at level pick[j]
+        sigma = torch.tensor(levels, device=incoming.device)[pick].expand(b, f)
         return model(x_t, sigma, cond, "block_causal")
     if mode != "self_forcing":
         raise ValueError(f"rollout must be one of {ROLLOUTS}; got {mode!r}")
@@ -251,10 +256,8 @@ def run_dmd(stage: TeacherStage, teacher: VideoDiT, teacher_meta: dict[str, Any]
         lr = lr_at(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        # one generator per rank for the rollout's noise: ranks hold different clips, so they need different noise
-        rollout_gen = step_generator(cfg.seed + 1 + dist_info.rank, step)
-        x0 = rollout(student, incoming, cond, sigmas, sampler.refresh, dmd_cfg.rollout, rollout_gen,
-                     sampler.window_chunks, sampler.sink_chunks)
+        x0 = rollout(student, incoming, cond, sigmas, sampler.refresh, dmd_cfg.rollout, gen,
+                     sampler.window_chunks, sampler.sink_chunks, rows, cfg.batch)
         samples = x0.detach()
         b, f = samples.shape[:2]
 

@@ -79,10 +79,15 @@ def _frame_scores(out: torch.Tensor, ref: torch.Tensor) -> dict[str, torch.Tenso
 @torch.no_grad()
 def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | None = None,
              teacher_steps: int | None = None, sampler: StudentSampler | None = None, seed: int = 0,
-             device: torch.device | str = "cpu", progress: Callable[[str], None] = print) -> EvalResult:
+             device: torch.device | str = "cpu", rows: tuple[str, ...] = ROWS,
+             progress: Callable[[str], None] = print) -> EvalResult:
     """Score every row on the first `frames` frames of every clip and style in `clips_dir`; the drift on the one
     clip of `drift_dir` (skipped when None); the style switch on every clip, each style switching to the next.
-    `sampler` overrides the student's own (ablations of t*, steps and cache refresh at evaluation time)."""
+    `sampler` overrides the student's own (ablations of t*, steps and cache refresh at evaluation time); `rows`
+    limits the rows run (ablations skip the slow teacher), the others score None."""
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        raise EvalError(f"unknown rows {unknown}; the rows are {', '.join(ROWS)}")
     m = load_models(model_dir, device)
     if sampler is not None:
         m.sampler = sampler
@@ -101,7 +106,8 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
     encoder = PromptEncoder.shared()
     style_table = encoder.encode([m.prompts[name][0] for name in data.style_names])  # the first training prompt
     steps = teacher_steps or m.teacher_sampler["steps"]
-    rows = [r for r in ROWS if r != "no_dmd" or m.no_dmd is not None]
+    wanted = set(rows) | {"input"}
+    rows = [r for r in ROWS if r in wanted and (r != "no_dmd" or m.no_dmd is not None)]
     per_clip: dict[str, list[dict[str, float]]] = {r: [] for r in rows}
     temporal: dict[str, list[float]] = {r: [] for r in [*rows, "reference"]}
     seconds = {r: 0.0 for r in rows}
@@ -121,10 +127,11 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
         b = len(ref)
         shape = (b, window, m.teacher.cfg.channels, *m.teacher.cfg.sample_size)
         tick = time.perf_counter()
-        outputs["teacher"] = torch.cat([m.decode(sample_teacher(
-            m.teacher, cond.frames(slice(s, s + window)), shape, steps, m.teacher_sampler["shift"],
-            m.teacher_sampler["guidance"], gen, device)[0]).cpu() for s in range(0, frames, window)], 1)
-        seconds["teacher"] += time.perf_counter() - tick
+        if "teacher" in rows:
+            outputs["teacher"] = torch.cat([m.decode(sample_teacher(
+                m.teacher, cond.frames(slice(s, s + window)), shape, steps, m.teacher_sampler["shift"],
+                m.teacher_sampler["guidance"], gen, device)[0]).cpu() for s in range(0, frames, window)], 1)
+            seconds["teacher"] += time.perf_counter() - tick
         for row, model, per_frame in (("student", m.student, False), ("no_dmd", m.no_dmd, False),
                                       ("per_frame", m.student, True)):
             if row not in rows:
@@ -165,7 +172,7 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
                     "window_chunks": m.sampler.window_chunks, "sink_chunks": m.sampler.sink_chunks},
         "psnr_by_style": by_style,
         "seconds_per_frame": {row: seconds[row] / (clips * frames) for row in rows if row != "input"},
-        "missing_rows": [r for r in ROWS if r not in rows],
+        "rows_not_run": [r for r in ROWS if r not in rows],
     }
     switch = style_switch(m, data, frames, style_table, gen, device)
     result.details["style_switch"] = switch

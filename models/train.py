@@ -361,8 +361,9 @@ def load_autoencoder(run: Path, device: torch.device | str = "cpu") -> Autoencod
 
 
 def load_dit(run: Path | str, name: str, device: torch.device | str = "cpu") -> tuple[VideoDiT, dict[str, Any]]:
-    """A trained video transformer (`teacher`, later `student`) and its metadata, fp32, eval mode."""
-    tensors, meta = checkpoint.load_checkpoint(run, name, hint=f"train it with `restyler train {name} --out {run}`")
+    """A trained video transformer (`teacher`, `student_ode`, `student`) and its metadata, fp32, eval mode."""
+    stage = {"student_ode": "ode", "student": "dmd"}.get(name, name)  # the stage that writes these weights
+    tensors, meta = checkpoint.load_checkpoint(run, name, hint=f"train it with `restyler train {stage} --out {run}`")
     model = VideoDiT(checkpoint.config_from_json(DiTConfig, meta["config"]))
     checkpoint.load_into(model, {k: v.float() for k, v in tensors.items()}, f"{run}/{name}.safetensors")
     return model.to(device).eval(), meta

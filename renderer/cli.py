@@ -287,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ablation: run the student with these levels instead of its own")
     p.add_argument("--refresh", choices=["clean", "last_step"], default=None,
                    help="ablation: run the student with this cache refresh instead of its own")
+    p.add_argument("--rows", type=lambda t: tuple(t.split(",")), default=None, metavar="R1,R2",
+                   help="run only these rows (ablations skip the slow teacher); the others score null")
     p.add_argument("--worlds", type=Path, default=Path("out/eval_worlds"), metavar="DIR",
                    help="where the rendered held-out worlds are kept, so a second eval does not render them again")
     _add_device(p)
@@ -451,7 +453,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             drift = args.worlds / f"drift_{width}x{height}_{args.drift_frames}f"
             record_dataset(drift, [args.seeds[0]], args.drift_frames, (width, height), force_eval_seeds=True)
         device = "cuda" if args.device == "cuda" or (args.device == "auto" and _cuda()) else "cpu"
-        result = evaluate(args.model, clips, args.frames, drift, args.teacher_steps, sampler, device=device)
+        result = evaluate(args.model, clips, args.frames, drift, args.teacher_steps, sampler, device=device,
+                          **({} if args.rows is None else {"rows": args.rows}))
     except (RecordError, CheckpointError, DataError, EvalError) as exc:
         return _error("eval", str(exc))
     _write_eval(args.json, result, markdown_table(result))

@@ -211,3 +211,38 @@ def test_eval_refuses_training_seeds(tiny_run, tmp_path, capsys):
     _, run = tiny_run
     assert main(["eval", "--model", str(run), "--seeds", "5:6", "--json", str(tmp_path / "e.json")]) == 2
     assert "held-out" in capsys.readouterr().err
+
+
+def test_dmd_under_two_gloo_processes_matches_one_process(tiny_run, tmp_path):
+    """`restyler train dmd` under torchrun (2 CPU processes, batch 1 each) takes the same steps as one process with
+    batch 2: the rollout noise is drawn for the global batch and gradients are averaged by hand."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from models import checkpoint
+
+    data, run = tiny_run
+    root = Path(__file__).resolve().parents[1]
+    runs = {}
+    for name in ("single", "ddp"):
+        runs[name] = tmp_path / name
+        runs[name].mkdir()
+        for stem in ("teacher", "student_ode"):
+            for suffix in (".safetensors", ".json"):
+                (runs[name] / f"{stem}{suffix}").write_bytes((run / f"{stem}{suffix}").read_bytes())
+    args = ["train", "dmd", "--data", str(data), "--steps", "2", "--batch", "2", "--fake-updates", "1",
+            "--device", "cpu"]
+    from renderer.cli import main
+
+    assert main([*args, "--out", str(runs["single"])]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "-m", "renderer", *args, "--out", str(runs["ddp"])],
+                            env=env, capture_output=True, text=True, timeout=300, cwd=root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = (checkpoint.load_checkpoint(runs[n] / "state", "dmd")[0] for n in ("single", "ddp"))
+    for name in a:
+        if name.startswith(("model/", "fake/")):
+            torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=1e-4, msg=name)
