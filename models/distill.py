@@ -30,10 +30,21 @@ from models.data import ClipDataset
 from models.dit import Conditioning, DiTConfig, VideoDiT
 from models.kv_cache import KVCache
 from models.sampling import sample_student_chunk, sample_teacher
-from models.train import (LOSS_BINS, Stage, TeacherStage, TrainConfig, TrainError, batch_indices, collate,
-                          gbuffers_of, load_dit, save_grid, step_generator)
+from models.train import (
+    LOSS_BINS,
+    Stage,
+    TeacherStage,
+    TrainConfig,
+    TrainError,
+    batch_indices,
+    collate,
+    load_dit,
+    save_grid,
+    step_generator,
+)
 
 PAIRS_DIR = "ode_pairs"
+PAIRS_PER_SHARD = 8  # clips per teacher batch and per shard file
 
 
 @dataclass(frozen=True)
@@ -111,32 +122,40 @@ def _pairs_settings(teacher_meta: dict[str, Any], sampler: StudentSampler, clip_
 @torch.no_grad()
 def make_ode_pairs(run: Path, stage: TeacherStage, teacher: VideoDiT, teacher_meta: dict[str, Any],
                    sampler: StudentSampler, clips: int, batch: int, seed: int, teacher_steps: int = 25,
-                   progress=print) -> Path:
-    """Write `clips` v2v teacher trajectories to RUN/ode_pairs/, one shard per `batch` clips; shards already
-    there with the same settings are kept, so an interrupted generation resumes. Each shard holds:
-        index  (n,) dataset indices (which clip window and style), style (n, 384) the prompt embedding used,
-        states (n, L, F, C, H, W) fp16 the trajectory at the student's levels (L = len(timesteps)),
-        target (n, F, C, H, W) fp16 the trajectory's clean endpoint.
+                   rank: int = 0, world: int = 1, progress=print) -> Path:
+    """Write `clips` v2v teacher trajectories to RUN/ode_pairs/, one shard per `batch` clips (rank r of `world`
+    processes makes shards r, r + world, ...). The settings go to manifest.json before the first shard, so a
+    rerun with other settings is refused and an interrupted generation resumes with the shards already there.
+    Each shard holds, per clip:
+        index, seed, start, style_index  which recorded window it came from (checked again when training reads it)
+        style   (384,) the prompt embedding used
+        states  (L, F, C, H, W) fp16 the trajectory at the student's levels (L = len(timesteps); the first is the
+                start, the incoming frames noised to t*)
+        target  (F, C, H, W) fp16 the trajectory's clean endpoint.
     `teacher_steps` sets the Euler grid over [0, 1] (only its part below t* runs): 25 instead of the teacher's 50
     halves the cost, the largest of the recipe on a CPU (docs/distillation.md)."""
     from tqdm import tqdm
 
     out = run / PAIRS_DIR
     out.mkdir(parents=True, exist_ok=True)
-    settings = _pairs_settings(teacher_meta, sampler, stage.cfg.clip_frames, seed, teacher_steps)
+    settings = {**_pairs_settings(teacher_meta, sampler, stage.cfg.clip_frames, seed, teacher_steps),
+                "clips": clips, "batch": batch}
     manifest = out / "manifest.json"
-    if manifest.is_file() and json.loads(manifest.read_text())["settings"] != settings:
-        raise TrainError(f"{out} holds ODE pairs made with other settings; delete it or choose another --out")
+    if manifest.is_file():
+        if json.loads(manifest.read_text())["settings"] != settings:
+            raise TrainError(f"{out} holds ODE pairs made with other settings; delete it or choose another --out")
+    elif rank == 0:
+        shards = [f"pairs_{n:04d}.safetensors" for n in range((clips + batch - 1) // batch)]
+        text = json.dumps({"settings": settings, "shards": shards}, indent=2) + "\n"
+        write_atomic(manifest, lambda tmp: Path(tmp).write_text(text))
     indices = batch_indices(0, clips, len(stage.dataset), seed + 7)
     levels = sampler.sigmas()[:-1]
     shift, guidance = teacher_meta["sampler"]["shift"], teacher_meta["sampler"]["guidance"]
-    shards = []
-    bar = tqdm(total=clips, desc="ode pairs", dynamic_ncols=True)
+    bar = tqdm(total=clips, desc="ode pairs", dynamic_ncols=True, disable=rank != 0)
     for n, first in enumerate(range(0, clips, batch)):
         name = f"pairs_{n:04d}.safetensors"
-        shards.append(name)
         rows = indices[first: first + batch]
-        if (out / name).is_file():
+        if n % world != rank or (out / name).is_file():
             bar.update(len(rows))
             continue
         gen = step_generator(seed, 10_000_000 + n)
@@ -148,15 +167,15 @@ def make_ode_pairs(run: Path, stage: TeacherStage, teacher: VideoDiT, teacher_me
         t_star = float(levels[0])
         start = flow.add_noise(incoming, torch.randn(incoming.shape, generator=gen).to(incoming.device),
                                torch.full(incoming.shape[:2], t_star, device=incoming.device))
-        x, kept = sample_teacher(teacher, cond, tuple(incoming.shape), teacher_steps, shift, guidance, gen, stage.device,
-                                 keep_sigmas=levels, start=start, start_sigma=t_star)
+        x, kept = sample_teacher(teacher, cond, tuple(incoming.shape), teacher_steps, shift, guidance, gen,
+                                 stage.device, keep_sigmas=levels, start=start, start_sigma=t_star)
         states = torch.stack([kept[round(float(s), 6)] for s in levels], 1)
-        tensors = {"index": torch.tensor(rows), "style": style.float().cpu().contiguous(),
+        tensors = {"index": torch.tensor(rows), "seed": items["seed"], "start": items["start"],
+                   "style_index": items["style_index"], "style": style.float().cpu().contiguous(),
                    "states": states.half().cpu().contiguous(), "target": x.half().cpu().contiguous()}
-        write_atomic(out / name, lambda tmp: save_file(tensors, tmp))
+        write_atomic(out / name, lambda tmp, tensors=tensors: save_file(tensors, tmp))
         bar.update(len(rows))
     bar.close()
-    manifest.write_text(json.dumps({"settings": settings, "clips": clips, "shards": shards}, indent=2) + "\n")
     return out
 
 
@@ -168,9 +187,16 @@ class OdePairs(torch.utils.data.Dataset):
         self.dataset = dataset
         self.rows: list[dict[str, torch.Tensor]] = []
         for name in manifest["shards"]:
+            if not (pairs / name).is_file():
+                raise TrainError(f"{pairs / name} is missing; rerun `restyler train ode` with --resume to make it")
             shard = load_file(str(pairs / name))
             for i in range(len(shard["index"])):
                 self.rows.append({k: v[i] for k, v in shard.items()})
+        for row in self.rows[:: max(1, len(self.rows) // 16)]:  # the recorded data must still be what it was
+            item = dataset.windows[int(row["index"]) // len(dataset.style_indices)]
+            if (item[1], item[2]) != (int(row["seed"]), int(row["start"])):
+                raise TrainError(f"the ODE pairs in {pairs} were made from other recorded data than "
+                                 f"{dataset.root} holds now; delete {pairs} to make them again")
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -209,7 +235,10 @@ class OdeStage(Stage):
         x_t = states.gather(1, pick.to(self.device)[:, None, :, None, None, None].expand(
             b, 1, f, *states.shape[3:])).squeeze(1)
         sigma = self.sampler.sigmas()[pick].to(self.device)
-        draws = {"style": items["pair_style"], "keep_low": keep_low, "keep_gbuffers": keep_gbuffers}
+        # keep_style is explicit (always kept: the student bakes guidance in) so every parameter gets a gradient,
+        # as DistributedDataParallel requires
+        draws = {"style": items["pair_style"], "keep_low": keep_low, "keep_gbuffers": keep_gbuffers,
+                 "keep_style": torch.ones(b, dtype=torch.bool)}
         pred = model(x_t, sigma, stage.conditioning(items, draws), "block_causal")
         per_frame = flow.flow_loss(pred, items["target"].to(self.device), sigma, self.cfg.loss_min_sigma)
         sums, counts = flow.loss_by_sigma_bin(per_frame.cpu(), sigma.cpu(), LOSS_BINS)
@@ -287,22 +316,26 @@ def run_distill_stage(stage_name: str, data: Path, run: Path, steps: int | None 
         cfg = replace(cfg, batch=batch)
     torch.manual_seed(cfg.seed)
     stage, teacher, teacher_meta = teacher_stage_for(run, data, cfg, dist_info.device)
-    if stage_name == "ode":
-        sampler = sampler or StudentSampler(shift=teacher_meta["sampler"]["shift"])
-        if checkpoint.exists(run / "state", "ode"):  # a resumed run keeps the sampler its pairs were made for
-            sampler = checkpoint.config_from_json(StudentSampler, checkpoint.load_checkpoint(
-                run, "student_ode")[1]["sampler"]) if checkpoint.exists(run, "student_ode") else sampler
-        pairs = run / PAIRS_DIR
-        if dist_info.main:
-            make_ode_pairs(run, stage, teacher, teacher_meta, sampler, pair_clips, max(1, min(8, cfg.batch)),
-                           cfg.seed, progress=progress)
-        if dist_info.world > 1:
-            torch.distributed.barrier()
-        del teacher
-        return train(OdeStage(stage, teacher_meta, sampler, pairs, cfg), run, cfg, dist_info, resume, progress)
-    from models.dmd import run_dmd
-
     try:
+        if stage_name == "ode":
+            # the student's levels mean the same noise as the teacher's: its shift is the teacher's
+            sampler = replace(sampler or StudentSampler(), shift=teacher_meta["sampler"]["shift"])
+            if checkpoint.exists(run, "student_ode"):  # a resumed run keeps the sampler its pairs were made for
+                sampler = checkpoint.config_from_json(StudentSampler,
+                                                      checkpoint.load_checkpoint(run, "student_ode")[1]["sampler"])
+            # every rank makes its share of the pairs, then all wait for the rest
+            make_ode_pairs(run, stage, teacher, teacher_meta, sampler, pair_clips, PAIRS_PER_SHARD, cfg.seed,
+                           rank=dist_info.rank, world=dist_info.world, progress=progress)
+            if dist_info.world > 1:
+                torch.distributed.barrier()
+            del teacher
+            return train(OdeStage(stage, teacher_meta, sampler, run / PAIRS_DIR, cfg), run, cfg, dist_info, resume,
+                         progress)
+        if sampler is not None:
+            raise TrainError("--timesteps and --refresh belong to the ode stage (the student keeps the sampler it "
+                             "was initialised with)")
+        from models.dmd import run_dmd
+
         return run_dmd(stage, teacher, teacher_meta, run, cfg, dist_info, resume, progress, dmd_cfg)
     finally:
         if dist_info.world > 1 and torch.distributed.is_initialized():

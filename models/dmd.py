@@ -24,9 +24,10 @@ from __future__ import annotations
 import copy
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -35,8 +36,20 @@ import torch.nn.functional as F
 from models import checkpoint, flow
 from models.dit import Conditioning, VideoDiT
 from models.sampling import predict_x0
-from models.train import (Distributed, TeacherStage, TrainConfig, TrainError, batch_indices, collate, load_dit,
-                          load_optimizer, lr_at, optimizer_tensors, step_generator, update_ema)
+from models.train import (
+    Distributed,
+    TeacherStage,
+    TrainConfig,
+    TrainError,
+    batch_indices,
+    collate,
+    load_dit,
+    load_optimizer,
+    lr_at,
+    optimizer_tensors,
+    step_generator,
+    update_ema,
+)
 
 ROLLOUTS = ("self_forcing", "parallel")
 

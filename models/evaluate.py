@@ -10,16 +10,17 @@ details behind them, side-by-side strips and each row's frames for the caller to
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from models import checkpoint, metrics
 from models.data import ClipDataset, denormalize_depth
-from models.dit import Conditioning, VideoDiT
 from models.distill import StudentSampler, load_student, stream_clip
+from models.dit import Conditioning, VideoDiT
 from models.prompt import PromptEncoder
 from models.sampling import sample_student_chunk, sample_teacher
 from models.train import collate, gbuffers_of, load_autoencoder, load_dit
@@ -38,7 +39,7 @@ class EvalResult:
     scores: dict[str, Any]  # exactly the JSON of DESIGN.md: rows, drift, style_switch_frames
     details: dict[str, Any]  # per style, per stream, timings and settings
     strips: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # (name, image (3, H, W) in [-1, 1])
-    videos: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # row -> frames (3, H, W) in [-1, 1]
+    videos: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # row -> frames (H, W, 3) uint8
 
 
 @dataclass
@@ -114,7 +115,10 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
     result = EvalResult({}, {})
     result.videos = {r: [] for r in rows}
     n_styles = len(data.style_indices)
-    gen = torch.Generator().manual_seed(seed)
+
+    def gen_for(world: int, row: str) -> torch.Generator:
+        """Noise of one row on one world, independent of which other rows run (ablations compare exactly)."""
+        return torch.Generator().manual_seed(seed * 1_000_003 + world * 101 + ROWS.index(row))
 
     for first in range(0, len(data), n_styles):  # one world (all its styles) per batch
         items = collate([data[i] for i in range(first, first + n_styles)])
@@ -125,19 +129,22 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
         incoming = cond.low
         outputs: dict[str, torch.Tensor] = {"input": items["low"]}
         b = len(ref)
+        world = int(items["seed"][0])
         shape = (b, window, m.teacher.cfg.channels, *m.teacher.cfg.sample_size)
         tick = time.perf_counter()
         if "teacher" in rows:
             outputs["teacher"] = torch.cat([m.decode(sample_teacher(
                 m.teacher, cond.frames(slice(s, s + window)), shape, steps, m.teacher_sampler["shift"],
-                m.teacher_sampler["guidance"], gen, device)[0]).cpu() for s in range(0, frames, window)], 1)
+                m.teacher_sampler["guidance"], gen_for(world, "teacher"), device)[0]).cpu()
+                for s in range(0, frames, window)], 1)
             seconds["teacher"] += time.perf_counter() - tick
         for row, model, per_frame in (("student", m.student, False), ("no_dmd", m.no_dmd, False),
                                       ("per_frame", m.student, True)):
             if row not in rows:
                 continue
             tick = time.perf_counter()
-            outputs[row] = m.decode(stream_clip(model, incoming, cond, m.sampler, gen, per_frame=per_frame)).cpu()
+            outputs[row] = m.decode(stream_clip(model, incoming, cond, m.sampler, gen_for(world, row),
+                                                per_frame=per_frame)).cpu()
             seconds[row] += time.perf_counter() - tick
         for i in range(b):
             temporal["reference"].append(float(metrics.temporal_error(ref[i], items["motion"][i], depth[i])))
@@ -146,7 +153,7 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
                 per_clip[row].append({**scores, "style": data.style_names[int(items["style_index"][i])],
                                       "seed": int(items["seed"][i])})
                 temporal[row].append(float(metrics.temporal_error(outputs[row][i], items["motion"][i], depth[i])))
-                result.videos[row].extend(outputs[row][i].unbind(0))
+                result.videos[row].extend(to_uint8(outputs[row][i]).unbind(0))
         if len(result.strips) < 4:
             result.strips.append((f"seed{int(items['seed'][0])}", _strip(outputs, ref, rows)))
         progress(f"eval: world {int(items['seed'][0])} done ({first // n_styles + 1} of {len(data) // n_styles})")
@@ -174,13 +181,31 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
         "seconds_per_frame": {row: seconds[row] / (clips * frames) for row in rows if row != "input"},
         "rows_not_run": [r for r in ROWS if r not in rows],
     }
-    switch = style_switch(m, data, frames, style_table, gen, device)
+    switch = style_switch(m, data, frames, style_table, torch.Generator().manual_seed(seed + 1), device)
     result.details["style_switch"] = switch
-    drift = long_stream_drift(m, drift_dir, style_table, data.style_names, gen, device, progress) if drift_dir \
-        else {"psnr_first": None, "psnr_last": None, "frames": 0}
+    drift = {"psnr_first": None, "psnr_last": None, "frames": 0}
+    if drift_dir is not None:
+        drift = long_stream_drift(m, drift_dir, style_table, data.style_names,
+                                  torch.Generator().manual_seed(seed + 2), device, progress)
+    # the worst stream; None when some stream never settled on the new style (details say which)
+    taken = [s["frames"] for s in switch]
     result.scores = {"rows": scores_rows, "drift": drift,
-                     "style_switch_frames": max((s["frames"] for s in switch), default=None)}
+                     "style_switch_frames": None if None in taken or not taken else max(taken)}
     return result
+
+
+def to_uint8(frames: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) in [-1, 1] -> (..., H, W, 3) uint8, how frames are stored for videos."""
+    return ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().movedim(-3, -1)
+
+
+def frames_to_switch(closer_to_new: list[bool]) -> int | None:
+    """Frames after a style change until the output is closer to the new style's reference than to the old one's
+    and stays so for the rest of the stream (1 = the first frame after the change); None if it never settles."""
+    for j in range(len(closer_to_new)):
+        if all(closer_to_new[j:]):
+            return j + 1
+    return None
 
 
 def _strip(outputs: dict[str, torch.Tensor], ref: torch.Tensor, rows: list[str]) -> torch.Tensor:
@@ -197,7 +222,7 @@ def style_switch(m: _Models, data: ClipDataset, frames: int, style_table: torch.
                  device: torch.device | str) -> list[dict[str, Any]]:
     """For every clip: stream it with its style's prompt, switch to the next style's prompt at the chunk boundary
     nearest the middle, and count the frames from the switch until the output is closer (PSNR) to the new style's
-    reference than to the old one's (the whole rest of the stream when it never gets there)."""
+    reference than to the old one's, and stays closer (frames_to_switch)."""
     k = m.student.cfg.chunk_frames
     n_styles = len(data.style_indices)
     switch_at = max(k, (frames // 2) // k * k)
@@ -221,9 +246,9 @@ def style_switch(m: _Models, data: ClipDataset, frames: int, style_table: torch.
             closer = [float(metrics.psnr(output[i, t], ref_new[i, t])) > float(metrics.psnr(output[i, t],
                                                                                               items["style"][i, t]))
                       for t in range(switch_at, frames)]
-            taken = next((j + 1 for j, c in enumerate(closer) if c), frames - switch_at)
             out.append({"seed": int(items["seed"][i]), "from": data.style_names[int(old[i])],
-                        "to": data.style_names[int(new[i])], "frames": taken, "reached": any(closer)})
+                        "to": data.style_names[int(new[i])], "frames": frames_to_switch(closer),
+                        "frames_after_switch": frames - switch_at})
     return out
 
 
@@ -234,9 +259,10 @@ def long_stream_drift(m: _Models, drift_dir: Path, style_table: torch.Tensor, st
     """PSNR of one long stream's first and last DRIFT_WINDOW frames (the first style of the recorded clip),
     streamed through one KV cache in pieces so memory stays flat."""
     k = m.student.cfg.chunk_frames
-    piece = 8 * k
-    data = ClipDataset(drift_dir, clip_frames=piece, stride=piece, styles=[0])
-    total = len(data) * piece
+    data = ClipDataset(drift_dir, clip_frames=k, stride=k, styles=[0])
+    if len({seed for _, seed, _ in data.windows}) != 1:
+        raise EvalError(f"{drift_dir} must hold exactly one recorded world for the drift stream")
+    total = len(data) * k
     style = style_table[style_names.index(data.style_names[0])][None].to(device)
     cache = m.student.new_cache(1, m.sampler.window_chunks, m.sampler.sink_chunks)
     scores = []
@@ -246,7 +272,7 @@ def long_stream_drift(m: _Models, drift_dir: Path, style_table: torch.Tensor, st
                             style=style)
         out = m.decode(stream_clip(m.student, cond.low, cond, m.sampler, gen, cache=cache)).cpu()
         scores.extend(metrics.psnr(out[0], items["style"][0]).tolist())
-        if (i + 1) % 50 == 0:
+        if (i + 1) % 500 == 0:
             progress(f"eval: drift stream {len(scores)} of {total} frames")
     window = min(DRIFT_WINDOW, len(scores) // 2)
     return {"psnr_first": sum(scores[:window]) / window, "psnr_last": sum(scores[-window:]) / window,
@@ -265,7 +291,9 @@ def markdown_table(result: EvalResult) -> str:
         lines.append("")
         lines.append(f"drift over {drift['frames']} frames: PSNR {drift['psnr_first']:.2f} (first "
                      f"{DRIFT_WINDOW}) -> {drift['psnr_last']:.2f} (last {DRIFT_WINDOW})")
-    lines.append(f"style switch: {result.scores['style_switch_frames']} frames (worst stream)")
+    switch = result.scores["style_switch_frames"]
+    lines.append(f"style switch: {switch} frames (worst stream)" if switch is not None else
+                 "style switch: some streams never settled on the new style (see details)")
     d = result.details
     lines.append("")
     lines.append(f"{d['clips']} clips of {d['frames']} frames from worlds {d['worlds']}; teacher {d['teacher_steps']} "

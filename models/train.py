@@ -23,6 +23,7 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, fields, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -159,7 +160,9 @@ def setup_distributed(device: str) -> Distributed:
         return Distributed(device=torch.device("cuda" if use_cuda else "cpu"))
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        # long waits are normal here: rank 0 writes checkpoints and sample grids while the others wait, and the
+        # ode stage's teacher trajectories can take an hour on CPUs
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(hours=4))
     if use_cuda:
         torch.cuda.set_device(local)
     else:

@@ -434,6 +434,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from models.data import DataError
     from models.distill import StudentSampler
     from models.evaluate import EvalError, evaluate, markdown_table
+    from models.prompt import PromptEncoderError
 
     held_in = [s for s in args.seeds if s < 1000]
     if held_in:
@@ -446,16 +447,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             own = StudentSampler(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["sampler"].items()})
             sampler = replace(own, timesteps=args.timesteps or own.timesteps, refresh=args.refresh or own.refresh)
         # the held-out worlds, rendered by the game once and kept for later evals
-        clips = args.worlds / f"{width}x{height}_{args.frames}f"
+        seeds = f"{args.seeds.start}-{args.seeds.stop - 1}"
+        clips = args.worlds / f"{width}x{height}_{args.frames}f_seeds{seeds}"
         record_dataset(clips, args.seeds, args.frames, (width, height), force_eval_seeds=True)
         drift = None
         if args.drift_frames > 0:
-            drift = args.worlds / f"drift_{width}x{height}_{args.drift_frames}f"
+            drift = args.worlds / f"drift_{width}x{height}_{args.drift_frames}f_seed{args.seeds.start}"
             record_dataset(drift, [args.seeds[0]], args.drift_frames, (width, height), force_eval_seeds=True)
+        if args.device == "cuda" and not _cuda():
+            return _error("eval", "--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
         device = "cuda" if args.device == "cuda" or (args.device == "auto" and _cuda()) else "cpu"
         result = evaluate(args.model, clips, args.frames, drift, args.teacher_steps, sampler, device=device,
                           **({} if args.rows is None else {"rows": args.rows}))
-    except (RecordError, CheckpointError, DataError, EvalError) as exc:
+    except (RecordError, CheckpointError, DataError, EvalError, PromptEncoderError) as exc:
         return _error("eval", str(exc))
     _write_eval(args.json, result, markdown_table(result))
     print(markdown_table(result))
@@ -488,11 +492,10 @@ def _write_eval(path: Path, result: Any, table: str) -> None:
     for row, frames in result.videos.items():
         if not frames:
             continue
-        h, w = frames[0].shape[-2:]
+        h, w = frames[0].shape[:2]
         with Mp4Writer(media / f"{row}.mp4", 30, (w, h)) as out:
             for frame in frames:
-                out.write(np.ascontiguousarray(((frame.clamp(-1, 1) + 1) * 127.5).round().byte()
-                                               .permute(1, 2, 0).numpy()))
+                out.write(np.ascontiguousarray(frame.numpy()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
