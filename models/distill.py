@@ -65,6 +65,18 @@ class StudentSampler:
     refresh: str = "clean"
     window_chunks: int = 2
     sink_chunks: int = 1
+    # "fixed": one noise image per level drawn when a stream starts and reused for every chunk and frame, so the
+    # detail the noise seeds stays put on screen; "fresh": new noise per chunk (CausVid). docs/distillation.md
+    noise: str = "fresh"
+
+    def stream_noise(self, like: torch.Tensor, generator: torch.Generator | None) -> list[torch.Tensor] | None:
+        """The fixed noise of a new stream for chunks shaped like `like` (B, K, C, H, W), or None for fresh."""
+        if self.noise == "fresh":
+            return None
+        if self.noise != "fixed":
+            raise ValueError(f"sampler noise must be 'fresh' or 'fixed'; got {self.noise!r}")
+        b, _, *rest = like.shape
+        return [torch.randn((b, 1, *rest), generator=generator) for _ in self.timesteps]
 
     def sigmas(self) -> torch.Tensor:
         return flow.student_sigmas(self.timesteps, self.shift)
@@ -88,24 +100,48 @@ def load_student(run: Path | str, name: str = "student", device: torch.device | 
 @torch.no_grad()
 def stream_clip(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sampler: StudentSampler,
                 generator: torch.Generator | None = None, cache: KVCache | None = None,
-                per_frame: bool = False) -> torch.Tensor:
+                per_frame: bool = False, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Restyle a clip (B, F, C, H, W) chunk by chunk through the KV cache, as the runtime does; F a multiple of K.
     `per_frame` empties the cache before every chunk (the student as an image model: the `per_frame` row).
-    A caller that passes `cache` keeps streaming into it (e.g. a 3000-frame drift stream in pieces)."""
+    A caller that passes `cache` keeps streaming into it (e.g. a 3000-frame drift stream in pieces), and passes
+    the stream's `noise` too when the sampler's noise is fixed."""
     b, f = incoming.shape[:2]
     k = model.cfg.chunk_frames
     if f % k:
         raise ValueError(f"a clip of {f} frames does not split into chunks of {k}")
     cache = cache or model.new_cache(b, sampler.window_chunks, sampler.sink_chunks)
     sigmas = sampler.sigmas()
+    if noise is None:
+        noise = sampler.stream_noise(incoming[:, :k], generator)
     out = []
     for start in range(0, f, k):
         if per_frame:
             cache.reset()
         chunk = slice(start, start + k)
         out.append(sample_student_chunk(model, incoming[:, chunk], cond.frames(chunk), cache, sigmas,
-                                        sampler.refresh, generator))
+                                        sampler.refresh, generator, noise))
     return torch.cat(out, 1)
+
+
+@torch.no_grad()
+def recache(model: VideoDiT, cache: KVCache, chunks: list[tuple[torch.Tensor, Conditioning]]) -> None:
+    """Rebuild `cache` from the clean outputs of the chunks it holds, in order (sinks first, then the window),
+    under new conditioning: after a style switch the past then reads as the new style, so the next chunk is not
+    pulled back toward the old one (LongLive's re-encoding of the recent window on a prompt change). Costs one
+    pass per held chunk, once per switch."""
+    if len(chunks) != cache.chunks:
+        raise ValueError(f"recache takes the {cache.chunks} chunks the cache holds; got {len(chunks)}")
+    cache.reset()
+    for x0, cond in chunks:
+        model.step(x0, torch.zeros(x0.shape[:2], device=x0.device), cond, cache, write=True)
+
+
+def held_chunks(cache: KVCache, history: list) -> list:
+    """Which of a stream's chunks (`history`, oldest first, every chunk since the reset) the cache holds now:
+    the sinks, then the most recent window."""
+    sinks = history[: cache.sink_chunks]
+    window = history[cache.sink_chunks:][-cache.window_chunks:] if cache.chunks > len(sinks) else []
+    return (sinks + window)[: cache.chunks]
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 
 from models import checkpoint, metrics
 from models.data import ClipDataset, denormalize_depth
-from models.distill import StudentSampler, load_student, stream_clip
+from models.distill import StudentSampler, held_chunks, load_student, recache, stream_clip
 from models.dit import Conditioning, VideoDiT
 from models.prompt import PromptEncoder
 from models.sampling import sample_student_chunk, sample_teacher
@@ -28,6 +28,7 @@ from models.train import collate, gbuffers_of, load_autoencoder, load_dit
 ROWS = ("input", "teacher", "student", "no_dmd", "per_frame")
 METRICS = ("psnr", "ssim", "spectral", "warp_ratio")
 DRIFT_WINDOW = 300  # frames at each end of the drift stream (EVAL.md)
+SWITCHES = ("reset", "recache", "keep")
 
 
 class EvalError(RuntimeError):
@@ -80,7 +81,7 @@ def _frame_scores(out: torch.Tensor, ref: torch.Tensor) -> dict[str, torch.Tenso
 @torch.no_grad()
 def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | None = None,
              teacher_steps: int | None = None, sampler: StudentSampler | None = None, seed: int = 0,
-             device: torch.device | str = "cpu", rows: tuple[str, ...] = ROWS,
+             device: torch.device | str = "cpu", rows: tuple[str, ...] = ROWS, switch: str = "reset",
              progress: Callable[[str], None] = print) -> EvalResult:
     """Score every row on the first `frames` frames of every clip and style in `clips_dir`; the drift on the one
     clip of `drift_dir` (skipped when None); the style switch on every clip, each style switching to the next.
@@ -181,14 +182,17 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
         "seconds_per_frame": {row: seconds[row] / (clips * frames) for row in rows if row != "input"},
         "rows_not_run": [r for r in ROWS if r not in rows],
     }
-    switch = style_switch(m, data, frames, style_table, torch.Generator().manual_seed(seed + 1), device)
+    result.details["switch"] = switch
+    switch = style_switch(m, data, frames, style_table, torch.Generator().manual_seed(seed + 1), device, switch)
     result.details["style_switch"] = switch
     drift = {"psnr_first": None, "psnr_last": None, "frames": 0}
     if drift_dir is not None:
         drift = long_stream_drift(m, drift_dir, style_table, data.style_names,
                                   torch.Generator().manual_seed(seed + 2), device, progress)
-    # the worst stream; None when some stream never settled on the new style (details say which)
-    taken = [s["frames"] for s in switch]
+    # The worst stream, among those where the student tells the two styles apart at all (its control stream, with
+    # the new prompt from the start, settles on the new style); None when one of those never switches.
+    taken = [s["frames"] for s in switch if s["control_frames"] is not None]
+    result.details["style_switch_streams_scored"] = f"{len(taken)} of {len(switch)}"
     result.scores = {"rows": scores_rows, "drift": drift,
                      "style_switch_frames": None if None in taken or not taken else max(taken)}
     return result
@@ -219,10 +223,14 @@ def _strip(outputs: dict[str, torch.Tensor], ref: torch.Tensor, rows: list[str])
 
 @torch.no_grad()
 def style_switch(m: _Models, data: ClipDataset, frames: int, style_table: torch.Tensor, gen: torch.Generator,
-                 device: torch.device | str) -> list[dict[str, Any]]:
+                 device: torch.device | str, switch: str = "reset") -> list[dict[str, Any]]:
     """For every clip: stream it with its style's prompt, switch to the next style's prompt at the chunk boundary
     nearest the middle, and count the frames from the switch until the output is closer (PSNR) to the new style's
-    reference than to the old one's, and stays closer (frames_to_switch)."""
+    reference than to the old one's, and stays closer (frames_to_switch). `switch` is what happens to the KV
+    cache at the switch: "reset" empties it (the old style's frames stop pulling the output back), "recache"
+    re-encodes the chunks it holds under the new prompt, "keep" leaves it."""
+    if switch not in SWITCHES:
+        raise EvalError(f"switch must be one of {', '.join(SWITCHES)}; got {switch!r}")
     k = m.student.cfg.chunk_frames
     n_styles = len(data.style_indices)
     switch_at = max(k, (frames // 2) // k * k)
@@ -234,20 +242,35 @@ def style_switch(m: _Models, data: ClipDataset, frames: int, style_table: torch.
         low = m.encode(items["low"].to(device))
         gb = gbuffers_of(items).to(device)
         cache = m.student.new_cache(len(old), m.sampler.window_chunks, m.sampler.sink_chunks)
+        noise = m.sampler.stream_noise(low[:, :k], gen)
         chunks = []
         for s in range(0, frames, k):
             style = style_table[old if s < switch_at else new].to(device)
+            if s == switch_at and switch == "reset":
+                cache.reset()
+            if s == switch_at and switch == "recache":
+                held = held_chunks(cache, [(x0, c) for x0, c in zip(chunks, range(len(chunks)))])
+                recache(m.student, cache, [(x0, Conditioning(low=low[:, c * k:(c + 1) * k],
+                                                             gbuffers=gb[:, c * k:(c + 1) * k], style=style))
+                                           for x0, c in held])
             cond = Conditioning(low=low[:, s:s + k], gbuffers=gb[:, s:s + k], style=style)
             chunks.append(sample_student_chunk(m.student, low[:, s:s + k], cond, cache, m.sampler.sigmas(),
-                                               m.sampler.refresh, gen))
+                                               m.sampler.refresh, gen, noise))
         output = m.decode(torch.cat(chunks, 1)).cpu()
-        ref_new = items["style"].roll(-1, 0)
+        # control: the same world streamed with the new style from the start. If even that is not closer to the
+        # new reference than to the old one, the two styles are not told apart there, whatever the switch does.
+        control_cond = Conditioning(low=low, gbuffers=gb, style=style_table[new].to(device))
+        control = m.decode(stream_clip(m.student, low, control_cond, m.sampler, gen)).cpu()
+        ref_old, ref_new = items["style"], items["style"].roll(-1, 0)
+
+        def closer_to_new(video: torch.Tensor, i: int) -> list[bool]:
+            return [float(metrics.psnr(video[i, t], ref_new[i, t])) > float(metrics.psnr(video[i, t], ref_old[i, t]))
+                    for t in range(switch_at, frames)]
+
         for i in range(len(old)):
-            closer = [float(metrics.psnr(output[i, t], ref_new[i, t])) > float(metrics.psnr(output[i, t],
-                                                                                              items["style"][i, t]))
-                      for t in range(switch_at, frames)]
             out.append({"seed": int(items["seed"][i]), "from": data.style_names[int(old[i])],
-                        "to": data.style_names[int(new[i])], "frames": frames_to_switch(closer),
+                        "to": data.style_names[int(new[i])], "frames": frames_to_switch(closer_to_new(output, i)),
+                        "control_frames": frames_to_switch(closer_to_new(control, i)),
                         "frames_after_switch": frames - switch_at})
     return out
 
@@ -265,12 +288,15 @@ def long_stream_drift(m: _Models, drift_dir: Path, style_table: torch.Tensor, st
     total = len(data) * k
     style = style_table[style_names.index(data.style_names[0])][None].to(device)
     cache = m.student.new_cache(1, m.sampler.window_chunks, m.sampler.sink_chunks)
+    noise = None
     scores = []
     for i in range(len(data)):
         items = collate([data[i]])
         cond = Conditioning(low=m.encode(items["low"].to(device)), gbuffers=gbuffers_of(items).to(device),
                             style=style)
-        out = m.decode(stream_clip(m.student, cond.low, cond, m.sampler, gen, cache=cache)).cpu()
+        if noise is None:
+            noise = m.sampler.stream_noise(cond.low, gen)
+        out = m.decode(stream_clip(m.student, cond.low, cond, m.sampler, gen, cache=cache, noise=noise)).cpu()
         scores.extend(metrics.psnr(out[0], items["style"][0]).tolist())
         if (i + 1) % 500 == 0:
             progress(f"eval: drift stream {len(scores)} of {total} frames")
@@ -292,8 +318,9 @@ def markdown_table(result: EvalResult) -> str:
         lines.append(f"drift over {drift['frames']} frames: PSNR {drift['psnr_first']:.2f} (first "
                      f"{DRIFT_WINDOW}) -> {drift['psnr_last']:.2f} (last {DRIFT_WINDOW})")
     switch = result.scores["style_switch_frames"]
-    lines.append(f"style switch: {switch} frames (worst stream)" if switch is not None else
-                 "style switch: some streams never settled on the new style (see details)")
+    scored = result.details.get("style_switch_streams_scored", "")
+    lines.append(f"style switch: {switch} frames (worst of {scored} streams whose styles the student tells apart)"
+                 if switch is not None else "style switch: some streams never settled on the new style (see details)")
     d = result.details
     lines.append("")
     lines.append(f"{d['clips']} clips of {d['frames']} frames from worlds {d['worlds']}; teacher {d['teacher_steps']} "

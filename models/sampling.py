@@ -75,7 +75,7 @@ def sample_teacher(model: VideoDiT, cond: Conditioning, shape: tuple[int, ...], 
 @torch.no_grad()
 def sample_student_chunk(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, cache: KVCache,
                          sigmas: torch.Tensor, refresh: str = "clean", generator: torch.Generator | None = None,
-                         ) -> torch.Tensor:
+                         noise: list[torch.Tensor] | None = None) -> torch.Tensor:
     """One chunk of the causal student's few-step v2v sampler; returns x0 (B, K, C, H, W) and advances `cache`.
 
     1. start: the incoming chunk (model space) noised to t* = sigmas[0] (SDEdit);
@@ -84,7 +84,9 @@ def sample_student_chunk(model: VideoDiT, incoming: torch.Tensor, cond: Conditio
     3. refresh the cache with this chunk's K/V: "clean" reruns the chunk at σ = 0 (CausVid: one extra pass, the
        cache holds what a clean past looks like), "last_step" keeps the K/V of the last denoising pass
        (StreamDiffusionV2: saves that pass).
-    `sigmas` is flow.student_sigmas(...): decreasing levels ending in 0.
+    `sigmas` is flow.student_sigmas(...): decreasing levels ending in 0. `noise` gives the noise of each level
+    instead of fresh draws: a stream that reuses the same noise for every chunk and frame keeps what the noise
+    decides (fine texture) in place, instead of re-rolling it every chunk (flicker).
     """
     if refresh not in ("clean", "last_step"):
         raise ValueError(f"refresh must be 'clean' or 'last_step'; got {refresh!r}")
@@ -93,7 +95,11 @@ def sample_student_chunk(model: VideoDiT, incoming: torch.Tensor, cond: Conditio
     if levels[-1] != 0.0 or len(levels) < 2:
         raise ValueError(f"student sigmas must end in 0 and have at least one level; got {levels}")
 
+    drawn = iter(noise or [])
+
     def noise_like(x: torch.Tensor) -> torch.Tensor:
+        if noise is not None:  # the stream's fixed noise, one tensor per level (broadcast over the chunk)
+            return next(drawn).to(x.device, x.dtype).expand_as(x)
         return torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
 
     def per_frame(level: float) -> torch.Tensor:

@@ -287,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ablation: run the student with these levels instead of its own")
     p.add_argument("--refresh", choices=["clean", "last_step"], default=None,
                    help="ablation: run the student with this cache refresh instead of its own")
+    p.add_argument("--noise", choices=["fresh", "fixed"], default=None,
+                   help="ablation: fresh noise per chunk, or one fixed noise image per stream")
+    p.add_argument("--switch", choices=["reset", "recache", "keep"], default="reset",
+                   help="what a style switch does to the KV cache: empty it (default), re-encode it under the new "
+                        "prompt, or keep it; docs/distillation.md has the measurement")
     p.add_argument("--rows", type=lambda t: tuple(t.split(",")), default=None, metavar="R1,R2",
                    help="run only these rows (ablations skip the slow teacher); the others score null")
     p.add_argument("--worlds", type=Path, default=Path("out/eval_worlds"), metavar="DIR",
@@ -430,7 +435,7 @@ def _train_distill(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from demo_game.record import RecordError, record_dataset
-    from models.checkpoint import CheckpointError, load_checkpoint
+    from models.checkpoint import CheckpointError, config_from_json, load_checkpoint
     from models.data import DataError
     from models.distill import StudentSampler
     from models.evaluate import EvalError, evaluate, markdown_table
@@ -443,9 +448,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         meta = load_checkpoint(args.model, "student", hint="a model for eval holds teacher and student")[1]
         height, width = meta["config"]["frame_size"]
         sampler = None
-        if args.timesteps is not None or args.refresh is not None:
-            own = StudentSampler(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["sampler"].items()})
-            sampler = replace(own, timesteps=args.timesteps or own.timesteps, refresh=args.refresh or own.refresh)
+        if args.timesteps is not None or args.refresh is not None or args.noise is not None:
+            own = config_from_json(StudentSampler, meta["sampler"])
+            sampler = replace(own, timesteps=args.timesteps or own.timesteps, refresh=args.refresh or own.refresh,
+                              noise=args.noise or own.noise)
         # the held-out worlds, rendered by the game once and kept for later evals
         seeds = f"{args.seeds.start}-{args.seeds.stop - 1}"
         clips = args.worlds / f"{width}x{height}_{args.frames}f_seeds{seeds}"
@@ -458,6 +464,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             return _error("eval", "--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
         device = "cuda" if args.device == "cuda" or (args.device == "auto" and _cuda()) else "cpu"
         result = evaluate(args.model, clips, args.frames, drift, args.teacher_steps, sampler, device=device,
+                          switch=args.switch,
                           **({} if args.rows is None else {"rows": args.rows}))
     except (RecordError, CheckpointError, DataError, EvalError, PromptEncoderError) as exc:
         return _error("eval", str(exc))

@@ -258,3 +258,62 @@ def test_switch_frames_count_until_the_output_stays_with_the_new_style():
     assert frames_to_switch([False, False, True, True]) == 3
     assert frames_to_switch([True, False, True]) == 3  # closer once, then back: it had not switched yet
     assert frames_to_switch([False, False]) is None
+
+
+def test_fixed_stream_noise_makes_chunks_independent_of_the_generator():
+    """With the sampler's fixed noise a stream draws noise once; what follows no longer depends on the generator,
+    and a static scene is restyled the same way chunk after chunk except for what the cache adds."""
+    model = tiny_model().eval()
+    cond = tiny_cond(1, 8)
+    sampler = StudentSampler(noise="fixed")
+    noise = sampler.stream_noise(cond.low[:, :2], torch.Generator().manual_seed(0))
+    assert len(noise) == len(sampler.timesteps) and noise[0].shape == (1, 1, 3, 64, 64)
+    a = stream_clip(model, cond.low, cond, sampler, torch.Generator().manual_seed(1), noise=noise)
+    b = stream_clip(model, cond.low, cond, sampler, torch.Generator().manual_seed(2), noise=noise)
+    torch.testing.assert_close(a, b)
+    fresh = StudentSampler()
+    assert fresh.stream_noise(cond.low, None) is None
+    with pytest.raises(ValueError, match="fresh.*fixed"):
+        StudentSampler(noise="warped").stream_noise(cond.low, None)
+
+
+def test_student_configs_saved_before_the_noise_option_still_load():
+    from models.checkpoint import config_from_json
+
+    old = {"timesteps": [1000, 500], "shift": 3.0, "refresh": "clean", "window_chunks": 2, "sink_chunks": 1}
+    assert config_from_json(StudentSampler, old) == StudentSampler()
+
+
+def test_recache_with_the_same_prompt_rebuilds_the_same_cache():
+    """Re-encoding the held chunks under unchanged conditioning gives back the cache the stream built itself (before
+    any eviction; afterwards deeper layers differ, since a chunk once attended to chunks now evicted), so the switch
+    path changes only what the prompt changes. After evictions it re-encodes the sinks and the latest window."""
+    from models.distill import held_chunks, recache
+    from models.sampling import sample_student_chunk
+
+    model = tiny_model().eval()
+    for p in model.parameters():
+        p.data.add_(0.02 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    cond = tiny_cond(1, 10)
+    sampler = StudentSampler()
+    cache = model.new_cache(1, sampler.window_chunks, sampler.sink_chunks)
+    history = []
+    gen = torch.Generator().manual_seed(0)
+    for c in range(5):  # 5 chunks through 1 sink + 2 window slots: two evictions after the third
+        chunk = slice(2 * c, 2 * c + 2)
+        x0 = sample_student_chunk(model, cond.low[:, chunk], cond.frames(chunk), cache, sampler.sigmas(), "clean",
+                                  gen)
+        history.append((x0, cond.frames(chunk)))
+        if c == 2:
+            held = held_chunks(cache, history)
+            assert [h[0] for h in held] == [h[0] for h in history]
+            k, v = cache.k.clone(), cache.v.clone()
+            recache(model, cache, held)
+            torch.testing.assert_close(cache.k, k, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(cache.v, v, atol=1e-5, rtol=1e-4)
+    held = held_chunks(cache, history)
+    assert [h[0] for h in held] == [history[0][0], history[3][0], history[4][0]]
+    recache(model, cache, held)
+    assert cache.chunks == 3 and cache.frames == 6
+    with pytest.raises(ValueError, match="3 chunks"):
+        recache(model, cache, held[:2])
