@@ -368,8 +368,8 @@ def run_distill_stage(stage_name: str, data: Path, run: Path, steps: int | None 
             return train(OdeStage(stage, teacher_meta, sampler, run / PAIRS_DIR, cfg), run, cfg, dist_info, resume,
                          progress)
         if sampler is not None:
-            raise TrainError("--timesteps and --refresh belong to the ode stage (the student keeps the sampler it "
-                             "was initialised with)")
+            raise TrainError("--timesteps, --refresh and --noise belong to the ode stage (the student keeps the "
+                             "sampler it was initialised with)")
         from models.dmd import run_dmd
 
         return run_dmd(stage, teacher, teacher_meta, run, cfg, dist_info, resume, progress, dmd_cfg)

@@ -253,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "starts (default 1000,500)")
     g.add_argument("--refresh", choices=["clean", "last_step"], default=None,
                    help="ode: how the student writes its KV cache after a chunk (default clean)")
+    g.add_argument("--noise", choices=["fresh", "fixed"], default=None,
+                   help="ode: the student's sampler noise, fresh per chunk or fixed per stream (default fresh)")
     g.add_argument("--pair-clips", type=positive_int, default=128, metavar="N",
                    help="ode: teacher trajectories to generate (the stage's largest cost on a CPU)")
     g.add_argument("--rollout", choices=["self_forcing", "parallel"], default="self_forcing",
@@ -419,9 +421,10 @@ def _train_distill(args: argparse.Namespace) -> int:
     from models.train import TrainError
 
     sampler = None
-    if args.timesteps is not None or args.refresh is not None:
-        sampler = StudentSampler(**{k: v for k, v in (("timesteps", args.timesteps), ("refresh", args.refresh))
-                                    if v is not None})
+    chosen = {k: v for k, v in (("timesteps", args.timesteps), ("refresh", args.refresh), ("noise", args.noise))
+              if v is not None}
+    if chosen:
+        sampler = StudentSampler(**chosen)
     dmd_cfg = DmdConfig(fake_updates=args.fake_updates, real_guidance=args.real_guidance, rollout=args.rollout,
                         regression=args.regression)
     try:
@@ -445,7 +448,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if held_in:
         return _error("eval", f"eval scores held-out worlds only (seeds >= 1000); got {held_in[0]}")
     try:
-        meta = load_checkpoint(args.model, "student", hint="a model for eval holds teacher and student")[1]
+        meta = load_checkpoint(args.model, "student", hint="a model for eval holds a teacher and a student; train "
+                               f"them with `restyler train teacher|ode|dmd --out {args.model}`")[1]
         height, width = meta["config"]["frame_size"]
         sampler = None
         if args.timesteps is not None or args.refresh is not None or args.noise is not None:

@@ -18,8 +18,6 @@ COMMANDS = ["play", "capture", "restyle", "record-data", "train", "eval", "bench
 UNBUILT = {
     "capture": ["capture", "--region", "0,0,640,480", "--style", "neon night", "--record", "x.mp4"],
     "restyle": ["restyle", "in.mp4", "out.mp4", "--style", "snowy winter"],
-    "train": ["train", "ode", "--data", "d", "--out", "r", "--size", "tiny", "--steps", "10", "--resume"],
-    "eval": ["eval", "--model", "m", "--seeds", "1000:1004", "--frames", "8", "--json", "e.json"],
     "bench": ["bench", "--model", "m", "--device", "cpu", "--seconds", "2", "--json", "b.json"],
     "generate": ["generate", "--prompt", "a village", "--frames", "9", "--out", "g.mp4"],
 }
@@ -84,6 +82,20 @@ def test_unbuilt_commands_exit_2(command: str, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"restyler {command}: error: ") and "not built yet in this version" in err
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "ode", "--data", "d", "--out", "r", "--steps", "10"], "restyler train teacher --out r"),
+    (["train", "dmd", "--data", "d", "--out", "r", "--steps", "10"], "restyler train teacher --out r"),
+    (["eval", "--model", "m", "--seeds", "1000:1004", "--frames", "8", "--json", "e.json"], "restyler train teacher|ode|dmd --out m"),
+])
+def test_distillation_and_eval_without_a_model_say_what_to_train(argv, expected, capsys, tmp_path, monkeypatch):
+    """A missing teacher or student: one line that says which stage writes it, exit 2, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    assert run_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "e.json").exists()
 
 
 @pytest.fixture
