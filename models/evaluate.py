@@ -189,6 +189,11 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
     if drift_dir is not None:
         drift = long_stream_drift(m, drift_dir, style_table, data.style_names,
                                   torch.Generator().manual_seed(seed + 2), device, progress)
+        # control: the same stream with the cache emptied every chunk cannot drift, so a change it shows too comes
+        # from the scene (the world's first and last 300 frames differ), not from the stream's state
+        result.details["drift_control_per_frame"] = long_stream_drift(
+            m, drift_dir, style_table, data.style_names, torch.Generator().manual_seed(seed + 2), device, progress,
+            per_frame=True)
     # The worst stream, among those where the student tells the two styles apart at all (its control stream, with
     # the new prompt from the start, settles on the new style); None when one of those never switches.
     taken = [s["frames"] for s in switch if s["control_frames"] is not None]
@@ -278,7 +283,7 @@ def style_switch(m: _Models, data: ClipDataset, frames: int, style_table: torch.
 @torch.no_grad()
 def long_stream_drift(m: _Models, drift_dir: Path, style_table: torch.Tensor, style_names: list[str],
                       gen: torch.Generator, device: torch.device | str, progress: Callable[[str], None],
-                      ) -> dict[str, Any]:
+                      per_frame: bool = False) -> dict[str, Any]:
     """PSNR of one long stream's first and last DRIFT_WINDOW frames (the first style of the recorded clip),
     streamed through one KV cache in pieces so memory stays flat."""
     k = m.student.cfg.chunk_frames
@@ -296,7 +301,8 @@ def long_stream_drift(m: _Models, drift_dir: Path, style_table: torch.Tensor, st
                             style=style)
         if noise is None:
             noise = m.sampler.stream_noise(cond.low, gen)
-        out = m.decode(stream_clip(m.student, cond.low, cond, m.sampler, gen, cache=cache, noise=noise)).cpu()
+        out = m.decode(stream_clip(m.student, cond.low, cond, m.sampler, gen, cache=cache, noise=noise,
+                                   per_frame=per_frame)).cpu()
         scores.extend(metrics.psnr(out[0], items["style"][0]).tolist())
         if (i + 1) % 500 == 0:
             progress(f"eval: drift stream {len(scores)} of {total} frames")
@@ -317,6 +323,10 @@ def markdown_table(result: EvalResult) -> str:
         lines.append("")
         lines.append(f"drift over {drift['frames']} frames: PSNR {drift['psnr_first']:.2f} (first "
                      f"{DRIFT_WINDOW}) -> {drift['psnr_last']:.2f} (last {DRIFT_WINDOW})")
+        control = result.details.get("drift_control_per_frame")
+        if control:
+            lines.append(f"the same stream with no temporal state (per_frame, cannot drift): {control['psnr_first']:.2f}"
+                         f" -> {control['psnr_last']:.2f}")
     switch = result.scores["style_switch_frames"]
     scored = result.details.get("style_switch_streams_scored", "")
     lines.append(f"style switch: {switch} frames (worst of {scored} streams whose styles the student tells apart)"

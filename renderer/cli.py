@@ -259,8 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ode: teacher trajectories to generate (the stage's largest cost on a CPU)")
     g.add_argument("--rollout", choices=["self_forcing", "parallel"], default="self_forcing",
                    help="dmd: generate on the student's own KV-cached rollouts, or CausVid's one parallel pass")
-    g.add_argument("--regression", type=float, default=0.0, metavar="W",
-                   help="dmd: weight of a paired MSE against the recorded reference frames (default 0)")
+    g.add_argument("--regression", type=float, default=0.5, metavar="W",
+                   help="dmd: weight of a paired MSE against the recorded reference frames; 0 is pure DMD "
+                        "(default 0.5, the measured best)")
     g.add_argument("--fake-updates", type=positive_int, default=5, metavar="N",
                    help="dmd: fake-score updates per generator update (CausVid: 5)")
     g.add_argument("--real-guidance", type=positive_float, default=None, metavar="G",
