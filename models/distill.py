@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from models import checkpoint, flow
 from models.atomic import write_atomic
@@ -262,7 +261,7 @@ class OdeStage(Stage):
         self.device = teacher_stage.device
 
     def loss(self, model, items, gen, rows, global_batch):
-        stage, k = self.teacher_stage, stage_chunk(self.model)
+        stage, k = self.teacher_stage, self.model.cfg.chunk_frames
         states = items["states"].to(self.device)  # (b, L, F, C, H, W)
         b, levels, f = states.shape[:3]
         pick = torch.randint(levels, (global_batch, f // k), generator=gen)[rows].repeat_interleave(k, 1)  # (b, F)
@@ -286,10 +285,6 @@ class OdeStage(Stage):
     @torch.no_grad()
     def sample_grid(self, model, path):
         student_grid(self.teacher_stage, model, self.sampler, path)
-
-
-def stage_chunk(model: nn.Module) -> int:
-    return model.cfg.chunk_frames
 
 
 @torch.no_grad()

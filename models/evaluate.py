@@ -254,7 +254,7 @@ def style_switch(m: _Models, data: ClipDataset, frames: int, style_table: torch.
             if s == switch_at and switch == "reset":
                 cache.reset()
             if s == switch_at and switch == "recache":
-                held = held_chunks(cache, [(x0, c) for x0, c in zip(chunks, range(len(chunks)))])
+                held = held_chunks(cache, [(x0, c) for c, x0 in enumerate(chunks)])  # (output, chunk index)
                 recache(m.student, cache, [(x0, Conditioning(low=low[:, c * k:(c + 1) * k],
                                                              gbuffers=gb[:, c * k:(c + 1) * k], style=style))
                                            for x0, c in held])
