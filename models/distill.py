@@ -29,18 +29,8 @@ from models.data import ClipDataset
 from models.dit import Conditioning, DiTConfig, VideoDiT
 from models.kv_cache import KVCache
 from models.sampling import sample_student_chunk, sample_teacher
-from models.train import (
-    LOSS_BINS,
-    Stage,
-    TeacherStage,
-    TrainConfig,
-    TrainError,
-    batch_indices,
-    collate,
-    load_dit,
-    save_grid,
-    step_generator,
-)
+from models.train import (LOSS_BINS, Stage, TeacherStage, TrainConfig, TrainError, batch_indices, collate, load_dit,
+                          save_grid, step_generator)
 
 PAIRS_DIR = "ode_pairs"
 PAIRS_PER_SHARD = 8  # clips per teacher batch and per shard file

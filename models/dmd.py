@@ -24,10 +24,9 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -36,20 +35,8 @@ import torch.nn.functional as F
 from models import checkpoint, flow
 from models.dit import Conditioning, VideoDiT
 from models.sampling import predict_x0
-from models.train import (
-    Distributed,
-    TeacherStage,
-    TrainConfig,
-    TrainError,
-    batch_indices,
-    collate,
-    load_dit,
-    load_optimizer,
-    lr_at,
-    optimizer_tensors,
-    step_generator,
-    update_ema,
-)
+from models.train import (Distributed, TeacherStage, TrainConfig, TrainError, batch_indices, check_resumable, collate,
+                          load_dit, load_optimizer, lr_at, optimizer_tensors, step_generator, update_ema)
 
 ROLLOUTS = ("self_forcing", "parallel")
 
@@ -219,13 +206,9 @@ def run_dmd(stage: TeacherStage, teacher: VideoDiT, teacher_meta: dict[str, Any]
         if not resume:
             raise TrainError(f"{run} already holds a dmd run; pass --resume to continue it, or choose another --out")
         tensors, meta = checkpoint.load_checkpoint(state_dir, "dmd")
-        saved = {"train": meta["train"], "dmd": meta["dmd"]}
-        now = {"train": {**asdict(cfg), "steps": meta["train"]["steps"]}, "dmd": asdict(dmd_cfg)}
-        for key in ("log_every", "sample_every", "checkpoint_every"):
-            now["train"][key] = saved["train"][key]
-        if json.loads(json.dumps(now)) != saved:
-            raise TrainError(f"{run} was distilled with other settings ({saved}); resume with the same ones, or "
-                             "start a new --out")
+        say = progress if dist_info.main else lambda _: None
+        check_resumable(TrainConfig(**meta["train"]), cfg, run, say)
+        check_resumable(checkpoint.config_from_json(DmdConfig, meta["dmd"]), dmd_cfg, run, say)
         for prefix, module in (("model/", student), ("ema/", ema), ("fake/", fake)):
             checkpoint.load_into(module, {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
                                  "state")

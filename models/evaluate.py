@@ -325,8 +325,8 @@ def markdown_table(result: EvalResult) -> str:
                      f"{DRIFT_WINDOW}) -> {drift['psnr_last']:.2f} (last {DRIFT_WINDOW})")
         control = result.details.get("drift_control_per_frame")
         if control:
-            lines.append(f"the same stream with no temporal state (per_frame, cannot drift): {control['psnr_first']:.2f}"
-                         f" -> {control['psnr_last']:.2f}")
+            lines.append(f"the same stream with no temporal state (per_frame, cannot drift): "
+                         f"{control['psnr_first']:.2f} -> {control['psnr_last']:.2f}")
     switch = result.scores["style_switch_frames"]
     scored = result.details.get("style_switch_streams_scored", "")
     lines.append(f"style switch: {switch} frames (worst of {scored} streams whose styles the student tells apart)"

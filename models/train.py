@@ -424,14 +424,16 @@ def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
 _RESUME_FREE = {"steps", "log_every", "sample_every", "checkpoint_every"}
 
 
-def _check_resumable(saved: TrainConfig, now: TrainConfig, run: Path, say: Callable[[str], None]) -> None:
-    changed = [f.name for f in fields(TrainConfig)
+def check_resumable(saved: Any, now: Any, run: Path, say: Callable[[str], None]) -> None:
+    """Refuse to resume `run` when a setting that changes the steps differs between the saved config and `now`
+    (TrainConfig, or a stage's own config dataclass such as the DMD settings)."""
+    changed = [f.name for f in fields(now)
                if f.name not in _RESUME_FREE and getattr(saved, f.name) != getattr(now, f.name)]
     if changed:
         details = ", ".join(f"{n}: {getattr(saved, n)} -> {getattr(now, n)}" for n in changed)
         raise TrainError(f"{run} was trained with other settings ({details}); resume with the same ones, or start "
                          "a new --out")
-    if saved.steps != now.steps and now.schedule == "cosine":
+    if isinstance(now, TrainConfig) and saved.steps != now.steps and now.schedule == "cosine":
         say(f"note: --steps {saved.steps} -> {now.steps} stretches the cosine schedule of the remaining steps")
 
 
@@ -456,7 +458,7 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
             raise TrainError(f"{run} already holds a {stage.name} run; pass --resume to continue it, or choose "
                              "another --out")
         tensors, meta = checkpoint.load_checkpoint(state_dir, stage.name)
-        _check_resumable(TrainConfig(**meta["train"]), cfg, run, progress if dist_info.main else lambda _: None)
+        check_resumable(TrainConfig(**meta["train"]), cfg, run, progress if dist_info.main else lambda _: None)
         checkpoint.load_into(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model/")}, "state")
         checkpoint.load_into(ema, {k[4:]: v for k, v in tensors.items() if k.startswith("ema/")}, "state")
         load_optimizer(opt, tensors, meta["optimizer"])

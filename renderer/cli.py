@@ -12,8 +12,8 @@ import argparse
 import inspect
 import os
 import sys
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 PROG = "restyler"
@@ -135,6 +135,28 @@ def _add_device(p: argparse.ArgumentParser) -> None:
                    help="auto picks cuda when present, else cpu")
 
 
+def _add_sampler_options(p: Any, role: str, defaults: bool) -> None:
+    """--timesteps / --refresh / --noise: the student's sampler (models.distill.StudentSampler), chosen when the
+    ode stage creates the student, or overridden by eval for an ablation. `role` starts each help text."""
+
+    def default(text: str) -> str:
+        return f" (default {text})" if defaults else ""
+
+    p.add_argument("--timesteps", type=parse_timesteps, default=None, metavar="T1,T2",
+                   help=f"{role} levels on CausVid's 0..1000 scale, the first being t* where a stream starts"
+                        + default("1000,500"))
+    p.add_argument("--refresh", choices=["clean", "last_step"], default=None,
+                   help=f"{role} KV-cache refresh after a chunk: a clean pass, or the last step's K/V"
+                        + default("clean"))
+    p.add_argument("--noise", choices=["fresh", "fixed"], default=None,
+                   help=f"{role} sampler noise, fresh per chunk or one fixed image per stream" + default("fresh"))
+
+
+def _sampler_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampler fields the command line sets (see _add_sampler_options)."""
+    return {k: getattr(args, k) for k in ("timesteps", "refresh", "noise") if getattr(args, k) is not None}
+
+
 def _add_model(p: argparse.ArgumentParser, *, required: bool = False, default: Path | None = DEFAULT_MODEL) -> None:
     help_text = ("model directory: a shipped model (models/weights/<name>) or a finished training run (the --out of "
                  "`restyler train`)")
@@ -248,13 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="teacher only: floor of σ in the 1/σ² loss weight; 0.05 (default) favours fine detail, "
                         "0.5 the high-noise levels where the model learns to read structure and style")
     g = p.add_argument_group("distillation (ode, dmd)")
-    g.add_argument("--timesteps", type=parse_timesteps, default=None, metavar="T1,T2",
-                   help="ode: the student's levels on CausVid's 0..1000 scale, the first being t* where a stream "
-                        "starts (default 1000,500)")
-    g.add_argument("--refresh", choices=["clean", "last_step"], default=None,
-                   help="ode: how the student writes its KV cache after a chunk (default clean)")
-    g.add_argument("--noise", choices=["fresh", "fixed"], default=None,
-                   help="ode: the student's sampler noise, fresh per chunk or fixed per stream (default fresh)")
+    _add_sampler_options(g, "ode: the student's", defaults=True)
     g.add_argument("--pair-clips", type=positive_int, default=128, metavar="N",
                    help="ode: teacher trajectories to generate (the stage's largest cost on a CPU)")
     g.add_argument("--rollout", choices=["self_forcing", "parallel"], default="self_forcing",
@@ -286,12 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="length of the drift stream (0 skips it); EVAL.md defines drift over 3000")
     p.add_argument("--teacher-steps", type=positive_int, default=None, metavar="N",
                    help="teacher sampler steps (default: the teacher's own, 50)")
-    p.add_argument("--timesteps", type=parse_timesteps, default=None, metavar="T1,T2",
-                   help="ablation: run the student with these levels instead of its own")
-    p.add_argument("--refresh", choices=["clean", "last_step"], default=None,
-                   help="ablation: run the student with this cache refresh instead of its own")
-    p.add_argument("--noise", choices=["fresh", "fixed"], default=None,
-                   help="ablation: fresh noise per chunk, or one fixed noise image per stream")
+    _add_sampler_options(p, "ablation: instead of its own, the student's", defaults=False)
     p.add_argument("--switch", choices=["reset", "recache", "keep"], default="reset",
                    help="what a style switch does to the KV cache: empty it (default), re-encode it under the new "
                         "prompt, or keep it; docs/distillation.md has the measurement")
@@ -421,11 +432,8 @@ def _train_distill(args: argparse.Namespace) -> int:
     from models.prompt import PromptEncoderError
     from models.train import TrainError
 
-    sampler = None
-    chosen = {k: v for k, v in (("timesteps", args.timesteps), ("refresh", args.refresh), ("noise", args.noise))
-              if v is not None}
-    if chosen:
-        sampler = StudentSampler(**chosen)
+    changes = _sampler_changes(args)
+    sampler = StudentSampler(**changes) if changes else None
     dmd_cfg = DmdConfig(fake_updates=args.fake_updates, real_guidance=args.real_guidance, rollout=args.rollout,
                         regression=args.regression)
     try:
@@ -448,15 +456,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     held_in = [s for s in args.seeds if s < 1000]
     if held_in:
         return _error("eval", f"eval scores held-out worlds only (seeds >= 1000); got {held_in[0]}")
+    if args.device == "cuda" and not _cuda():
+        return _error("eval", "--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    device = "cuda" if args.device == "cuda" or (args.device == "auto" and _cuda()) else "cpu"
     try:
         meta = load_checkpoint(args.model, "student", hint="a model for eval holds a teacher and a student; train "
                                f"them with `restyler train teacher|ode|dmd --out {args.model}`")[1]
         height, width = meta["config"]["frame_size"]
-        sampler = None
-        if args.timesteps is not None or args.refresh is not None or args.noise is not None:
-            own = config_from_json(StudentSampler, meta["sampler"])
-            sampler = replace(own, timesteps=args.timesteps or own.timesteps, refresh=args.refresh or own.refresh,
-                              noise=args.noise or own.noise)
+        changes = _sampler_changes(args)
+        sampler = replace(config_from_json(StudentSampler, meta["sampler"]), **changes) if changes else None
         # the held-out worlds, rendered by the game once and kept for later evals
         seeds = f"{args.seeds.start}-{args.seeds.stop - 1}"
         clips = args.worlds / f"{width}x{height}_{args.frames}f_seeds{seeds}"
@@ -465,12 +473,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if args.drift_frames > 0:
             drift = args.worlds / f"drift_{width}x{height}_{args.drift_frames}f_seed{args.seeds.start}"
             record_dataset(drift, [args.seeds[0]], args.drift_frames, (width, height), force_eval_seeds=True)
-        if args.device == "cuda" and not _cuda():
-            return _error("eval", "--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
-        device = "cuda" if args.device == "cuda" or (args.device == "auto" and _cuda()) else "cpu"
         result = evaluate(args.model, clips, args.frames, drift, args.teacher_steps, sampler, device=device,
-                          switch=args.switch,
-                          **({} if args.rows is None else {"rows": args.rows}))
+                          switch=args.switch, **({} if args.rows is None else {"rows": args.rows}))
     except (RecordError, CheckpointError, DataError, EvalError, PromptEncoderError) as exc:
         return _error("eval", str(exc))
     _write_eval(args.json, result, markdown_table(result))
