@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import BridgeError, EndOfStream, InvalidFrameError, SourceClosedError, SourceOpenError
-from bridge.mailbox import LatestMailbox
+from bridge.mailbox import ChunkMailbox, LatestMailbox
 from bridge.packet import FramePacket
 from bridge.sources import CallableSource, FrameSource, GameSource
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BridgeError",
     "CallableSource",
+    "ChunkMailbox",
     "EndOfStream",
     "FramePacket",
     "FrameSource",

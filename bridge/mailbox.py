@@ -85,3 +85,70 @@ class LatestMailbox(Generic[T]):
 
     def __repr__(self) -> str:
         return f"LatestMailbox(full={self._full}, put={self._put}, dropped={self._dropped}, closed={self._closed})"
+
+
+class ChunkMailbox(Generic[T]):
+    """The newest ``size`` values, handed over together: the latest-frame mailbox for a consumer that works in
+    chunks of consecutive frames (the causal student takes K at a time).
+
+    ``put`` never blocks: beyond ``size`` waiting values the oldest is dropped (and counted), so a slow consumer
+    gets the most recent consecutive frames rather than a backlog. ``take`` waits until ``size`` values wait and
+    returns them oldest first, emptying the box.
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"ChunkMailbox: size must be >= 1; got {size}")
+        self.size = size
+        self._cond = threading.Condition(threading.Lock())
+        self._values: list[T] = []
+        self._closed = False
+        self._dropped = 0
+        self._put = 0
+
+    def put(self, value: T) -> None:
+        if value is None:
+            raise ValueError("ChunkMailbox.put: None is reserved for 'no value'; put a real value")
+        with self._cond:
+            if self._closed:
+                return
+            self._values.append(value)
+            if len(self._values) > self.size:
+                del self._values[0]
+                self._dropped += 1
+            self._put += 1
+            if len(self._values) == self.size:
+                self._cond.notify()
+
+    def take(self, timeout: float | None = None) -> list[T] | None:
+        """The ``size`` newest values, oldest first; None after ``timeout`` seconds or once closed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while len(self._values) < self.size and not self._closed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            if len(self._values) < self.size:
+                return None
+            values, self._values = self._values, []
+            return values
+
+    def clear(self) -> None:
+        """Forget what waits (a reset: frames from before it must not start the new stream)."""
+        with self._cond:
+            self._dropped += len(self._values)
+            self._values = []
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    @property
+    def puts(self) -> int:
+        return self._put

@@ -41,12 +41,12 @@ def run_headless(config: GameConfig, seconds: float, out: Path, style: str | Non
                 rows.append(np.concatenate(tiles, axis=1))
         score = game.score
     labels = ["low-detail", "depth", "normals", "material", *STYLES]
-    _save_sheet(np.concatenate(rows, axis=0), labels, w, sheet_path)
+    save_sheet(np.concatenate(rows, axis=0), labels, w, sheet_path)
     print(f"wrote {video_path} ({frames} frames) and {sheet_path}; the bot collected {score} gems")
     return {"video": video_path, "sheet": sheet_path}
 
 
-def _save_sheet(grid: np.ndarray, labels: list[str], tile_w: int, path: Path) -> None:
+def save_sheet(grid: np.ndarray, labels: list[str], tile_w: int, path: Path) -> None:
     band = 16
     img = Image.new("RGB", (grid.shape[1], grid.shape[0] + band), (20, 20, 20))
     img.paste(Image.fromarray(grid), (0, band))

@@ -1,5 +1,19 @@
 """Restyler's plugin side: the streaming runtime, the overlay, benchmarks and the `restyler` CLI.
 
 Games import this package to restyle their frames; it knows no particular game. Importing it stays cheap (no torch,
-no GL) so that the CLI starts instantly; the runtime classes live in their own modules.
+no GL) so that the CLI starts instantly: `StreamingRestyler` loads renderer.runtime (and torch) on first use.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ModelError", "StreamingRestyler"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from renderer import runtime
+
+        return getattr(runtime, name)
+    raise AttributeError(f"module 'renderer' has no attribute {name!r}")

@@ -9,7 +9,6 @@ Commands that later work fills in already parse their full interface and exit wi
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import sys
 from dataclasses import replace
@@ -135,6 +134,18 @@ def _add_device(p: argparse.ArgumentParser) -> None:
                    help="auto picks cuda when present, else cpu")
 
 
+def _add_worker(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--worker", choices=["process", "thread"], default="process",
+                   help="where the model runs beside the game: its own process (default: the game loop stays "
+                        "smoothest on a 2-core CPU, docs/runtime.md) or a thread of the game's process")
+
+
+def _add_steps(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=positive_int, default=None, metavar="N",
+                   help="denoising steps per chunk, at most the student's levels; default: 1 on a CPU (the "
+                        "real-time rate, docs/runtime.md), all of them on a GPU")
+
+
 def _add_sampler_options(p: Any, role: str, defaults: bool) -> None:
     """--timesteps / --refresh / --noise: the student's sampler (models.distill.StudentSampler), chosen when the
     ode stage creates the student, or overridden by eval for an ablation. `role` starts each help text."""
@@ -183,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="style to render in, e.g. 'snowy winter village'; a short scene description works best; "
                         "default: the game's first style")
     _add_model(p, default=None)
+    p.add_argument("--no-ai", action="store_true",
+                   help="play without AI rendering: the game's own reference renderer (no model needed)")
+    _add_worker(p)
+    _add_steps(p)
     p.add_argument("--headless", action="store_true",
                    help="no window: the scripted bot plays and frames are written to --out (for CI and servers)")
     p.add_argument("--seconds", type=positive_float, default=None, metavar="N",
@@ -215,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="show no window (use with --record and --seconds)")
     p.add_argument("--seconds", type=positive_float, default=None, metavar="N",
                    help="stop after N seconds; default: until the window is closed")
-    p.set_defaults(handler=_not_built)
+    _add_worker(p)
+    _add_steps(p)
+    p.set_defaults(handler=_cmd_capture)
 
     # restyle --------------------------------------------------------------------------------------------------
     p = sub.add_parser("restyle", help="restyle a video file",
@@ -224,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=mp4_path, metavar="OUT.mp4", help="where to write the restyled video")
     p.add_argument("--style", metavar="PROMPT", default=None, help="style to render in, e.g. 'sunny summer'")
     _add_model(p)
-    p.set_defaults(handler=_not_built)
+    _add_device(p)
+    _add_steps(p)
+    p.set_defaults(handler=_cmd_restyle)
 
     # record-data ----------------------------------------------------------------------------------------------
     p = sub.add_parser("record-data", help="record training clips with the scripted bot",
@@ -317,12 +336,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure latency and throughput",
                        description="Measure first-frame latency, per-chunk latency and throughput of the student "
                                    "and its teacher.")
-    _add_model(p, required=True)
+    _add_model(p)
     _add_device(p)
     p.add_argument("--seconds", type=positive_float, default=10.0, metavar="N",
                    help="measuring time after warm-up; longer gives steadier percentiles")
-    p.add_argument("--json", type=Path, required=True, metavar="FILE", help="where to write the measurements")
-    p.set_defaults(handler=_not_built)
+    p.add_argument("--json", type=Path, required=True, metavar="FILE",
+                   help="where to write the measurements (EVAL.md's keys); FILE_details.json gets the per-stage "
+                        "profile, the game loop's frame times and the machine")
+    _add_worker(p)
+    p.add_argument("--threads", type=positive_int, default=1, metavar="N",
+                   help="torch threads of the worker; 1 leaves the second core of a 2-core CPU to the game "
+                        "(docs/runtime.md)")
+    p.add_argument("--game-fps", type=positive_float, default=60.0, metavar="FPS",
+                   help="the game loop's target rate beside the model")
+    p.add_argument("--no-teacher", action="store_true", help="skip the teacher (its ratios are then null)")
+    _add_steps(p)
+    p.set_defaults(handler=_cmd_bench)
 
     # generate -------------------------------------------------------------------------------------------------
     p = sub.add_parser("generate", help="generate a clip from a prompt",
@@ -371,23 +400,24 @@ def _cmd_play(args: argparse.Namespace) -> int:
 
     from demo_game.game import run_play
     from demo_game.styles import style_for_prompt
+    from renderer.engine import ModelError
 
-    if args.style is not None and args.model is None:
+    model = args.model
+    if model is None and not args.no_ai and DEFAULT_MODEL.is_dir():
+        model = DEFAULT_MODEL   # the shipped model: AI rendering is on unless asked otherwise
+    if args.no_ai:
+        model = None
+    if args.style is not None and model is None:
         # Without a model only the game's own reference styles can be shown; refuse others in one line.
         try:
             style_for_prompt(args.style)
         except KeyError as exc:
             return _error("play", exc.args[0])
-
-    kwargs = {}
-    if args.model is not None:
-        # The AI path arrives with the renderer; until the game takes a model, say so instead of ignoring it.
-        if "model" not in inspect.signature(run_play).parameters:
-            return _error("play", "--model is not built yet in this version")
-        kwargs["model"] = args.model
     try:
         return int(run_play(style=args.style, headless=headless, seconds=seconds, out=args.out, seed=args.seed,
-                            size=args.size, **kwargs) or 0)
+                            size=args.size, model=model, worker=args.worker, steps=args.steps) or 0)
+    except ModelError as exc:
+        return _error("play", str(exc))
     except RuntimeError as exc:  # no OpenGL here: the message says which packages to install
         return _error("play", str(exc))
 
@@ -512,6 +542,77 @@ def _write_eval(path: Path, result: Any, table: str) -> None:
         with Mp4Writer(media / f"{row}.mp4", 30, (w, h)) as out:
             for frame in frames:
                 out.write(np.ascontiguousarray(frame.numpy()))
+
+
+def _default_style(style: str | None) -> str:
+    from demo_game.styles import STYLES
+
+    return style or next(iter(STYLES.values())).prompts[0]
+
+
+def _cmd_capture(args: argparse.Namespace) -> int:
+    from bridge import BridgeError, ScreenSource
+    from renderer.capture import run_capture
+    from renderer.engine import ModelError
+    from renderer.runtime import StreamingRestyler
+
+    headless = args.headless
+    if not headless and not has_display():
+        return _error("capture", "no display to capture from or to show on ($DISPLAY unset); run it in a desktop "
+                                 "session, or under Xvfb with --headless --record FILE.mp4 --seconds N")
+    if headless and args.record is None:
+        return _error("capture", "--headless shows nothing, so it needs --record FILE.mp4 to keep the result")
+    try:
+        restyler = StreamingRestyler.from_pretrained(args.model, worker=args.worker, steps=args.steps)
+        source = ScreenSource(region=args.region) if args.region else ScreenSource(window=args.window)
+    except (ModelError, BridgeError, ValueError) as exc:
+        return _error("capture", str(exc))
+    what = f"region {args.region}" if args.region else f"window {args.window!r}"
+    print(f"{PROG} capture: restyling {what} ({source.size[0]}x{source.size[1]}); Ctrl+C stops", file=sys.stderr)
+    try:
+        result = run_capture(source, restyler, _default_style(args.style), args.record, headless, args.seconds)
+    except BridgeError as exc:
+        return _error("capture", str(exc))
+    recorded = f"; wrote {result.frames_recorded} frames to {args.record}" if args.record else ""
+    print(f"{PROG} capture: stopped ({result.stopped_by}) after {result.frames_captured} captured frames in "
+          f"{result.seconds:.1f} s{recorded}")
+    return 0
+
+
+def _cmd_restyle(args: argparse.Namespace) -> int:
+    from bridge import BridgeError
+    from renderer.capture import restyle_file
+    from renderer.engine import ModelError
+
+    try:
+        frames = restyle_file(args.input, args.output, args.model, _default_style(args.style), args.device,
+                             args.steps)
+    except (ModelError, BridgeError) as exc:
+        return _error("restyle", str(exc))
+    print(f"{PROG} restyle: wrote {frames} frames to {args.output}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from demo_game import GameConfig, GameSession
+    from renderer.bench import run_bench, table
+    from renderer.engine import ModelError, load_bundle
+
+    try:
+        size = load_bundle(args.model).frame_size   # also: one clear error for a missing model
+        # a held-out world, the game ticking at the benchmark's rate, rendering only what the model reads
+        with GameSession(GameConfig(seed=1000, width=size[0], height=size[1], fps=int(args.game_fps))) as game:
+            result = run_bench(args.model, game.step, args.device, args.seconds, args.game_fps, args.worker,
+                               args.threads, args.steps, teacher=not args.no_teacher)
+    except ModelError as exc:
+        return _error("bench", str(exc))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result.scores, indent=2) + "\n")
+    args.json.with_name(args.json.stem + "_details.json").write_text(json.dumps(result.details, indent=2) + "\n")
+    print(table(result))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

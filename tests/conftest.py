@@ -68,3 +68,40 @@ def write_synthetic_clips(root, seeds=(0, 1, 2), frames: int = 10, size=(64, 64)
 @pytest.fixture(scope="session")
 def synthetic_clips(tmp_path_factory):
     return write_synthetic_clips(tmp_path_factory.mktemp("synthetic_clips"))
+
+
+def write_random_model(root, frame_size=(64, 64), teacher_steps: int = 3, seed: int = 0):
+    """A model directory (teacher + student, tiny, random weights) in the shipped layout: what runtime, capture
+    and benchmark tests need. Speed and plumbing do not depend on trained weights."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import torch
+
+    from models import checkpoint
+    from models.dit import VideoDiT, make_config
+    from models.distill import StudentSampler, student_meta
+
+    root = Path(root)
+    torch.manual_seed(seed)
+    cfg = make_config("tiny", frame_size=frame_size)
+    prompts = {"sunny summer": ["sunny summer day"], "snowy winter": ["snowy winter village"]}
+    teacher_meta = {"kind": "teacher", "config": asdict(cfg), "prompts": prompts, "styles": list(prompts),
+                    "sampler": {"steps": teacher_steps, "shift": 3.0, "guidance": 1.5}}
+
+    def random_dit() -> dict:
+        # A fresh VideoDiT predicts a constant grey (its output layers start at zero); perturbed weights give
+        # frames that depend on the input, the style and the cache, as a trained model's do.
+        weights = VideoDiT(cfg).state_dict()
+        return {k: v + 0.1 * torch.randn_like(v) if v.is_floating_point() else v for k, v in weights.items()}
+
+    checkpoint.save_checkpoint(root, "teacher", random_dit(), teacher_meta, dtype=torch.float16)
+    sampler = StudentSampler(refresh="last_step")
+    checkpoint.save_checkpoint(root, "student", random_dit(), student_meta(teacher_meta, cfg, sampler),
+                               dtype=torch.float16)
+    return root
+
+
+@pytest.fixture(scope="session")
+def random_model(tmp_path_factory):
+    return write_random_model(tmp_path_factory.mktemp("random_model"))

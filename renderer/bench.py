@@ -1,0 +1,270 @@
+"""`restyler bench`: the speed numbers of shared/EVAL.md, measured the way a player experiences them.
+
+A game loop (any frame producer: the CLI passes the demo game's step) runs at the game's rate beside the
+StreamingRestyler, submitting every frame; from it come
+    first_frame_latency_ms   after prepare() and a reset, from submitting a stream's first frame to its stylized
+                             frame being shown (median of FIRST_FRAME_TRIALS; includes waiting for the chunk's
+                             other frame, which the game produces one frame interval later)
+    latency_p50/p95_ms       per frame, submit to shown, in steady state
+    throughput_fps           stylized frames shown per second
+    game_fps                 the game loop's own rate (capped at the game's target, as a game with vsync is)
+    mfu                      the student's FLOPs per second over the measured fp32 matmul peak of this device
+and, on the same machine and resolution, the bidirectional teacher, which must hold a whole clip before it shows
+its first frame. A per-stage profile of the student's step (measured alone, without the game) goes with the
+details, so a missed target says where the milliseconds went.
+"""
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from bridge import FramePacket
+from models.dit import flops_per_frame
+from renderer.engine import StreamEngine, load_bundle, resolve_device
+from renderer.runtime import StreamingRestyler
+
+FIRST_FRAME_TRIALS = 5
+SETTLE_S = 1.0            # steady state starts this long after the stream starts
+PROFILE_CHUNKS = 20
+STYLE = "sunny summer day"
+
+Producer = Callable[[], FramePacket]
+
+
+@dataclass
+class BenchResult:
+    scores: dict[str, Any]            # exactly the keys of DESIGN.md
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def matmul_peak_flops(device: torch.device, seconds: float = 1.0, n: int = 1024) -> float:
+    """Sustained fp32 matmul FLOP/s of `device` (all its threads): the denominator of MFU."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        count += 1
+    _sync(device)
+    return 2 * n ** 3 * count / (time.perf_counter() - t0)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+class _GameLoop:
+    """Calls the producer at `fps`, submits each frame, polls the display side as a game's render loop does."""
+
+    def __init__(self, produce: Producer, restyler: StreamingRestyler, fps: float):
+        self.produce, self.restyler, self.interval = produce, restyler, 1.0 / fps
+        self.frame_s: list[float] = []
+        self.submitted: dict[int, float] = {}
+
+    def run(self, seconds: float, until: Callable[[], bool] | None = None) -> tuple[int, float]:
+        """Loop for `seconds` (or until `until()`); returns (frames, elapsed seconds)."""
+        frames, t0 = 0, time.monotonic()
+        deadline = t0
+        while time.monotonic() - t0 < seconds and not (until and until()):
+            start = time.monotonic()
+            packet = self.produce()
+            self.restyler.submit(packet)
+            self.restyler.latest_frame()
+            self.frame_s.append(time.monotonic() - start)
+            frames += 1
+            deadline += self.interval
+            time.sleep(max(0.0, deadline - time.monotonic()))
+        return frames, time.monotonic() - t0
+
+
+def _first_frame_ms(produce: Producer, restyler: StreamingRestyler, fps: float) -> float:
+    restyler.reset()
+    time.sleep(0.3)   # let the worker apply the reset before the stream's first frame
+    first = produce()
+    t_submit = time.monotonic()
+    restyler.submit(first)
+    loop = _GameLoop(produce, restyler, fps)
+    time.sleep(1.0 / fps)
+    seen: list[float] = []
+
+    def arrived() -> bool:
+        frame = restyler.latest_frame()
+        if frame is not None and frame.index == first.index:
+            seen.append(frame.t_due)
+            return True
+        return False
+
+    loop.run(10.0, until=arrived)
+    if not seen:
+        raise RuntimeError(f"the first frame never came back (worker error: {restyler.error})")
+    return 1000 * (seen[0] - t_submit)
+
+
+def profile_student(model_dir: Path, device: torch.device, frames: list[FramePacket], threads: int | None,
+                    sampler_changes: dict[str, Any] | None = None, chunks: int = PROFILE_CHUNKS) -> dict[str, float]:
+    """Median ms of each stage of the student's step with a full cache, the model alone on the machine."""
+    if threads:
+        torch.set_num_threads(threads)
+    engine = StreamEngine(load_bundle(model_dir, device, sampler_changes), device)
+    engine.set_style(STYLE)
+    engine.warm_up()
+    k = engine.chunk_frames
+    times: dict[str, list[float]] = {"to_model": [], "denoise": [], "to_frames": []}
+    with torch.no_grad():
+        for i in range(chunks + engine.sampler.window_chunks + engine.sampler.sink_chunks):
+            chunk = [frames[(i * k + j) % len(frames)] for j in range(k)]
+            t0 = time.perf_counter()
+            incoming, cond = engine.to_model(chunk)
+            _sync(device)
+            t1 = time.perf_counter()
+            x0 = engine.denoise(incoming, cond)
+            _sync(device)
+            t2 = time.perf_counter()
+            engine.to_frames(x0)
+            t3 = time.perf_counter()
+            if i >= engine.sampler.window_chunks + engine.sampler.sink_chunks:   # cache full: the steady state
+                for name, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+                    times[name].append(1000 * dt)
+    profile = {f"{name}_ms": statistics.median(v) for name, v in times.items()}
+    passes = len(engine.sampler.timesteps) + (engine.sampler.refresh == "clean")
+    profile["passes_per_chunk"] = passes
+    profile["denoise_ms_per_pass"] = profile["denoise_ms"] / passes
+    profile["chunk_ms"] = sum(profile[f"{n}_ms"] for n in times)
+    profile["model_only_fps"] = 1000 * k / profile["chunk_ms"]
+    return profile
+
+
+def bench_teacher(model_dir: Path, device: torch.device, frames: list[FramePacket], game_fps: float
+                  ) -> dict[str, float]:
+    """The bidirectional teacher on one clip: it must hold all F frames (arriving at the game's rate) before its
+    ~50 guided steps can show the first."""
+    from models.dit import Conditioning
+    from models.prompt import PromptEncoder
+    from models.sampling import sample_teacher
+    from models.train import load_dit
+
+    teacher, meta = load_dit(model_dir, "teacher", device)
+    f = teacher.cfg.clip_frames
+    probe = StreamEngine(load_bundle(model_dir, device), device)
+    probe.set_style(STYLE)
+    probe.chunk_frames = f   # to_model converts any number of frames; the teacher takes the whole clip
+    incoming, cond = probe.to_model(frames[:f])
+    cond = Conditioning(low=cond.low, gbuffers=cond.gbuffers, style=PromptEncoder.shared().encode([STYLE]).to(device))
+    s = meta["sampler"]
+    _sync(device)
+    t0 = time.perf_counter()
+    sample_teacher(teacher, cond, tuple(incoming.shape), steps=s["steps"], shift=s["shift"], guidance=s["guidance"],
+                   generator=torch.Generator().manual_seed(0), device=device)
+    _sync(device)
+    compute = time.perf_counter() - t0
+    gather = (f - 1) / game_fps
+    return {"clip_frames": f, "steps": s["steps"], "guidance": s["guidance"], "clip_compute_s": compute,
+            "first_frame_latency_ms": 1000 * (gather + compute), "throughput_fps": f / compute}
+
+
+def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds: float = 10.0,
+              game_fps: float = 60.0, worker: str = "process", threads: int | None = 1,
+              steps: int | None = None, teacher: bool = True,
+              say: Callable[[str], None] = print) -> BenchResult:
+    dev = resolve_device(device)
+    restyler = StreamingRestyler.from_pretrained(model_dir, str(dev), worker=worker, threads=threads, steps=steps)
+    cfg, sampler, k = restyler.model_config, restyler.sampler, restyler.chunk_frames
+    frames = [produce() for _ in range(4 * k)]
+
+    say(f"bench: {worker} worker ({threads or 'default'} torch threads) beside a {game_fps:g} fps game loop, "
+        f"{seconds:g} s")
+    with restyler:
+        restyler.prepare(STYLE)
+        first = [_first_frame_ms(produce, restyler, game_fps) for _ in range(FIRST_FRAME_TRIALS)]
+        restyler.reset()
+        loop = _GameLoop(produce, restyler, game_fps)
+        loop.run(SETTLE_S)
+        stats = restyler.stats
+        out0, lat0, loop.frame_s = stats.frames_out, len(stats.latencies_s), []
+        game_frames, elapsed = loop.run(seconds)
+        stats = restyler.stats
+        if stats.error:
+            raise RuntimeError(f"the worker failed during the benchmark: {stats.error}")
+        latencies = 1000 * np.array(list(stats.latencies_s)[lat0:])
+        throughput = (stats.frames_out - out0) / elapsed
+        dropped = stats.dropped
+    profile = profile_student(model_dir, dev, frames, threads, {"timesteps": sampler.timesteps})
+    passes = profile["passes_per_chunk"]
+    context = (sampler.window_chunks + sampler.sink_chunks + 1) * k
+    model_flops = throughput * passes * flops_per_frame(cfg, context)
+    torch.set_num_threads(torch.get_num_threads() if dev.type == "cuda" else _cores())
+    peak = matmul_peak_flops(dev)
+    t = bench_teacher(model_dir, dev, frames, game_fps) if teacher else None
+
+    scores = {
+        "device": _device_name(dev),
+        "resolution": f"{restyler.resolution[0]}x{restyler.resolution[1]}",
+        "steps": len(sampler.timesteps),
+        "chunk_frames": k,
+        "first_frame_latency_ms": round(statistics.median(first), 2),
+        "latency_p50_ms": round(float(np.percentile(latencies, 50)), 2),
+        "latency_p95_ms": round(float(np.percentile(latencies, 95)), 2),
+        "throughput_fps": round(throughput, 2),
+        "game_fps": round(game_frames / elapsed, 2),
+        "mfu": round(model_flops / peak, 4),
+        "teacher_first_frame_latency_ms": None if t is None else round(t["first_frame_latency_ms"], 1),
+        "teacher_throughput_fps": None if t is None else round(t["throughput_fps"], 4),
+    }
+    details = {
+        "worker": worker, "torch_threads": threads, "game_target_fps": game_fps, "seconds": seconds,
+        "sampler": asdict(sampler), "first_frame_trials_ms": [round(v, 2) for v in first],
+        "game_frame_ms_p50": round(1000 * float(np.percentile(loop.frame_s, 50)), 2),
+        "game_frame_ms_p95": round(1000 * float(np.percentile(loop.frame_s, 95)), 2),
+        "frames_dropped": dropped, "student_profile": {k_: round(v, 3) for k_, v in profile.items()},
+        "student_gflop_per_frame": round(passes * flops_per_frame(cfg, context) / 1e9, 4),
+        "matmul_peak_gflops": round(peak / 1e9, 1), "teacher": t,
+        "machine": {"cpus": _cores(), "platform": platform.platform(), "torch": torch.__version__},
+    }
+    if t is not None:
+        details["ratios"] = {"first_frame": round(t["first_frame_latency_ms"] / scores["first_frame_latency_ms"], 1),
+                             "throughput": round(throughput / t["throughput_fps"], 1)}
+    return BenchResult(scores, details)
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {_cores()} cores, {platform.processor() or platform.machine()}"
+
+
+def table(result: BenchResult) -> str:
+    s, d = result.scores, result.details
+    rows = [("device", s["device"]), ("resolution / steps / chunk", f"{s['resolution']} / {s['steps']} / "
+                                                                    f"{s['chunk_frames']} frames"),
+            ("first frame", f"{s['first_frame_latency_ms']:.1f} ms"),
+            ("latency p50 / p95", f"{s['latency_p50_ms']:.1f} / {s['latency_p95_ms']:.1f} ms"),
+            ("throughput", f"{s['throughput_fps']:.1f} fps"),
+            ("game loop", f"{s['game_fps']:.1f} fps (target {d['game_target_fps']:g}; frame p95 "
+                          f"{d['game_frame_ms_p95']:.1f} ms)"),
+            ("mfu", f"{s['mfu']:.3f} (peak {d['matmul_peak_gflops']:.0f} GFLOP/s)"),
+            ("student alone", f"{d['student_profile']['chunk_ms']:.1f} ms/chunk = "
+                              f"{d['student_profile']['model_only_fps']:.1f} fps")]
+    if s["teacher_first_frame_latency_ms"] is not None:
+        rows += [("teacher first frame", f"{s['teacher_first_frame_latency_ms']:.0f} ms "
+                                         f"({d['ratios']['first_frame']:.0f}x the student)"),
+                 ("teacher throughput", f"{s['teacher_throughput_fps']:.3f} fps "
+                                        f"(student {d['ratios']['throughput']:.0f}x)")]
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -1,0 +1,173 @@
+"""Restyle what is on screen, live, for streamers (`restyler capture`), and restyle a video file (`restyler restyle`).
+
+capture: a ScreenSource (a region or a window; RGB only, no G-buffers) feeds the StreamingRestyler; a Pygame window
+titled "Restyler capture" shows the stylized stream (OBS captures that window) with a HUD line; `record` writes every
+displayed frame to an mp4. Ctrl+C, closing the window, the captured window going away or the time running out all
+end the same way: the recording is finalised and the command says how many frames it holds.
+
+restyle: every frame of a file goes through the same StreamEngine chunk by chunk (no worker, no dropping: offline,
+every frame counts), written at the file's size and frame rate.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bridge import FramePacket, SourceClosedError
+from renderer.runtime import StreamingRestyler
+
+DISPLAY_FPS = 30            # the capture window's refresh and the recording's frame rate
+CAPTURE_WINDOW_TITLE = "Restyler capture"
+
+
+@dataclass
+class CaptureResult:
+    frames_recorded: int
+    frames_captured: int
+    seconds: float
+    stopped_by: str          # "time", "window closed", "source closed: ...", "interrupted"
+
+
+def _upscale(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w, 3) uint8 -> (H, W, 3) uint8 with bilinear filtering, size = (W, H)."""
+    w, h = size
+    if frame.shape[:2] == (h, w):
+        return frame
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def run_capture(source, restyler: StreamingRestyler, style: str, record: Path | None, headless: bool,
+                seconds: float | None, say=print) -> CaptureResult:
+    """Capture → restyle → show/record until stopped; always finalises the recording."""
+    from bridge.video import Mp4Writer
+
+    window = None if headless else _CaptureWindow(source.size)
+    writer = Mp4Writer(record, DISPLAY_FPS, source.size) if record is not None else None
+    stopped_by, captured, t0 = "time", 0, time.monotonic()
+    try:
+        restyler.prepare(style)
+        t0 = deadline = time.monotonic()
+        shown: np.ndarray | None = None
+        while seconds is None or time.monotonic() - t0 < seconds:
+            try:
+                packet = source.read()
+            except SourceClosedError as exc:
+                stopped_by = f"source closed: {exc}"
+                break
+            captured += 1
+            restyler.submit(packet)
+            styled = restyler.latest()
+            if styled is not None:
+                shown = _upscale(styled, source.size)
+            frame = shown if shown is not None else packet.rgb   # the original until the first AI frame
+            if writer is not None:
+                writer.write(frame)
+            if window is not None and not window.show(frame, restyler):
+                stopped_by = "window closed"
+                break
+            deadline += 1.0 / DISPLAY_FPS
+            time.sleep(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:
+        stopped_by = "interrupted"
+    finally:
+        if writer is not None:
+            writer.close()
+        if window is not None:
+            window.close()
+        source.close()
+        restyler.close()
+    return CaptureResult(writer.frames_written if writer else 0, captured, time.monotonic() - t0, stopped_by)
+
+
+class _CaptureWindow:
+    """The window OBS captures: the stylized stream at the captured size, the HUD in its corner."""
+
+    def __init__(self, size: tuple[int, int]):
+        import moderngl
+        import pygame
+
+        from renderer.overlay import Hud, FrameBlitter
+
+        self.pygame = pygame
+        pygame.display.init()
+        pygame.font.init()
+        pygame.display.set_mode(size, pygame.OPENGL | pygame.DOUBLEBUF)
+        pygame.display.set_caption(CAPTURE_WINDOW_TITLE)
+        self.ctx = moderngl.create_context()
+        self.blitter = FrameBlitter(self.ctx)
+        self.hud = Hud(self.blitter, size)
+        self.show_hud = True
+
+    def show(self, frame: np.ndarray, restyler: StreamingRestyler) -> bool:
+        """Draw one frame; False once the user closed the window (or pressed Q)."""
+        pygame = self.pygame
+        for event in pygame.event.get():
+            if event.type == pygame.QUIT or (event.type == pygame.KEYDOWN and event.key == pygame.K_q):
+                return False
+            if event.type == pygame.KEYDOWN and event.key == pygame.K_h:
+                self.show_hud = not self.show_hud
+        self.ctx.screen.use()
+        self.blitter.draw(frame)
+        if self.show_hud:
+            s = restyler.stats
+            line = f"AI {s.ai_fps:4.1f} fps  latency {s.latency_ms:4.0f} ms  style: {s.style}  (H hides)"
+            self.hud.draw([line] if s.error is None else [line, f"AI stopped: {s.error[:70]}"])
+        pygame.display.flip()
+        return True
+
+    def close(self) -> None:
+        self.blitter.release()
+        self.pygame.quit()
+
+
+def restyle_file(input_path: Path, output_path: Path, model_dir: Path, style: str, device: str = "auto",
+                 steps: int | None = None, progress: bool = True) -> int:
+    """Restyle every frame of `input_path` into `output_path` (same size and frame rate); returns frames written.
+    Offline, so every frame is restyled and `steps` defaults to all of the student's levels (its best quality).
+    A trailing partial chunk is padded by repeating the last frame and the padding is not written."""
+    from tqdm import tqdm
+
+    from bridge import VideoFileSource
+    from bridge.video import Mp4Writer
+    from renderer.engine import StreamEngine, load_bundle, resolve_device
+
+    dev = resolve_device(device)
+    bundle = load_bundle(model_dir, dev)
+    if steps is not None:
+        bundle.sampler = replace(bundle.sampler, timesteps=bundle.sampler.timesteps[:steps])
+    engine = StreamEngine(bundle, dev)
+    engine.set_style(style)
+    k = engine.chunk_frames
+    with VideoFileSource(input_path) as src, Mp4Writer(output_path, src.fps, src.size) as out:
+        total = src.frame_count or None
+        bar = tqdm(total=total, unit="frame", desc=f"restyle ({style})", disable=not progress)
+        chunk: list[FramePacket] = []
+
+        def flush() -> None:
+            real = len(chunk)
+            chunk.extend([chunk[-1]] * (k - real))
+            for frame in engine.step(chunk)[:real]:
+                out.write(_upscale(frame, src.size))
+            bar.update(real)
+            chunk.clear()
+
+        for packet in src:
+            chunk.append(packet)
+            if len(chunk) == k:
+                flush()
+        if chunk:
+            flush()
+        bar.close()
+        return out.frames_written
+
+
+def has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))

@@ -1,0 +1,192 @@
+"""StreamEngine: the synchronous per-chunk step of the causal student, K incoming frames -> K stylized frames.
+
+Everything that turns frames into stylized frames lives here, with no threads: the streaming runtime's worker calls
+`step()` for each chunk it gathered, `restyler restyle` calls it for every chunk of a file, and `restyler bench` times
+its stages one by one (`to_model`, `denoise`, `to_frames`). Numbered as the design's data flow:
+
+    1 gather K frames into a chunk (model resolution, [-1, 1], structure channels)
+    2 encode; noise to t* (SDEdit start)
+    3 few causal denoise steps attending to the KV cache
+    4 write the chunk's K/V into the cache (rolling window + sinks; `last_step` or `clean` refresh)
+    5 decode to (H, W, 3) uint8
+
+A style switch empties the cache: measured in docs/distillation.md, the reset switches within one frame where keeping
+or re-encoding the cache (LongLive) leaves old-style pixels in the context for several chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bridge import FramePacket
+from models import checkpoint
+from models.autoencoder import Autoencoder
+from models.data import normalize_depth
+from models.dit import Conditioning, VideoDiT
+from models.distill import StudentSampler, load_student
+from models.prompt import PromptEncoder
+from models.sampling import sample_student_chunk
+from models.train import load_autoencoder
+
+HOW_TO_GET_A_MODEL = ("the default model ships in models/weights/default (restore it with `git checkout -- "
+                      "models/weights`), `make train` reproduces it, and `--model RUN` takes any finished training run")
+WARMUP_CHUNKS = 4  # empty cache, then filling it up to full: every attention length the stream will see
+
+
+class ModelError(RuntimeError):
+    """A model directory that cannot be used for streaming; the message says how to get one."""
+
+
+@dataclass
+class StudentBundle:
+    """What a stream needs from a model directory: the student, how it samples, and its decoder if latent."""
+
+    student: VideoDiT
+    sampler: StudentSampler
+    autoencoder: Autoencoder | None
+    meta: dict[str, Any]
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(W, H) of the frames the model reads and writes."""
+        h, w = self.student.cfg.frame_size
+        return w, h
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> cuda when a GPU is visible, else cpu; 'cuda' without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device 'cuda' was asked for but no CUDA GPU is visible; use 'auto' or 'cpu'")
+    if device not in ("cpu", "cuda"):
+        raise ModelError(f"device must be 'auto', 'cpu' or 'cuda'; got {device!r}")
+    return torch.device(device)
+
+
+def load_bundle(model_dir: Path | str, device: torch.device | str = "cpu",
+                sampler_changes: dict[str, Any] | None = None) -> StudentBundle:
+    """The student of a shipped model or a finished run, fp32 on CPU (no bf16 units there), ready to stream."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelError(f"no model at {model_dir}: {HOW_TO_GET_A_MODEL}")
+    try:
+        student, sampler, meta = load_student(model_dir, "student", device)
+        autoencoder = load_autoencoder(model_dir, device) if student.cfg.space == "latent" else None
+    except (checkpoint.CheckpointError, KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"cannot load the model in {model_dir}: {exc}. {HOW_TO_GET_A_MODEL[0].upper()}"
+                         f"{HOW_TO_GET_A_MODEL[1:]}") from None
+    if sampler_changes:
+        sampler = replace(sampler, **sampler_changes)
+    return StudentBundle(student, sampler, autoencoder, meta)
+
+
+class StreamEngine:
+    """One stream of the student: its KV cache, its style, its noise. Not thread-safe; one owner calls it."""
+
+    def __init__(self, bundle: StudentBundle, device: torch.device | str = "cpu", seed: int = 0):
+        self.bundle = bundle
+        self.model = bundle.student
+        self.sampler = bundle.sampler
+        self.device = torch.device(device)
+        self.chunk_frames = self.model.cfg.chunk_frames
+        self.width, self.height = bundle.frame_size
+        self.cache = self.model.new_cache(1, self.sampler.window_chunks, self.sampler.sink_chunks)
+        self.sigmas = self.sampler.sigmas()
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.style: torch.Tensor | None = None   # (1, 384) MiniLM embedding
+        self.style_prompt: str | None = None
+        self.noise: list[torch.Tensor] | None = None
+        self.chunks_done = 0
+
+    # -- state ------------------------------------------------------------------------------------------------
+    def set_style(self, prompt: str, encoder: PromptEncoder | None = None) -> None:
+        """Condition later chunks on `prompt`; the cache is emptied so no old-style context pulls the next chunk
+        back (the next chunk is generated at once in the new style: no blank frame, just a cut)."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"a style prompt must be a non-empty string, e.g. 'snowy winter village'; got {prompt!r}")
+        encoder = encoder or PromptEncoder.shared()
+        self.style = encoder.encode([prompt.strip()]).to(self.device)
+        self.style_prompt = prompt.strip()
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream: empty cache, new fixed noise (when the sampler uses it)."""
+        self.cache.reset()
+        self.noise = None
+        self.chunks_done = 0
+
+    # -- the step, in its stages --------------------------------------------------------------------------------
+    def to_model(self, packets: Sequence[FramePacket]) -> tuple[torch.Tensor, Conditioning]:
+        """1. K packets of any size -> incoming (1, K, C, H, W) in model space and its conditioning. Frames of
+        another size are resized (area filter down, bilinear up); G-buffers are used only when every packet has
+        them (screen capture has none: the model was trained with them dropped)."""
+        if len(packets) != self.chunk_frames:
+            raise ValueError(f"a chunk is {self.chunk_frames} frames; got {len(packets)}")
+        if self.style is None:
+            raise RuntimeError("set_style() before the first chunk: the student needs a style prompt")
+        size = (self.height, self.width)
+        rgb = torch.from_numpy(np.stack([p.rgb for p in packets])).to(self.device)       # (K, H, W, 3) uint8
+        low = rgb.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)                        # (K, 3, H, W)
+        low = _resize(low, size, "area" if low.shape[-1] > self.width else "bilinear")
+        gbuffers = None
+        if all(p.depth is not None and p.normals is not None for p in packets):
+            depth = torch.from_numpy(np.stack([p.depth for p in packets]))[:, None]        # (K, 1, H, W)
+            normals = torch.from_numpy(np.stack([p.normals for p in packets])).permute(0, 3, 1, 2)
+            gb = torch.cat([normalize_depth(depth), normals], 1).to(self.device)           # (K, 4, H, W)
+            gbuffers = _resize(gb, size, "nearest")[None]                                   # (1, K, 4, H, W)
+        low = low[None]                                                                     # (1, K, 3, H, W)
+        ae = self.bundle.autoencoder
+        incoming = low if ae is None else ae.encode_video(low)
+        return incoming, Conditioning(low=incoming, gbuffers=gbuffers, style=self.style)
+
+    def denoise(self, incoming: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """2-4. Noise to t*, the few causal steps against the cache, the cache refresh -> x0 (1, K, C, H, W)."""
+        if self.noise is None:
+            self.noise = self.sampler.stream_noise(incoming, self.generator)
+        x0 = sample_student_chunk(self.model, incoming, cond, self.cache, self.sigmas, self.sampler.refresh,
+                                  self.generator, self.noise)
+        self.chunks_done += 1
+        return x0
+
+    def to_frames(self, x0: torch.Tensor) -> np.ndarray:
+        """5. x0 (1, K, C, h, w) -> (K, H, W, 3) uint8 at the model's resolution."""
+        ae = self.bundle.autoencoder
+        x = x0 if ae is None else ae.decode_video(x0)
+        x = x[0].clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)                   # (K, 3, H, W)
+        return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+    @torch.no_grad()
+    def step(self, packets: Sequence[FramePacket]) -> np.ndarray:
+        """One chunk: K packets -> K stylized frames (K, H, W, 3) uint8."""
+        incoming, cond = self.to_model(packets)
+        return self.to_frames(self.denoise(incoming, cond))
+
+    @torch.no_grad()
+    def warm_up(self, chunks: int = WARMUP_CHUNKS) -> None:
+        """Run a few chunks of a grey frame so that every kernel, allocation and cache length has been seen once,
+        then forget them: the player's first frame then costs what a steady frame costs."""
+        grey = np.full((self.height, self.width, 3), 128, np.uint8)
+        depth = np.full((self.height, self.width), 10.0, np.float32)
+        normals = np.zeros((self.height, self.width, 3), np.float32)
+        for with_gbuffers in (True, False):
+            packet = FramePacket(rgb=grey, depth=depth if with_gbuffers else None,
+                                 normals=normals if with_gbuffers else None)
+            for _ in range(chunks):
+                self.step([packet] * self.chunk_frames)
+            self.reset()
+        self.generator.manual_seed(self.seed)
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, *size); a no-op at the right size (the game renders at the model's resolution)."""
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x, size=size, mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))

@@ -1,0 +1,54 @@
+"""Motion-vector reprojection: bring the latest AI frame (made from game frame a) to the game's current frame b.
+
+The AI frame lags the game by its latency (several game frames at 60 fps on a CPU). Each game frame carries motion
+vectors to its previous frame (FramePacket.motion, pixels, `previous position = position − motion`), so following
+them back from b to a tells, for every pixel of b, where that surface was in frame a. The overlay samples the AI frame
+there (bilinear, in the shader), so the picture moves with the camera at game rate while the model runs slower.
+Disocclusions (surfaces a never showed) get whatever was at the traced spot: the usual trade of reprojection.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+
+HISTORY = 64  # game frames of motion kept: reprojecting further back than this is not worth it (too stale)
+
+
+class Reprojector:
+    def __init__(self, history: int = HISTORY):
+        self._motion: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self.history = history
+
+    def add(self, index: int, motion: np.ndarray) -> None:
+        """Frame `index`'s motion to frame index − 1, (H, W, 2) float32 pixels (dx right, dy down)."""
+        self._motion[index] = motion
+        while len(self._motion) > self.history:
+            self._motion.popitem(last=False)
+
+    def positions(self, source: int, target: int, size: tuple[int, int]) -> np.ndarray:
+        """For each pixel of frame `target`, its position (x, y) in frame `source` (H, W, 2), in pixels of `size`
+        = (H, W). Motion fields of another size are sampled at the nearest pixel and scaled."""
+        h, w = size
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        pos = np.stack([xx, yy], -1)                                  # (H, W, 2) pixel centres of frame `target`
+        for index in range(target, source, -1):
+            motion = self._motion.get(index)
+            if motion is None:   # a gap in the history: stop where the trace is known
+                break
+            mh, mw = motion.shape[:2]
+            sx = np.clip((pos[..., 0] * mw / w).astype(np.int32), 0, mw - 1)
+            sy = np.clip((pos[..., 1] * mh / h).astype(np.int32), 0, mh - 1)
+            step = motion[sy, sx] * np.array([w / mw, h / mh], np.float32)
+            pos = pos - step
+        return pos
+
+    def offsets(self, source: int, target: int, size: tuple[int, int]) -> np.ndarray:
+        """The same trace as uv offsets (H, W, 2) float32 for the overlay's shader: sample at uv + offset."""
+        h, w = size
+        if target <= source:
+            return np.zeros((h, w, 2), np.float32)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        pos = self.positions(source, target, size)
+        return np.stack([(pos[..., 0] - xx) / w, (pos[..., 1] - yy) / h], -1).astype(np.float32)

@@ -1,0 +1,312 @@
+"""The streaming runtime's one worker, as a thread or as a process: it takes chunks of K frames from the inbox, runs
+the StreamEngine and hands back stylized chunks.
+
+Both kinds share one contract, used by renderer.runtime.StreamingRestyler:
+    start()            load, set the style, warm up; returns when the first frame would be fast (raises on failure)
+    command(kind, arg) "style" (a prompt) or "reset", applied before the next chunk
+    stop()             end the worker; idempotent
+and report through two callbacks: on_chunk(ChunkResult) and on_error(message).
+
+Thread: shares the process; torch releases the GIL inside its kernels, but the Python between them competes with the
+game loop. Process (spawn): its own interpreter, so the game loop never waits on the GIL; frames cross a pipe as raw
+bytes (about 0.2 MB a chunk at 128×128 with G-buffers). docs/runtime.md has the measurement that picks the default.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from bridge import ChunkMailbox, FramePacket
+
+POLL_S = 0.05          # how often an idle worker looks for a stop or a command
+START_TIMEOUT_S = 120  # loading torch, the model and MiniLM in a fresh process takes seconds on a slow machine
+
+
+@dataclass
+class Submitted:
+    """A packet as the runtime received it, with the moment `submit` was called (time.monotonic)."""
+
+    packet: FramePacket
+    t_submit: float
+
+
+@dataclass
+class ChunkResult:
+    """K stylized frames and where they came from."""
+
+    frames: np.ndarray              # (K, H, W, 3) uint8
+    indices: list[int]              # the packets' frame indices
+    t_submit: list[float]           # when each packet was submitted
+    t_done: float                   # when the frames were ready (time.monotonic)
+    style: str                      # the prompt they were made with
+    compute_s: float                # the engine's time for this chunk
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs to build its engine, as plain values (it crosses into a spawned process)."""
+
+    model_dir: str
+    device: str
+    sampler_changes: dict[str, Any]
+    seed: int
+    threads: int | None             # torch intra-op threads; None keeps torch's default (one per core)
+
+
+def _build_engine(spec: WorkerSpec, style: str):
+    import torch
+
+    from renderer.engine import StreamEngine, load_bundle
+
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    bundle = load_bundle(Path(spec.model_dir), spec.device, spec.sampler_changes)
+    engine = StreamEngine(bundle, spec.device, spec.seed)
+    engine.set_style(style)
+    engine.warm_up()
+    return engine
+
+
+class _Commands:
+    """Style and reset requests from the game thread, applied by the worker between chunks (latest style wins)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[str, Any] = {}
+
+    def put(self, kind: str, arg: Any = None) -> None:
+        with self._lock:
+            self._pending[kind] = arg
+
+    def take(self) -> dict[str, Any]:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            return pending
+
+
+class ThreadWorker:
+    def __init__(self, spec: WorkerSpec, inbox: ChunkMailbox[Submitted], on_chunk: Callable[[ChunkResult], None],
+                 on_error: Callable[[str], None]):
+        self.spec, self.inbox, self.on_chunk, self.on_error = spec, inbox, on_chunk, on_error
+        self.commands = _Commands()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.engine = None
+
+    def start(self, style: str) -> None:
+        self.engine = _build_engine(self.spec, style)
+        self._thread = threading.Thread(target=self._run, name="restyler-worker", daemon=True)
+        self._thread.start()
+
+    def command(self, kind: str, arg: Any = None) -> None:
+        self.commands.put(kind, arg)
+
+    def _run(self) -> None:
+        engine = self.engine
+        try:
+            while not self._stop.is_set():
+                _apply(engine, self.commands.take())
+                chunk = self.inbox.take(timeout=POLL_S)
+                if chunk is None:
+                    continue
+                _apply(engine, self.commands.take())   # a switch that came while waiting applies to this chunk
+                t0 = time.monotonic()
+                frames = engine.step([s.packet for s in chunk])
+                t_done = time.monotonic()
+                self.on_chunk(ChunkResult(frames, [s.packet.index for s in chunk], [s.t_submit for s in chunk],
+                                          t_done, engine.style_prompt, t_done - t0))
+        except Exception as exc:  # noqa: BLE001 - any failure must reach the HUD, not kill the game
+            self.on_error(f"{type(exc).__name__}: {exc}")
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+
+
+def _apply(engine, commands: dict[str, Any]) -> None:
+    if "style" in commands:
+        engine.set_style(commands["style"])   # also empties the cache
+    elif "reset" in commands:
+        engine.reset()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Process worker: a spawned child runs the engine; one pump thread in the parent feeds it chunk by chunk.
+# Messages are length-prefixed JSON headers followed by raw array bytes (no pickle crosses the pipe).
+
+
+def pack(kind: str, meta: dict[str, Any] | None = None, arrays: dict[str, np.ndarray] | None = None) -> bytes:
+    arrays = {k: np.ascontiguousarray(v) for k, v in (arrays or {}).items()}
+    header = {"kind": kind, "meta": meta or {},
+              "arrays": [[k, str(v.dtype), list(v.shape)] for k, v in arrays.items()]}
+    head = json.dumps(header).encode()
+    return b"".join([len(head).to_bytes(4, "little"), head, *(v.tobytes() for v in arrays.values())])
+
+
+def unpack(data: bytes) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
+    n = int.from_bytes(data[:4], "little")
+    header = json.loads(data[4:4 + n])
+    arrays, offset = {}, 4 + n
+    for name, dtype, shape in header["arrays"]:
+        count = int(np.prod(shape))
+        arr = np.frombuffer(data, dtype=dtype, count=count, offset=offset).reshape(shape)
+        arrays[name] = arr
+        offset += arr.nbytes
+    return header["kind"], header["meta"], arrays
+
+
+def _chunk_message(chunk: list[Submitted]) -> bytes:
+    packets = [s.packet for s in chunk]
+    arrays = {"rgb": np.stack([p.rgb for p in packets])}
+    if all(p.depth is not None and p.normals is not None for p in packets):
+        arrays["depth"] = np.stack([p.depth for p in packets])
+        arrays["normals"] = np.stack([p.normals for p in packets])
+    return pack("chunk", {"indices": [p.index for p in packets]}, arrays)
+
+
+def _child_main(conn, spec: WorkerSpec, style: str) -> None:
+    """The worker process: build the engine, then answer each chunk with its frames until told to stop."""
+    try:
+        engine = _build_engine(spec, style)
+        conn.send_bytes(pack("ready"))
+        while True:
+            kind, meta, arrays = unpack(conn.recv_bytes())
+            if kind == "stop":
+                return
+            if kind == "style":
+                engine.set_style(meta["prompt"])
+            elif kind == "reset":
+                engine.reset()
+            elif kind == "chunk":
+                k = len(arrays["rgb"])
+                packets = [FramePacket(rgb=arrays["rgb"][i], depth=arrays["depth"][i] if "depth" in arrays else None,
+                                       normals=arrays["normals"][i] if "normals" in arrays else None,
+                                       index=meta["indices"][i]) for i in range(k)]
+                t0 = time.monotonic()
+                frames = engine.step(packets)
+                conn.send_bytes(pack("frames", {"compute_s": time.monotonic() - t0, "style": engine.style_prompt},
+                                     {"frames": frames}))
+    except (EOFError, KeyboardInterrupt):
+        return   # the parent went away or the terminal was interrupted: nothing left to report to
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which keeps the game running
+        detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        try:
+            conn.send_bytes(pack("error", {"message": detail}))
+        except OSError:
+            pass
+
+
+class ProcessWorker:
+    def __init__(self, spec: WorkerSpec, inbox: ChunkMailbox[Submitted], on_chunk: Callable[[ChunkResult], None],
+                 on_error: Callable[[str], None]):
+        self.spec, self.inbox, self.on_chunk, self.on_error = spec, inbox, on_chunk, on_error
+        self.commands = _Commands()
+        self._stop = threading.Event()
+        self._pump: threading.Thread | None = None
+        self.process = None
+        self._conn = None
+
+    def start(self, style: str) -> None:
+        ctx = mp.get_context("spawn")   # fork would copy the game's GL context and threads into the child
+        parent, child = ctx.Pipe()
+        self.process = ctx.Process(target=_child_main, args=(child, self.spec, style), name="restyler-worker",
+                                   daemon=True)
+        self.process.start()
+        child.close()
+        self._conn = parent
+        kind, meta = self._receive(START_TIMEOUT_S)
+        if kind != "ready":
+            self.stop()
+            raise RuntimeError(f"the worker process failed to start: {meta.get('message', kind)}")
+        self._pump = threading.Thread(target=self._run, name="restyler-pump", daemon=True)
+        self._pump.start()
+
+    def _receive(self, timeout: float) -> tuple[str, dict[str, Any]]:
+        """The next message that is not frames, waiting up to `timeout` (the child's death is an error)."""
+        deadline = time.monotonic() + timeout
+        while not self._conn.poll(POLL_S):
+            if not self.process.is_alive():
+                return "exited", {"message": f"the worker process exited with code {self.process.exitcode}"}
+            if time.monotonic() > deadline:
+                return "timeout", {"message": f"no answer from the worker process in {timeout:g} s"}
+        try:
+            kind, meta, _ = unpack(self._conn.recv_bytes())
+        except (EOFError, OSError):
+            return "exited", {"message": f"the worker process exited with code {self.process.exitcode}"}
+        return kind, meta
+
+    def command(self, kind: str, arg: Any = None) -> None:
+        self.commands.put(kind, arg)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._send_commands()
+                chunk = self.inbox.take(timeout=POLL_S)
+                if chunk is None:
+                    if not self.process.is_alive():
+                        raise EOFError
+                    continue
+                self._send_commands()   # a switch that came while waiting applies to this chunk
+                self._conn.send_bytes(_chunk_message(chunk))
+                while not self._conn.poll(POLL_S):
+                    if not self.process.is_alive():
+                        raise EOFError
+                kind, meta, arrays = unpack(self._conn.recv_bytes())
+                if kind == "error":
+                    self.on_error(meta["message"])
+                    return
+                self.on_chunk(ChunkResult(arrays["frames"], [s.packet.index for s in chunk],
+                                          [s.t_submit for s in chunk], time.monotonic(), meta["style"],
+                                          meta["compute_s"]))
+        except (EOFError, OSError, BrokenPipeError):
+            if not self._stop.is_set():
+                code = self.process.exitcode if self.process is not None else None
+                self.on_error(f"the worker process died (exit code {code})")
+
+    def _send_commands(self) -> None:
+        pending = self.commands.take()
+        if "style" in pending:
+            self._conn.send_bytes(pack("style", {"prompt": pending["style"]}))
+        elif "reset" in pending:
+            self._conn.send_bytes(pack("reset"))
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive() and self._pump is not None \
+            and self._pump.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._pump is not None and self._pump is not threading.current_thread():
+            self._pump.join(timeout=10)
+        if self._conn is not None:
+            try:
+                self._conn.send_bytes(pack("stop"))
+            except OSError:
+                pass
+        if self.process is not None:
+            self.process.join(timeout=5)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(timeout=5)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+WORKERS = {"thread": ThreadWorker, "process": ProcessWorker}

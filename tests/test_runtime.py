@@ -1,0 +1,289 @@
+"""The streaming runtime: the engine's step, the latest-frame hand-off, style switches, failures, both worker kinds.
+
+Random tiny models (tests/conftest.write_random_model): the runtime's behaviour does not depend on trained weights.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from bridge import ChunkMailbox, FramePacket
+from renderer.engine import ModelError, StreamEngine, load_bundle
+from renderer.runtime import StreamingRestyler
+from renderer.workers import ThreadWorker, pack, unpack
+
+SIZE = 64
+
+
+def packet(i: int, gbuffers: bool = True) -> FramePacket:
+    rng = np.random.default_rng(i)
+    rgb = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    if not gbuffers:
+        return FramePacket(rgb=rgb, index=i)
+    return FramePacket(rgb=rgb, depth=rng.uniform(1, 100, (SIZE, SIZE)).astype(np.float32),
+                       normals=rng.normal(size=(SIZE, SIZE, 3)).astype(np.float32), index=i)
+
+
+def wait_for(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.005)
+
+
+def test_engine_step_is_the_evaluated_sampler(random_model):
+    """The runtime must restyle exactly as evaluation scored: the engine's chunk steps on packets equal
+    models.distill.stream_clip on the same tensors with the same noise (guards against a conversion or
+    cache-handling difference between the product and its numbers)."""
+    from models.dit import Conditioning
+    from models.distill import stream_clip
+
+    bundle = load_bundle(random_model)
+    engine = StreamEngine(bundle, seed=3)
+    engine.set_style("sunny summer day")
+    packets = [packet(i) for i in range(8)]
+    ours = np.concatenate([engine.step(packets[i:i + 2]) for i in range(0, 8, 2)])
+
+    engine.reset()
+    parts = [engine.to_model(packets[i:i + 2]) for i in range(0, 8, 2)]
+    incoming = torch.cat([p[0] for p in parts], 1)
+    cond = Conditioning(low=incoming, gbuffers=torch.cat([p[1].gbuffers for p in parts], 1), style=engine.style)
+    x0 = stream_clip(bundle.student, incoming, cond, bundle.sampler, torch.Generator().manual_seed(3))
+    theirs = np.concatenate([engine.to_frames(x0[:, i:i + 2]) for i in range(0, 8, 2)])
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_engine_takes_frames_of_any_size_without_gbuffers(random_model):
+    """Screen capture hands over RGB of any size: resized to the model, G-buffers absent, output at model size."""
+    engine = StreamEngine(load_bundle(random_model))
+    engine.set_style("neon night city")   # any prompt, not only trained ones
+    big = FramePacket(rgb=np.zeros((90, 160, 3), np.uint8))
+    out = engine.step([big, big])
+    assert out.shape == (2, SIZE, SIZE, 3) and out.dtype == np.uint8
+
+
+def test_chunk_mailbox_keeps_the_newest_frames():
+    """A slow consumer must get the newest K consecutive frames, never a backlog."""
+    box: ChunkMailbox[int] = ChunkMailbox(2)
+    for i in range(5):
+        box.put(i)
+    assert box.take(timeout=0) == [3, 4] and box.dropped == 3
+    box.put(5)
+    assert box.take(timeout=0.01) is None   # only one new frame: a chunk needs two
+    box.put(6)
+    assert box.take(timeout=0) == [5, 6]
+
+
+def test_wire_format_round_trip():
+    arrays = {"rgb": np.arange(24, dtype=np.uint8).reshape(2, 2, 2, 3), "depth": np.ones((2, 2, 2), np.float32)}
+    kind, meta, back = unpack(pack("chunk", {"indices": [4, 5]}, arrays))
+    assert kind == "chunk" and meta == {"indices": [4, 5]}
+    for name in arrays:
+        np.testing.assert_array_equal(back[name], arrays[name])
+
+
+def slow_engine(monkeypatch, seconds: float) -> None:
+    real = StreamEngine.step
+
+    def step(self, packets):
+        time.sleep(seconds)
+        return real(self, packets)
+
+    monkeypatch.setattr(StreamEngine, "step", step)
+
+
+def test_submit_never_blocks_and_stale_frames_are_dropped(random_model, monkeypatch):
+    """With a model ten times slower than the game, submit() must return at once, the game loop's frame time must
+    stay what it is without the model, and the shown frame must be recent (no queue of seconds of lag)."""
+    slow_engine(monkeypatch, 0.2)
+
+    def game_loop(r: StreamingRestyler | None, frames: int) -> tuple[list[float], list[float]]:
+        submit_s, frame_s = [], []
+        for i in range(frames):
+            start = time.perf_counter()
+            np.linalg.svd(np.random.default_rng(i).normal(size=(60, 60)))   # the game's own work
+            if r is not None:
+                t = time.perf_counter()
+                r.submit(packet(i))
+                submit_s.append(time.perf_counter() - t)
+                r.latest()
+            frame_s.append(time.perf_counter() - start)
+            time.sleep(max(0.0, 0.01 - (time.perf_counter() - start)))
+        return submit_s, frame_s
+
+    _, alone = game_loop(None, 150)
+    with StreamingRestyler(random_model, "cpu", worker="thread") as r:
+        r.prepare("sunny summer day")
+        submit_s, beside = game_loop(r, 150)
+        wait_for(lambda: r.latest_frame() is not None and r.latest_frame().index >= 140, timeout=5)
+        stats = r.stats
+    assert max(submit_s) < 0.005
+    assert np.percentile(beside, 95) < np.percentile(alone, 95) + 0.005
+    assert stats.dropped > 100 and stats.chunks < 15   # ~0.2 s per chunk over ~1.5 s: most frames dropped
+
+
+def test_soak_10k_frames_keeps_memory_flat(random_model):
+    """Ten thousand frames through the runtime after a warm-up: memory must not grow (bounded mailboxes, pacer,
+    statistics and cache). A leak of one 64x64 frame per submit would add 120 MB; allocator noise stays well
+    under the bound, and Python-level allocations must stay under 1 MB."""
+    import tracemalloc
+
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+    with StreamingRestyler(random_model, "cpu", worker="thread") as r:
+        r.prepare("sunny summer day")
+        frames = [packet(i) for i in range(16)]
+
+        def run(first: int, count: int) -> None:
+            for i in range(first, first + count):
+                p = frames[i % 16]
+                r.submit(FramePacket(rgb=p.rgb, depth=p.depth, normals=p.normals, index=i))
+                r.latest()
+                if i % 50 == 0:
+                    time.sleep(0.01)   # let the worker take chunks, as a game's frame pacing would
+
+        run(0, 2_000)
+        tracemalloc.start()
+        before, python_before = rss_mb(), tracemalloc.get_traced_memory()[0]
+        run(2_000, 10_000)
+        after, python_after = rss_mb(), tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        stats = r.stats
+        assert r.error is None
+    assert stats.chunks > 100 and stats.submitted == 12_000
+    assert after - before < 40
+    assert python_after - python_before < 1e6
+
+
+def test_style_switch_mid_stream_never_shows_a_blank_frame(random_model):
+    """After the first stylized frame, every frame shown is a real frame (never None, never flat), the switch
+    happens without a restart, and frames in the new style follow (StreamDiffusion issue #167's failure)."""
+    with StreamingRestyler(random_model, "cpu", worker="thread") as r:
+        r.prepare("sunny summer day")
+        shown = []
+        for i in range(120):
+            r.submit(packet(i))
+            if i == 60:
+                r.update_style("snowy winter village")
+            frame = r.latest_frame()
+            if frame is not None or shown:
+                shown.append(frame)
+            time.sleep(0.01)
+        wait_for(lambda: r.latest_frame().style == "snowy winter village")
+    assert shown and all(f is not None for f in shown)
+    assert all(f.rgb.std() > 1 for f in shown)
+    styles = [f.style for f in shown]
+    switch = styles.index("snowy winter village")
+    assert set(styles[:switch]) == {"sunny summer day"} and set(styles[switch:]) == {"snowy winter village"}
+
+
+def test_worker_crash_keeps_the_game_running_and_restart_recovers(random_model, monkeypatch):
+    """An exception in the worker must not reach the game: submit keeps working, the last frame stays, `error`
+    says why; restart() brings frames back."""
+    real = StreamEngine.step
+    calls = {"n": 0}
+
+    def flaky(self, packets):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("out of memory (simulated)")
+        return real(self, packets)
+
+    with StreamingRestyler(random_model, "cpu", worker="thread") as r:
+        r.prepare("sunny summer day")
+        monkeypatch.setattr(StreamEngine, "step", flaky)   # after the warm-up, which steps too
+        for i in range(200):
+            r.submit(packet(i))
+            r.latest()
+            time.sleep(0.005)
+            if r.error:
+                break
+        assert r.error is not None and "out of memory (simulated)" in r.error
+        last = r.latest_frame()
+        for i in range(200, 220):
+            r.submit(packet(i))   # the game goes on; nothing raises
+        assert r.latest_frame() is last
+        monkeypatch.setattr(StreamEngine, "step", real)
+        r.restart()
+        assert r.error is None
+        for i in range(220, 260):
+            r.submit(packet(i))
+            time.sleep(0.005)
+        wait_for(lambda: r.latest_frame().index >= 220)
+
+
+def test_process_worker_matches_thread_worker_and_survives_a_killed_process(random_model):
+    """The process worker must restyle bit-identically to the thread worker (same seed, frames over the pipe), and
+    a killed worker process must become an error message, not a hung or crashed game."""
+    def first_chunk(worker: str) -> tuple[np.ndarray, StreamingRestyler]:
+        r = StreamingRestyler(random_model, "cpu", worker=worker)
+        r.prepare("sunny summer day")
+        r.submit(packet(0))
+        r.submit(packet(1))
+        wait_for(lambda: r.latest_frame() is not None and r.latest_frame().index == 1)
+        return r.latest(), r
+
+    thread_frame, r = first_chunk("thread")
+    r.close()
+    process_frame, r = first_chunk("process")
+    try:
+        np.testing.assert_array_equal(process_frame, thread_frame)
+        os.kill(r._worker.process.pid, signal.SIGKILL)
+        for i in range(2, 40):
+            r.submit(packet(i))
+            time.sleep(0.01)
+        wait_for(lambda: r.error is not None, timeout=10)
+        assert "worker process" in r.error
+        r.restart()
+        r.submit(packet(50))
+        r.submit(packet(51))
+        wait_for(lambda: r.latest_frame().index == 51)
+    finally:
+        r.close()
+
+
+def test_missing_or_corrupt_model_is_one_clear_error(tmp_path, random_model):
+    with pytest.raises(ModelError, match="make train"):
+        StreamingRestyler(tmp_path / "nowhere", "cpu")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("student.json", "student.safetensors"):
+        (broken / name).write_bytes((random_model / name).read_bytes())
+    (broken / "student.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelError, match="corrupt"):
+        StreamingRestyler(broken, "cpu")
+
+
+def test_cpu_runs_one_step_unless_asked(random_model):
+    """On a CPU the runtime streams with the student's first level only (the measured real-time choice)."""
+    assert StreamingRestyler(random_model, "cpu").sampler.timesteps == (1000,)
+    assert StreamingRestyler(random_model, "cpu", steps=2).sampler.timesteps == (1000, 500)
+    with pytest.raises(ValueError, match="steps"):
+        StreamingRestyler(random_model, "cpu", steps=3)
+
+
+def test_thread_worker_reports_exceptions_without_raising(random_model):
+    """The worker's loop catches everything: an error callback, never an exception in the game's thread."""
+    from renderer.workers import WorkerSpec
+
+    errors = []
+    box: ChunkMailbox = ChunkMailbox(2)
+    worker = ThreadWorker(WorkerSpec(str(random_model), "cpu", {}, 0, 1), box, lambda r: None, errors.append)
+    worker.start("sunny summer day")
+    worker.engine.to_model = None   # the next chunk fails inside the worker
+    from renderer.workers import Submitted
+
+    box.put(Submitted(packet(0), 0.0))
+    box.put(Submitted(packet(1), 0.0))
+    wait_for(lambda: bool(errors))
+    worker.stop()
+    assert "TypeError" in errors[0]
