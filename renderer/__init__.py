@@ -6,13 +6,17 @@ no GL) so that the CLI starts instantly: `StreamingRestyler` loads renderer.runt
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelError", "StreamingRestyler"]
+__all__ = ["DEFAULT_MODEL", "ModelError", "StreamingRestyler"]
+
+# The shipped model, found from the package's own location so that `restyler play` works from any folder.
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "weights" / "default"
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    if name in ("ModelError", "StreamingRestyler"):
         from renderer import runtime
 
         return getattr(runtime, name)

@@ -15,13 +15,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from renderer import DEFAULT_MODEL
+
 PROG = "restyler"
 EXIT_USAGE = 2  # argparse's own code for bad arguments; also used for "not built yet" and refused requests
 
 # Where `play` goes when there is no display to open a window on (CI machines, ssh sessions).
 HEADLESS_SECONDS = 10.0
 HEADLESS_OUT = Path("out/play")
-DEFAULT_MODEL = Path("models/weights/default")
 SIZE_MULTIPLE = 8  # the autoencoder downsamples by 8; other sizes would need padding everywhere
 
 
@@ -172,7 +173,8 @@ def _add_model(p: argparse.ArgumentParser, *, required: bool = False, default: P
     help_text = ("model directory: a shipped model (models/weights/<name>) or a finished training run (the --out of "
                  "`restyler train`)")
     if not required:
-        help_text += f"; default {default}" if default is not None else f"; default: {DEFAULT_MODEL} when one ships"
+        help_text += (f"; default {default}" if default is not None
+                      else "; default: the shipped model in models/weights/default (--no-ai plays without)")
     p.add_argument("--model", type=Path, required=required, default=None if required else default, metavar="DIR",
                    help=help_text)
 

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 
 from bridge import ChunkMailbox, FramePacket
+from renderer import DEFAULT_MODEL
 from renderer.engine import ModelError, load_bundle, resolve_device
 from renderer.workers import WORKERS, ChunkResult, Submitted, WorkerSpec
 
-DEFAULT_MODEL = Path("models/weights/default")
 RATE_WINDOW_S = 1.0        # AI fps and latency on the HUD are averaged over this much recent time
 LATENCY_HISTORY = 100_000  # per-frame latencies kept for benchmarks (bounded: a stream may run for days)
 # Denoising levels run on a CPU: one (t* only) rather than the shipped student's two. Measured on the 2-core CPU at

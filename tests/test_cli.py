@@ -16,9 +16,6 @@ COMMANDS = ["play", "capture", "restyle", "record-data", "train", "eval", "bench
 
 # A valid invocation of every command that is parsed but not built yet.
 UNBUILT = {
-    "capture": ["capture", "--region", "0,0,640,480", "--style", "neon night", "--record", "x.mp4"],
-    "restyle": ["restyle", "in.mp4", "out.mp4", "--style", "snowy winter"],
-    "bench": ["bench", "--model", "m", "--device", "cpu", "--seconds", "2", "--json", "b.json"],
     "generate": ["generate", "--prompt", "a village", "--frames", "9", "--out", "g.mp4"],
 }
 
@@ -98,46 +95,58 @@ def test_distillation_and_eval_without_a_model_say_what_to_train(argv, expected,
     assert not (tmp_path / "e.json").exists()
 
 
+@pytest.mark.parametrize("argv", [
+    ["capture", "--region", "0,0,64,64", "--headless", "--record", "x.mp4", "--model", "nowhere"],
+    ["restyle", "in.mp4", "out.mp4", "--model", "nowhere"],
+    ["bench", "--model", "nowhere", "--json", "b.json"],
+    ["play", "--headless", "--model", "nowhere"],
+])
+def test_runtime_commands_without_a_model_say_how_to_get_one(argv, capsys, tmp_path, monkeypatch):
+    """A missing model: one line naming the directory and how to get a model (make train, the shipped one)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DISPLAY", ":0")   # capture would otherwise stop at "no display" first
+    assert run_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no model at nowhere" in err and "make train" in err, err
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.fixture
 def fake_run_play(monkeypatch):
     """Stands in for demo_game.game.run_play and records what the CLI passed."""
     calls = []
 
-    def run_play(style, headless, seconds, out, seed, size):
-        calls.append(dict(style=style, headless=headless, seconds=seconds, out=out, seed=seed, size=size))
+    def run_play(style, headless, seconds, out, seed, size, model, worker, steps):
+        calls.append(dict(style=style, headless=headless, seconds=seconds, out=out, seed=seed, size=size,
+                          model=model))
         return 0
 
     monkeypatch.setitem(sys.modules, "demo_game.game", types.SimpleNamespace(run_play=run_play))
     return calls
 
 
-def test_play_without_display_runs_headless(fake_run_play, monkeypatch, capsys):
+def test_play_without_display_runs_headless_with_the_shipped_model(fake_run_play, monkeypatch, capsys):
     """Guards against `restyler play` (and `make play`) failing on a machine with no display instead of falling
-    back to a short headless run."""
+    back to a short headless run, and against AI rendering being off when a model ships."""
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert run_main(["play"]) == 0
     assert fake_run_play == [dict(style=None, headless=True, seconds=cli.HEADLESS_SECONDS, out=cli.HEADLESS_OUT,
-                                  seed=0, size=(256, 256))]
+                                  seed=0, size=(256, 256), model=cli.DEFAULT_MODEL)]
     assert "headless" in capsys.readouterr().err
 
     monkeypatch.setenv("DISPLAY", ":0")
-    assert run_main(["play", "--style", "neon night", "--seed", "7", "--size", "256x192"]) == 0
+    assert run_main(["play", "--style", "neon night", "--seed", "7", "--size", "256x192", "--no-ai"]) == 0
     assert fake_run_play[-1] == dict(style="neon night", headless=False, seconds=0.0, out=cli.HEADLESS_OUT, seed=7,
-                                     size=(256, 192))
-
-
-def test_play_model_refused_until_supported(fake_run_play, capsys):
-    """Guards against `play --model` being silently ignored while the game cannot load a model yet."""
-    assert run_main(["play", "--headless", "--model", "models/weights/default"]) == 2
-    assert "--model is not built yet" in capsys.readouterr().err
-    assert fake_run_play == []
+                                     size=(256, 192), model=None)
+    assert run_main(["play", "--style", "an underwater castle"]) == 0   # with a model any prompt is a style
+    assert fake_run_play[-1]["style"] == "an underwater castle"
 
 
 def test_play_unknown_style_one_line(fake_run_play, capsys):
     """Guards against an unknown --style (without a model, only the game's reference styles exist) ending in a
     KeyError traceback instead of one line that lists the known styles."""
-    assert run_main(["play", "--headless", "--style", "underwater castle"]) == 2
+    assert run_main(["play", "--headless", "--no-ai", "--style", "underwater castle"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown style 'underwater castle'" in err[0] and "sunny summer" in err[0]
     assert fake_run_play == []
