@@ -10,7 +10,6 @@ every frame counts), written at the file's size and frame rate.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -167,7 +166,3 @@ def restyle_file(input_path: Path, output_path: Path, model_dir: Path, style: st
             flush()
         bar.close()
         return out.frames_written
-
-
-def has_display() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
