@@ -119,6 +119,7 @@ class GameWindow:
         self.view, self.autopilot, self.grabbed = View.STYLE, False, False
         self.typing: str | None = None          # the prompt being typed, None when not typing
         self.restarting: threading.Thread | None = None
+        self.restart_error: str | None = None
         self.clock = pygame.time.Clock()
         self.running = True
         self.last_frame: np.ndarray | None = None
@@ -210,6 +211,7 @@ class GameWindow:
         """Restart a stopped worker in the background: the game keeps running (original frames) meanwhile."""
         if self.restyler is None or (self.restarting is not None and self.restarting.is_alive()):
             return
+        self.restart_error = None
         self.restarting = threading.Thread(target=self._restart, name="restyler-restart", daemon=True)
         self.restarting.start()
 
@@ -217,7 +219,7 @@ class GameWindow:
         try:
             self.restyler.restart()
         except Exception as exc:  # noqa: BLE001 - shown on the HUD; the game goes on without AI
-            self.restyler._on_error(f"restart failed: {exc}")
+            self.restart_error = f"restart failed: {exc}"
 
     # -- one frame ------------------------------------------------------------------------------------------------
     def frame(self) -> None:
@@ -260,7 +262,8 @@ class GameWindow:
         """AI on: the cheap pass goes to the restyler, the overlay shows the newest stylized frame."""
         r = self.restyler
         packet = self.game.render_fast(r.resolution)
-        failed = r.error is not None or (self.restarting is not None and self.restarting.is_alive())
+        failed = (r.error is not None or self.restart_error is not None
+                  or (self.restarting is not None and self.restarting.is_alive()))
         if not failed:
             r.submit(packet)
         styled = None if failed else r.latest_frame()
@@ -279,8 +282,8 @@ class GameWindow:
                      f"(R)   gems {self.game.score}/{len(self.game.gems)}" + ("   bot (B)" if self.autopilot else ""))
         if self.restarting is not None and self.restarting.is_alive():
             lines.append("AI restarting... (original frames meanwhile)")
-        elif s.error is not None:
-            lines.append(f"AI stopped: {s.error[:70]}   F5 restarts")
+        elif s.error is not None or self.restart_error is not None:
+            lines.append(f"AI stopped: {(self.restart_error or s.error)[:70]}   F5 restarts")
         return lines
 
     def screenshot(self) -> np.ndarray:
@@ -289,6 +292,8 @@ class GameWindow:
         return np.frombuffer(self.ctx.screen.read(components=3), np.uint8).reshape(h, w, 3)[::-1]
 
     def close(self) -> None:
+        if self.restarting is not None:
+            self.restarting.join()   # a restart in progress finishes before the restyler is closed after us
         self.overlay.release()
         self.game.close()
         self.pygame.quit()

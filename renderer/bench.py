@@ -33,6 +33,7 @@ from renderer.runtime import StreamingRestyler
 FIRST_FRAME_TRIALS = 5
 SETTLE_S = 1.0            # steady state starts this long after the stream starts
 PROFILE_CHUNKS = 20
+PROFILE_FRAMES = 16       # game frames kept for the profile and the teacher's clip (at least its clip length)
 STYLE = "sunny summer day"
 
 Producer = Callable[[], FramePacket]
@@ -99,15 +100,17 @@ def _first_frame_ms(produce: Producer, restyler: StreamingRestyler, fps: float) 
     seen: list[float] = []
 
     def arrived() -> bool:
+        # Every frame of a chunk has the same latency (the pacer spaces them as they were submitted), so a poll
+        # that comes late and sees the chunk's second frame still measures the first one.
         frame = restyler.latest_frame()
-        if frame is not None and frame.index == first.index:
-            seen.append(frame.t_due)
+        if frame is not None and first.index <= frame.index < first.index + restyler.chunk_frames:
+            seen.append(frame.t_due - (frame.t_submit - t_submit))
             return True
         return False
 
     loop.run(10.0, until=arrived)
     if not seen:
-        raise RuntimeError(f"the first frame never came back (worker error: {restyler.error})")
+        raise RuntimeError(f"the stream's first frame never came back in 10 s (worker: {restyler.error or 'running'})")
     return 1000 * (seen[0] - t_submit)
 
 
@@ -180,7 +183,7 @@ def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds:
     dev = resolve_device(device)
     restyler = StreamingRestyler.from_pretrained(model_dir, str(dev), worker=worker, threads=threads, steps=steps)
     cfg, sampler, k = restyler.model_config, restyler.sampler, restyler.chunk_frames
-    frames = [produce() for _ in range(4 * k)]
+    frames = [produce() for _ in range(PROFILE_FRAMES)]
 
     say(f"bench: {worker} worker ({threads or 'default'} torch threads) beside a {game_fps:g} fps game loop, "
         f"{seconds:g} s")
@@ -191,14 +194,17 @@ def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds:
         loop = _GameLoop(produce, restyler, game_fps)
         loop.run(SETTLE_S)
         stats = restyler.stats
-        out0, lat0, loop.frame_s = stats.frames_out, len(stats.latencies_s), []
+        out0, dropped0, loop.frame_s = stats.frames_out, stats.dropped, []
         game_frames, elapsed = loop.run(seconds)
         stats = restyler.stats
         if stats.error:
             raise RuntimeError(f"the worker failed during the benchmark: {stats.error}")
-        latencies = 1000 * np.array(list(stats.latencies_s)[lat0:])
-        throughput = (stats.frames_out - out0) / elapsed
-        dropped = stats.dropped
+        shown = stats.frames_out - out0
+        if shown == 0:
+            raise RuntimeError(f"no stylized frame was shown in {seconds:g} s")
+        latencies = 1000 * np.array(list(stats.latencies_s)[-shown:])
+        throughput = shown / elapsed
+        dropped = stats.dropped - dropped0
     profile = profile_student(model_dir, dev, frames, threads, {"timesteps": sampler.timesteps})
     passes = profile["passes_per_chunk"]
     context = (sampler.window_chunks + sampler.sink_chunks + 1) * k

@@ -44,17 +44,18 @@ def _upscale(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def run_capture(source, restyler: StreamingRestyler, style: str, record: Path | None, headless: bool,
-                seconds: float | None, say=print) -> CaptureResult:
-    """Capture → restyle → show/record until stopped; always finalises the recording."""
+                seconds: float | None) -> CaptureResult:
+    """Capture → restyle → show/record until stopped; always finalises the recording and closes the source."""
     from bridge.video import Mp4Writer
 
-    window = None if headless else _CaptureWindow(source.size)
-    writer = Mp4Writer(record, DISPLAY_FPS, source.size) if record is not None else None
+    window = writer = None
     stopped_by, captured, t0 = "time", 0, time.monotonic()
     try:
+        window = None if headless else _CaptureWindow(source.size)
+        writer = Mp4Writer(record, DISPLAY_FPS, source.size) if record is not None else None
         restyler.prepare(style)
         t0 = deadline = time.monotonic()
-        shown: np.ndarray | None = None
+        shown, last_styled = None, None
         while seconds is None or time.monotonic() - t0 < seconds:
             try:
                 packet = source.read()
@@ -64,8 +65,8 @@ def run_capture(source, restyler: StreamingRestyler, style: str, record: Path | 
             captured += 1
             restyler.submit(packet)
             styled = restyler.latest()
-            if styled is not None:
-                shown = _upscale(styled, source.size)
+            if styled is not None and styled is not last_styled:   # upscale each new AI frame once
+                shown, last_styled = _upscale(styled, source.size), styled
             frame = shown if shown is not None else packet.rgb   # the original until the first AI frame
             if writer is not None:
                 writer.write(frame)

@@ -211,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="world seed: the same seed gives the same world and bot path; seeds >= 1000 are the "
                         "held-out evaluation worlds")
     p.add_argument("--size", type=parse_size, default=(256, 256), metavar="WxH",
-                   help="size of the game's passes and of the headless video (multiples of 8); the reference "
-                        "styles cost ~15 ms a frame at 128x128 and ~160 ms at 768x768 on a 2-core CPU")
+                   help="size of the game's passes and of the headless video (multiples of 8) when AI rendering is "
+                        "off (with AI on, the game renders at the model's size); the reference styles cost ~15 ms a "
+                        "frame at 128x128 and ~160 ms at 768x768 on a 2-core CPU")
     p.set_defaults(handler=_cmd_play)
 
     # capture --------------------------------------------------------------------------------------------------
@@ -573,7 +574,7 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     print(f"{PROG} capture: restyling {what} ({source.size[0]}x{source.size[1]}); Ctrl+C stops", file=sys.stderr)
     try:
         result = run_capture(source, restyler, _default_style(args.style), args.record, headless, args.seconds)
-    except BridgeError as exc:
+    except (BridgeError, RuntimeError) as exc:   # RuntimeError: the worker could not start (the reason is in it)
         return _error("capture", str(exc))
     recorded = f"; wrote {result.frames_recorded} frames to {args.record}" if args.record else ""
     print(f"{PROG} capture: stopped ({result.stopped_by}) after {result.frames_captured} captured frames in "
@@ -605,10 +606,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     try:
         size = load_bundle(args.model).frame_size   # also: one clear error for a missing model
         # a held-out world, the game ticking at the benchmark's rate, rendering only what the model reads
-        with GameSession(GameConfig(seed=1000, width=size[0], height=size[1], fps=int(args.game_fps))) as game:
-            result = run_bench(args.model, game.step, args.device, args.seconds, args.game_fps, args.worker,
-                               args.threads, args.steps, teacher=not args.no_teacher)
-    except ModelError as exc:
+        fps = max(1, round(args.game_fps))
+        with GameSession(GameConfig(seed=1000, width=size[0], height=size[1], fps=fps)) as game:
+            result = run_bench(args.model, game.step, args.device, args.seconds, fps, args.worker, args.threads,
+                               args.steps, teacher=not args.no_teacher)
+    except (ModelError, RuntimeError, ValueError) as exc:
         return _error("bench", str(exc))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result.scores, indent=2) + "\n")

@@ -36,7 +36,6 @@ from models.train import load_autoencoder
 
 HOW_TO_GET_A_MODEL = ("the default model ships in models/weights/default (restore it with `git checkout -- "
                       "models/weights`), `make train` reproduces it, and `--model RUN` takes any finished training run")
-WARMUP_CHUNKS = 4  # empty cache, then filling it up to full: every attention length the stream will see
 
 
 class ModelError(RuntimeError):
@@ -104,7 +103,6 @@ class StreamEngine:
         self.style: torch.Tensor | None = None   # (1, 384) MiniLM embedding
         self.style_prompt: str | None = None
         self.noise: list[torch.Tensor] | None = None
-        self.chunks_done = 0
 
     # -- state ------------------------------------------------------------------------------------------------
     def set_style(self, prompt: str, encoder: PromptEncoder | None = None) -> None:
@@ -121,7 +119,6 @@ class StreamEngine:
         """Start a new stream: empty cache, new fixed noise (when the sampler uses it)."""
         self.cache.reset()
         self.noise = None
-        self.chunks_done = 0
 
     # -- the step, in its stages --------------------------------------------------------------------------------
     def to_model(self, packets: Sequence[FramePacket]) -> tuple[torch.Tensor, Conditioning]:
@@ -151,10 +148,8 @@ class StreamEngine:
         """2-4. Noise to t*, the few causal steps against the cache, the cache refresh -> x0 (1, K, C, H, W)."""
         if self.noise is None:
             self.noise = self.sampler.stream_noise(incoming, self.generator)
-        x0 = sample_student_chunk(self.model, incoming, cond, self.cache, self.sigmas, self.sampler.refresh,
-                                  self.generator, self.noise)
-        self.chunks_done += 1
-        return x0
+        return sample_student_chunk(self.model, incoming, cond, self.cache, self.sigmas, self.sampler.refresh,
+                                    self.generator, self.noise)
 
     def to_frames(self, x0: torch.Tensor) -> np.ndarray:
         """5. x0 (1, K, C, h, w) -> (K, H, W, 3) uint8 at the model's resolution."""
@@ -170,9 +165,10 @@ class StreamEngine:
         return self.to_frames(self.denoise(incoming, cond))
 
     @torch.no_grad()
-    def warm_up(self, chunks: int = WARMUP_CHUNKS) -> None:
-        """Run a few chunks of a grey frame so that every kernel, allocation and cache length has been seen once,
-        then forget them: the player's first frame then costs what a steady frame costs."""
+    def warm_up(self) -> None:
+        """Run chunks of a grey frame from an empty cache to a rolling one (every attention length the stream will
+        see, with and without G-buffers), then forget them: the first real frame costs what a steady one does."""
+        chunks = self.sampler.sink_chunks + self.sampler.window_chunks + 1
         grey = np.full((self.height, self.width, 3), 128, np.uint8)
         depth = np.full((self.height, self.width), 10.0, np.float32)
         normals = np.zeros((self.height, self.width, 3), np.float32)

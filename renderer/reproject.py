@@ -38,8 +38,9 @@ class Reprojector:
             if motion is None:   # a gap in the history: stop where the trace is known
                 break
             mh, mw = motion.shape[:2]
-            sx = np.clip((pos[..., 0] * mw / w).astype(np.int32), 0, mw - 1)
-            sy = np.clip((pos[..., 1] * mh / h).astype(np.int32), 0, mh - 1)
+            # nearest motion pixel: pixel i covers [i, i + 1) scaled, so floor((pos + 0.5) · scale)
+            sx = np.clip(np.floor((pos[..., 0] + 0.5) * mw / w), 0, mw - 1).astype(np.int32)
+            sy = np.clip(np.floor((pos[..., 1] + 0.5) * mh / h), 0, mh - 1).astype(np.int32)
             step = motion[sy, sx] * np.array([w / mw, h / mh], np.float32)
             pos = pos - step
         return pos

@@ -113,7 +113,7 @@ class StreamingRestyler:
         self.device = resolve_device(device)
         # Load once here so a missing or corrupt model is one clear error before anything starts; the worker
         # builds its own engine from the same directory (a process worker must).
-        bundle = load_bundle(model_dir, self.device)
+        bundle = load_bundle(model_dir, "cpu")   # on the CPU: the parent only checks and reads sizes
         levels = bundle.sampler.timesteps
         if steps is None:
             steps = min(CPU_STEPS, len(levels)) if self.device.type == "cpu" else len(levels)
@@ -125,7 +125,6 @@ class StreamingRestyler:
         self.resolution = bundle.frame_size
         self.sampler = bundle.sampler
         self.model_config = bundle.student.cfg
-        self.prompts: dict[str, list[str]] = bundle.meta.get("prompts", {})
         self.spec = WorkerSpec(str(model_dir), str(self.device), changes, seed, threads)
         self.worker_kind = worker
         self._inbox: ChunkMailbox[Submitted] = ChunkMailbox(self.chunk_frames)
@@ -135,6 +134,10 @@ class StreamingRestyler:
         self._recent: collections.deque[StyledFrame] = collections.deque()
         self._worker = None
         self._style: str | None = None
+        # prepare()/close() may run on two threads (the game's F5 restart and its quit): one at a time
+        self._lifecycle = threading.RLock()
+        self._token: object | None = None   # which worker's results count (an old worker's are ignored)
+        self._cut_at = 0.0                  # frames submitted before the last reset() are never shown
 
     @classmethod
     def from_pretrained(cls, model_dir: Path | str = DEFAULT_MODEL, device: str = "auto", **kwargs: Any
@@ -148,29 +151,36 @@ class StreamingRestyler:
         """Start the worker with `style`, warmed up (returns when the first frame would be as fast as any)."""
         if not isinstance(style, str) or not style.strip():
             raise ValueError(f"prepare() needs a style prompt, e.g. 'snowy winter village'; got {style!r}")
-        self.close()
-        self._style = style.strip()
-        self._stats.error = None
-        self._stats.style = self._style
-        self._inbox = ChunkMailbox(self.chunk_frames)
-        self._pacer = _Pacer(self.chunk_frames)
-        worker = WORKERS[self.worker_kind](self.spec, self._inbox, self._on_chunk, self._on_error)
-        worker.start(self._style)
-        self._worker = worker
+        with self._lifecycle:
+            self.close()
+            self._style = style.strip()
+            self._stats.error = None
+            self._stats.style = self._style
+            self._inbox = ChunkMailbox(self.chunk_frames)
+            token = self._token = object()
+            worker = WORKERS[self.worker_kind](self.spec, self._inbox, lambda r: self._on_chunk(r, token),
+                                               lambda m: self._on_error(m, token))
+            self._worker = worker   # set first: close() must stop a worker whose start was interrupted
+            try:
+                worker.start(self._style)
+            except BaseException:
+                self.close()
+                raise
 
     def restart(self) -> None:
-        """Bring a failed (or running) worker back with the current style; the last frame stays on screen."""
+        """Bring a failed (or running) worker back with the current style, warmed up like prepare()."""
         if self._style is None:
             raise RuntimeError("restart() before prepare(): there is no stream to restart")
-        current = self._pacer.current
         self.prepare(self._style)
-        self._pacer.current = current
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._inbox.close()
-            self._worker.stop()
-            self._worker = None
+        """Stop the worker (idempotent); frames it still delivers are ignored."""
+        with self._lifecycle:
+            self._token = None
+            if self._worker is not None:
+                self._inbox.close()
+                self._worker.stop()
+                self._worker = None
 
     def __enter__(self) -> StreamingRestyler:
         return self
@@ -217,7 +227,9 @@ class StreamingRestyler:
             self._worker.command("style", self._style)
 
     def reset(self) -> None:
-        """A cut (new level, teleport): forget the stream's past so the next chunk does not attend to it."""
+        """A cut (new level, teleport): forget the stream's past so the next chunk does not attend to it. A chunk
+        in flight is dropped when it arrives, and the worker empties its cache before its next chunk."""
+        self._cut_at = time.monotonic()
         self._inbox.clear()
         self._pacer.clear()
         if self._worker is not None:
@@ -235,7 +247,8 @@ class StreamingRestyler:
 
     @property
     def stats(self) -> RuntimeStats:
-        """A snapshot for the HUD: fps and latency over the last second."""
+        """The numbers for the HUD, updated now: fps and latency over the last second (the object is live; the
+        latency history is shared, not copied)."""
         self.latest_frame()
         now = time.monotonic()
         with self._stats_lock:
@@ -253,14 +266,17 @@ class StreamingRestyler:
             self._recent.popleft()
 
     # -- worker callbacks (worker thread) ---------------------------------------------------------------------
-    def _on_chunk(self, result: ChunkResult) -> None:
+    def _on_chunk(self, result: ChunkResult, token: object) -> None:
+        if token is not self._token or result.t_submit[0] < self._cut_at:
+            return   # a stopped worker's late chunk, or frames from before a cut
         self._pacer.add(result)
         with self._stats_lock:
             self._stats.chunks += 1
             self._stats.compute_ms = 1000 * result.compute_s
 
-    def _on_error(self, message: str) -> None:
-        self._stats.error = message
+    def _on_error(self, message: str, token: object) -> None:
+        if token is self._token:
+            self._stats.error = message
 
 
 __all__ = ["DEFAULT_MODEL", "ModelError", "RuntimeStats", "StreamingRestyler", "StyledFrame"]

@@ -9,7 +9,7 @@ and report through two callbacks: on_chunk(ChunkResult) and on_error(message).
 
 Thread: shares the process; torch releases the GIL inside its kernels, but the Python between them competes with the
 game loop. Process (spawn): its own interpreter, so the game loop never waits on the GIL; frames cross a pipe as raw
-bytes (about 0.2 MB a chunk at 128×128 with G-buffers). docs/runtime.md has the measurement that picks the default.
+bytes (about 0.6 MB a chunk at 128×128 with G-buffers), never pickled. docs/runtime.md has the measurement that picks the default.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from bridge import ChunkMailbox, FramePacket
 
 POLL_S = 0.05          # how often an idle worker looks for a stop or a command
 START_TIMEOUT_S = 120  # loading torch, the model and MiniLM in a fresh process takes seconds on a slow machine
+STOP_TIMEOUT_S = 3     # a chunk in flight finishes in well under this; a stuck child is killed after it
 
 
 @dataclass
@@ -146,7 +147,7 @@ def _apply(engine, commands: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Process worker: a spawned child runs the engine; one pump thread in the parent feeds it chunk by chunk.
-# Messages are length-prefixed JSON headers followed by raw array bytes (no pickle crosses the pipe).
+# Messages are length-prefixed JSON headers followed by raw array bytes (nothing is pickled).
 
 
 def pack(kind: str, meta: dict[str, Any] | None = None, arrays: dict[str, np.ndarray] | None = None) -> bytes:
@@ -208,6 +209,7 @@ def _child_main(conn, spec: WorkerSpec, style: str) -> None:
             conn.send_bytes(pack("error", {"message": detail}))
         except OSError:
             pass
+        raise SystemExit(1) from None
 
 
 class ProcessWorker:
@@ -223,15 +225,20 @@ class ProcessWorker:
     def start(self, style: str) -> None:
         ctx = mp.get_context("spawn")   # fork would copy the game's GL context and threads into the child
         parent, child = ctx.Pipe()
+        # The spec and style reach the child through multiprocessing's own start-up hand-off; after that only the
+        # byte messages below cross.
         self.process = ctx.Process(target=_child_main, args=(child, self.spec, style), name="restyler-worker",
                                    daemon=True)
-        self.process.start()
-        child.close()
-        self._conn = parent
-        kind, meta = self._receive(START_TIMEOUT_S)
-        if kind != "ready":
+        try:
+            self.process.start()
+            child.close()
+            self._conn = parent
+            kind, meta = self._receive(START_TIMEOUT_S)
+            if kind != "ready":
+                raise RuntimeError(f"the worker process failed to start: {meta.get('message', kind)}")
+        except BaseException:   # also Ctrl+C while loading: never leave the child behind
             self.stop()
-            raise RuntimeError(f"the worker process failed to start: {meta.get('message', kind)}")
+            raise
         self._pump = threading.Thread(target=self._run, name="restyler-pump", daemon=True)
         self._pump.start()
 
@@ -253,37 +260,53 @@ class ProcessWorker:
         self.commands.put(kind, arg)
 
     def _run(self) -> None:
+        conn = self._conn   # stop() may drop self._conn; this thread keeps its own reference
         try:
             while not self._stop.is_set():
-                self._send_commands()
+                self._send_commands(conn)
                 chunk = self.inbox.take(timeout=POLL_S)
                 if chunk is None:
                     if not self.process.is_alive():
                         raise EOFError
                     continue
-                self._send_commands()   # a switch that came while waiting applies to this chunk
-                self._conn.send_bytes(_chunk_message(chunk))
-                while not self._conn.poll(POLL_S):
+                self._send_commands(conn)   # a switch that came while waiting applies to this chunk
+                conn.send_bytes(_chunk_message(chunk))
+                while not conn.poll(POLL_S):
+                    if self._stop.is_set():
+                        return
                     if not self.process.is_alive():
                         raise EOFError
-                kind, meta, arrays = unpack(self._conn.recv_bytes())
+                kind, meta, arrays = unpack(conn.recv_bytes())
                 if kind == "error":
                     self.on_error(meta["message"])
                     return
-                self.on_chunk(ChunkResult(arrays["frames"], [s.packet.index for s in chunk],
+                self.on_chunk(ChunkResult(arrays["frames"].copy(), [s.packet.index for s in chunk],
                                           [s.t_submit for s in chunk], time.monotonic(), meta["style"],
                                           meta["compute_s"]))
-        except (EOFError, OSError, BrokenPipeError):
+        except (EOFError, OSError):
             if not self._stop.is_set():
-                code = self.process.exitcode if self.process is not None else None
-                self.on_error(f"the worker process died (exit code {code})")
+                self.on_error(self._why_the_child_died(conn))
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong must reach the HUD, not end silently
+            self.on_error(f"{type(exc).__name__}: {exc}")
 
-    def _send_commands(self) -> None:
+    def _why_the_child_died(self, conn) -> str:
+        """The child's own error message when it sent one before exiting, else its exit code."""
+        try:
+            if conn.poll(0.5):
+                kind, meta, _ = unpack(conn.recv_bytes())
+                if kind == "error":
+                    return meta["message"]
+        except (EOFError, OSError):
+            pass
+        self.process.join(timeout=1)
+        return f"the worker process died (exit code {self.process.exitcode})"
+
+    def _send_commands(self, conn) -> None:
         pending = self.commands.take()
         if "style" in pending:
-            self._conn.send_bytes(pack("style", {"prompt": pending["style"]}))
+            conn.send_bytes(pack("style", {"prompt": pending["style"]}))
         elif "reset" in pending:
-            self._conn.send_bytes(pack("reset"))
+            conn.send_bytes(pack("reset"))
 
     @property
     def alive(self) -> bool:
@@ -291,22 +314,28 @@ class ProcessWorker:
             and self._pump.is_alive()
 
     def stop(self) -> None:
+        """End the pump (it checks every POLL_S), ask the child to stop, and kill it if it does not in time."""
         self._stop.set()
         if self._pump is not None and self._pump is not threading.current_thread():
             self._pump.join(timeout=10)
-        if self._conn is not None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
             try:
-                self._conn.send_bytes(pack("stop"))
-            except OSError:
+                conn.send_bytes(pack("stop"))
+                deadline = time.monotonic() + STOP_TIMEOUT_S
+                # drain a chunk the child was still finishing, so it is not stuck writing into a full pipe
+                while self.process.is_alive() and time.monotonic() < deadline:
+                    if conn.poll(POLL_S):
+                        conn.recv_bytes()
+            except (EOFError, OSError):
                 pass
-        if self.process is not None:
-            self.process.join(timeout=5)
+        if self.process is not None and self.process.pid is not None:   # started at all
+            self.process.join(timeout=STOP_TIMEOUT_S)
             if self.process.is_alive():
                 self.process.kill()
                 self.process.join(timeout=5)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if conn is not None:
+            conn.close()
 
 
 WORKERS = {"thread": ThreadWorker, "process": ProcessWorker}

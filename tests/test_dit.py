@@ -275,3 +275,20 @@ def test_after_eviction_the_cache_reads_as_sink_then_window_at_contiguous_positi
     reduced = Conditioning(low=cond.low[:, keep], gbuffers=cond.gbuffers[:, keep], style=cond.style)
     fresh = model(x[:, keep], sigma[:, keep], reduced, "block_causal")[:, -k:]
     torch.testing.assert_close(streamed, fresh, atol=1e-5, rtol=1e-5)
+
+
+def test_pixel_head_convolutions_equal_its_linear_layers():
+    """The pixel head runs its per-cell MLP as 1x1 convolutions for speed; it must equal the Linear layers it
+    holds applied cell by cell (guards a weight-layout or activation mismatch)."""
+    import torch
+
+    from models.dit import VideoDiT, make_config
+
+    model = VideoDiT(make_config("tiny"))
+    for p in model.pixel_head.parameters():
+        torch.nn.init.normal_(p)
+    b, f, (h, w) = 1, 2, model.cfg.sample_size
+    parts = [torch.randn(b, f, c, h, w) for c in (model.cfg.head_channels, 3, 3, 4)]
+    cells = torch.cat(parts, 2).movedim(2, -1)
+    expected = model.pixel_head.mlp(cells).movedim(-1, 2)
+    torch.testing.assert_close(model.pixel_head(*parts), expected, rtol=1e-5, atol=1e-5)

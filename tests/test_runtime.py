@@ -287,3 +287,35 @@ def test_thread_worker_reports_exceptions_without_raising(random_model):
     wait_for(lambda: bool(errors))
     worker.stop()
     assert "TypeError" in errors[0]
+
+
+def test_reset_drops_a_chunk_in_flight(random_model, monkeypatch):
+    """A cut must not show frames from before it: a chunk the worker was computing when reset() came is dropped
+    on arrival, and the next frames shown come from after the cut."""
+    slow_engine(monkeypatch, 0.3)
+    with StreamingRestyler(random_model, "cpu", worker="thread") as r:
+        r.prepare("sunny summer day")
+        r.submit(packet(0))
+        r.submit(packet(1))
+        time.sleep(0.1)   # the worker has taken the chunk and is computing it
+        r.reset()
+        time.sleep(0.5)
+        assert r.latest_frame() is None
+        r.submit(packet(10))
+        r.submit(packet(11))
+        wait_for(lambda: r.latest_frame() is not None)
+        assert r.latest_frame().index >= 10
+
+
+def test_a_worker_that_fails_to_start_is_one_error_and_leaves_nothing_running(tmp_path, random_model):
+    """A model whose weights load in the parent but not in the worker (here: deleted in between) must give one
+    error from prepare(), with no worker process left behind."""
+    import shutil
+
+    model = tmp_path / "m"
+    shutil.copytree(random_model, model)
+    r = StreamingRestyler(model, "cpu", worker="process")
+    (model / "student.safetensors").unlink()
+    with pytest.raises(RuntimeError, match="failed to start"):
+        r.prepare("sunny summer day")
+    assert r._worker is None
