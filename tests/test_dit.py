@@ -284,11 +284,12 @@ def test_pixel_head_convolutions_equal_its_linear_layers():
 
     from models.dit import VideoDiT, make_config
 
+    torch.manual_seed(0)
     model = VideoDiT(make_config("tiny"))
     for p in model.pixel_head.parameters():
-        torch.nn.init.normal_(p)
+        torch.nn.init.normal_(p)   # unit weights: outputs of order 10, so compare to float32 rounding of that
     b, f, (h, w) = 1, 2, model.cfg.sample_size
     parts = [torch.randn(b, f, c, h, w) for c in (model.cfg.head_channels, 3, 3, 4)]
     cells = torch.cat(parts, 2).movedim(2, -1)
     expected = model.pixel_head.mlp(cells).movedim(-1, 2)
-    torch.testing.assert_close(model.pixel_head(*parts), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.pixel_head(*parts), expected, rtol=1e-4, atol=1e-4)
