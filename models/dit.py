@@ -295,15 +295,17 @@ class PixelHead(nn.Module):
     def forward(self, features: torch.Tensor, x_t: torch.Tensor, low: torch.Tensor, gbuffers: torch.Tensor
                 ) -> torch.Tensor:
         """All (B, F, *, H, W) at model-space resolution -> x0 (B, F, C, H, W)."""
-        b, f = x_t.shape[:2]
-        cells = torch.cat([features, x_t, low, gbuffers], 2).flatten(0, 1)  # (B·F, inputs, H, W)
-        # The per-cell MLP as 1x1 convolutions over channels-first maps: the same weights and result as the Linear
-        # layers on channels-last cells, 2.4x faster on a CPU (no transposes in and out; measured 2.4 -> 1.0 ms a
-        # pass at 128x128), which matters because every denoising pass of every chunk runs it.
+        b, f, _, h, w = x_t.shape
+        cells = torch.cat([features, x_t, low, gbuffers], 2).flatten(0, 1).flatten(2)  # (B·F, inputs, H·W)
+        # The per-cell MLP as batched matrix products over channels-first maps: the same weights and result as the
+        # Linear layers on channels-last cells, without transposing the maps in and out. Measured at 128x128 on
+        # one CPU thread: 1.0 ms a pass, against 2.4 ms for the Linear layers and 4.5 ms for 1x1 convolutions (which
+        # fall back to a slow path); every denoising pass of every chunk runs it.
         first, last = self.mlp[0], self.mlp[2]
-        hidden = F.silu(F.conv2d(cells, first.weight[:, :, None, None], first.bias))
-        out = F.conv2d(hidden, last.weight[:, :, None, None], last.bias)  # (B·F, C, H, W)
-        return out.view(b, f, *out.shape[1:])
+        n = cells.shape[0]
+        hidden = F.silu(torch.baddbmm(first.bias[None, :, None], first.weight[None].expand(n, -1, -1), cells))
+        out = torch.baddbmm(last.bias[None, :, None], last.weight[None].expand(n, -1, -1), hidden)  # (B·F, C, H·W)
+        return out.view(b, f, -1, h, w)
 
 
 # ---------------------------------------------------------------------------------------------------------------

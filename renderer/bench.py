@@ -194,7 +194,7 @@ def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds:
         loop = _GameLoop(produce, restyler, game_fps)
         loop.run(SETTLE_S)
         stats = restyler.stats
-        out0, dropped0, loop.frame_s = stats.frames_out, stats.dropped, []
+        out0, dropped0, chunks0, loop.frame_s = stats.frames_out, stats.dropped, stats.chunks, []
         game_frames, elapsed = loop.run(seconds)
         stats = restyler.stats
         if stats.error:
@@ -205,6 +205,7 @@ def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds:
         latencies = 1000 * np.array(list(stats.latencies_s)[-shown:])
         throughput = shown / elapsed
         dropped = stats.dropped - dropped0
+        compute = 1000 * np.array(list(stats.compute_s)[-(stats.chunks - chunks0):])
     profile = profile_student(model_dir, dev, frames, threads, {"timesteps": sampler.timesteps})
     passes = profile["passes_per_chunk"]
     context = (sampler.window_chunks + sampler.sink_chunks + 1) * k
@@ -232,7 +233,10 @@ def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds:
         "sampler": asdict(sampler), "first_frame_trials_ms": [round(v, 2) for v in first],
         "game_frame_ms_p50": round(1000 * float(np.percentile(loop.frame_s, 50)), 2),
         "game_frame_ms_p95": round(1000 * float(np.percentile(loop.frame_s, 95)), 2),
-        "frames_dropped": dropped, "student_profile": {k_: round(v, 3) for k_, v in profile.items()},
+        "frames_dropped": dropped,
+        "chunk_compute_ms_beside_game": {"p50": round(float(np.percentile(compute, 50)), 2),
+                                         "p95": round(float(np.percentile(compute, 95)), 2)},
+        "student_profile": {k_: round(v, 3) for k_, v in profile.items()},
         "student_gflop_per_frame": round(passes * flops_per_frame(cfg, context) / 1e9, 4),
         "matmul_peak_gflops": round(peak / 1e9, 1), "teacher": t,
         "machine": {"cpus": _cores(), "platform": platform.platform(), "torch": torch.__version__},

@@ -66,6 +66,7 @@ class RuntimeStats:
     style: str = ""
     error: str | None = None
     latencies_s: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LATENCY_HISTORY))
+    compute_s: collections.deque = field(default_factory=lambda: collections.deque(maxlen=LATENCY_HISTORY))
 
 
 class _Pacer:
@@ -273,6 +274,7 @@ class StreamingRestyler:
         with self._stats_lock:
             self._stats.chunks += 1
             self._stats.compute_ms = 1000 * result.compute_s
+            self._stats.compute_s.append(result.compute_s)
 
     def _on_error(self, message: str, token: object) -> None:
         if token is self._token:

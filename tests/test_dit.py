@@ -277,8 +277,8 @@ def test_after_eviction_the_cache_reads_as_sink_then_window_at_contiguous_positi
     torch.testing.assert_close(streamed, fresh, atol=1e-5, rtol=1e-5)
 
 
-def test_pixel_head_convolutions_equal_its_linear_layers():
-    """The pixel head runs its per-cell MLP as 1x1 convolutions for speed; it must equal the Linear layers it
+def test_pixel_head_matrix_products_equal_its_linear_layers():
+    """The pixel head runs its per-cell MLP as batched matrix products for speed; it must equal the Linear layers it
     holds applied cell by cell (guards a weight-layout or activation mismatch)."""
     import torch
 
