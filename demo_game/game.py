@@ -273,13 +273,13 @@ class GameWindow:
 
     def hud_lines(self) -> list[str]:
         s = self.restyler.stats
-        lines = [f"game {self.clock.get_fps():5.1f} fps   AI {s.ai_fps:4.1f} fps   latency {s.latency_ms:4.0f} ms"]
+        lines = [f"game {self.clock.get_fps():4.0f} fps  AI {s.ai_fps:4.1f} fps  latency {s.latency_ms:3.0f} ms"]
         if self.typing is not None:
             lines.append(f"style> {self.typing}_   (Enter applies, Esc cancels)")
         else:
-            lines.append(f"style: {s.style}   (T types a new one, 1-4 presets)")
-        lines.append(f"view: {self.overlay.mode.value} (M)   reprojection {'on' if self.overlay.reproject else 'off'} "
-                     f"(R)   gems {self.game.score}/{len(self.game.gems)}" + ("   bot (B)" if self.autopilot else ""))
+            lines.append(f"style: {s.style}  (T types, 1-4)")
+        lines.append(f"view: {self.overlay.mode.value} (M)  reproject {'on' if self.overlay.reproject else 'off'} (R)  "
+                     f"gems {self.game.score}/{len(self.game.gems)}" + ("  bot (B)" if self.autopilot else ""))
         if self.restarting is not None and self.restarting.is_alive():
             lines.append("AI restarting... (original frames meanwhile)")
         elif s.error is not None or self.restart_error is not None:

@@ -16,6 +16,7 @@ teacher stage and share the loop conventions of models.train (exact resume, EMA,
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -321,8 +322,10 @@ def teacher_stage_for(run: Path, data: Path, cfg: TrainConfig, device: torch.dev
 def run_distill_stage(stage_name: str, data: Path, run: Path, steps: int | None = None, batch: int | None = None,
                       resume: bool = False, device: str = "auto", overrides: dict[str, Any] | None = None,
                       sampler: StudentSampler | None = None, pair_clips: int = 128, dmd_cfg: Any = None,
-                      progress=print) -> dict[str, Any]:
-    """Entry point of `restyler train ode|dmd` (also under torchrun)."""
+                      progress=print, init: Path | None = None) -> dict[str, Any]:
+    """Entry point of `restyler train ode|dmd` (also under torchrun). `init` (dmd only): fine-tune the finished
+    student of another run with new settings; `run` gets that run's teacher and ODE student, so it is a complete
+    model directory of its own."""
     from dataclasses import fields
 
     from models.train import setup_distributed, train
@@ -336,6 +339,19 @@ def run_distill_stage(stage_name: str, data: Path, run: Path, steps: int | None 
     if batch is not None:
         cfg = replace(cfg, batch=batch)
     torch.manual_seed(cfg.seed)
+    if init is not None:
+        if stage_name != "dmd":
+            raise TrainError("--init in distillation fine-tunes a finished student: use it with `train dmd`")
+        if not checkpoint.exists(init, "student"):
+            raise TrainError(f"--init {init} holds no student; finish its dmd stage first")
+        if dist_info.main:
+            for name in ("teacher", "student_ode"):
+                if checkpoint.exists(init, name) and not checkpoint.exists(run, name):
+                    run.mkdir(parents=True, exist_ok=True)
+                    for path in checkpoint.paths(init, name):
+                        shutil.copy2(path, run / path.name)
+        if dist_info.world > 1:
+            torch.distributed.barrier()
     stage, teacher, teacher_meta = teacher_stage_for(run, data, cfg, dist_info.device)
     try:
         if stage_name == "ode":
@@ -357,7 +373,7 @@ def run_distill_stage(stage_name: str, data: Path, run: Path, steps: int | None 
                              "sampler it was initialised with)")
         from models.dmd import run_dmd
 
-        return run_dmd(stage, teacher, teacher_meta, run, cfg, dist_info, resume, progress, dmd_cfg)
+        return run_dmd(stage, teacher, teacher_meta, run, cfg, dist_info, resume, progress, dmd_cfg, init)
     finally:
         if dist_info.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -9,8 +9,9 @@ Per generator step:
     3. generator both scores denoise the samples re-noised to a random σ: the real score is the frozen teacher
                  with classifier-free guidance, the fake score the fitted copy. The DMD gradient
                  (x0_fake − x0_real) / mean|x0 − x0_real| pushes each sample away from what the student makes and
-                 toward what the teacher would make (dmd_loss). An optional paired term regresses onto the
-                 recorded reference frames.
+                 toward what the teacher would make (dmd_loss). Optional terms: a paired regression onto the
+                 recorded reference frames, and a temporal term that pulls each frame toward its predecessor warped
+                 along the game's motion vectors (temporal_loss: the flicker warp_ratio measures).
 
 Called by models.distill.run_distill_stage (`restyler train dmd`). Reads RUN/teacher.* and RUN/student_ode.*;
 writes RUN/student.* (EMA generator), RUN/state/dmd.* (generator, EMA, fake score, both optimizers),
@@ -33,7 +34,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from models import checkpoint, flow
+from models.data import denormalize_depth
 from models.dit import Conditioning, VideoDiT
+from models.metrics import warp_previous
 from models.sampling import predict_x0
 from models.train import (Distributed, TeacherStage, TrainConfig, TrainError, batch_indices, check_resumable, collate,
                           load_dit, load_optimizer, lr_at, optimizer_tensors, step_generator, update_ema)
@@ -55,6 +58,8 @@ class DmdConfig:
     # weight of a paired MSE against the recorded reference frames (0: pure DMD); 0.5 measured +0.6-0.8 dB and a
     # steadier stream than pure DMD, within the spectral target (docs/distillation.md)
     regression: float = 0.5
+    # weight of temporal_loss (0: off); docs/distillation.md has the measurement behind the value used
+    temporal: float = 0.0
     sigma_min: float = 0.02  # range of the re-noising level of the score evaluations (before the shift)
     sigma_max: float = 0.98
 
@@ -74,6 +79,21 @@ def dmd_gradient(x0: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor)
 def dmd_loss(x0: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
     """A loss whose gradient with respect to x0 is `gradient` / x0.numel(): 0.5·‖x0 − sg(x0 − g)‖²/n."""
     return 0.5 * F.mse_loss(x0, (x0 - gradient).detach())
+
+
+def temporal_loss(x0: torch.Tensor, motion: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
+    """Mean |x0_t − warp(x0_{t−1})| over the pixels seen in both frames, with warp_ratio's own warp and depth
+    test (models.metrics.warp_previous). x0 (B, F, C, H, W) in pixel space, motion (B, F, 2, H, W) pixels to the
+    previous frame, depth (B, F, 1, H, W) normalised. The earlier frame is detached: a later frame is pulled to
+    follow the earlier one, as a causal stream shows them, never the reverse."""
+    total, count = x0.new_zeros(()), 0
+    linear = denormalize_depth(depth[:, :, 0])                                   # (B, F, H, W) blocks
+    for b in range(x0.shape[0]):
+        for t in range(1, x0.shape[1]):
+            warped, visible = warp_previous(x0[b, t - 1].detach(), motion[b, t], linear[b, t], linear[b, t - 1])
+            total = total + ((x0[b, t] - warped).abs().mean(0) * visible).sum()
+            count += int(visible.sum())
+    return total / max(count, 1)
 
 
 def fake_score_loss(fake: VideoDiT, samples: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor,
@@ -177,7 +197,8 @@ def _average_gradients(model: torch.nn.Module, dist_info: Distributed) -> None:
 
 def run_dmd(stage: TeacherStage, teacher: VideoDiT, teacher_meta: dict[str, Any], run: Path, cfg: TrainConfig,
             dist_info: Distributed, resume: bool, progress: Callable[[str], None] = print,
-            dmd_cfg: DmdConfig | None = None) -> dict[str, Any]:
+            dmd_cfg: DmdConfig | None = None, init: Path | None = None) -> dict[str, Any]:
+    """The generator starts from RUN/student_ode, or from INIT/student when fine-tuning a finished student."""
     from tqdm import tqdm
 
     from models.distill import StudentSampler, student_grid, student_meta
@@ -188,7 +209,10 @@ def run_dmd(stage: TeacherStage, teacher: VideoDiT, teacher_meta: dict[str, Any]
     if cfg.batch % dist_info.world:
         raise TrainError(f"the batch ({cfg.batch}) must divide evenly over {dist_info.world} processes")
     device = dist_info.device
-    student, ode_meta = load_dit(run, "student_ode", device)
+    student, ode_meta = load_dit(init, "student", device) if init is not None else load_dit(run, "student_ode",
+                                                                                             device)
+    if dmd_cfg.temporal > 0 and student.cfg.space != "pixel":
+        raise TrainError("--temporal warps frames in pixel space; a latent-space student would need them decoded")
     sampler = checkpoint.config_from_json(StudentSampler, ode_meta["sampler"])
     sigmas = sampler.sigmas()
     guidance = teacher_meta["sampler"]["guidance"] if dmd_cfg.real_guidance is None else dmd_cfg.real_guidance
@@ -283,6 +307,10 @@ def run_dmd(stage: TeacherStage, teacher: VideoDiT, teacher_meta: dict[str, Any]
         if dmd_cfg.regression > 0:
             regression = F.mse_loss(x0, stage.to_model_space(items["style"].to(device)))
             loss = loss + dmd_cfg.regression * regression
+        temporal = torch.zeros(())
+        if dmd_cfg.temporal > 0:
+            temporal = temporal_loss(x0, items["motion"].to(device), items["depth"].to(device))
+            loss = loss + dmd_cfg.temporal * temporal
         opt.zero_grad(set_to_none=True)
         loss.backward()
         _average_gradients(student, dist_info)
@@ -290,8 +318,9 @@ def run_dmd(stage: TeacherStage, teacher: VideoDiT, teacher_meta: dict[str, Any]
         opt.step()
         update_ema(ema, student, 0.0 if step < cfg.ema_start else cfg.ema_decay)
 
-        values = {"dmd": loss.item() - dmd_cfg.regression * regression.item(), "fake": sum(fake_losses) / len(
-            fake_losses), "regression": regression.item(), "real_gap": (samples - x0_real).abs().mean().item(),
+        values = {"dmd": loss.item() - dmd_cfg.regression * regression.item() - dmd_cfg.temporal * temporal.item(),
+                  "fake": sum(fake_losses) / len(fake_losses), "regression": regression.item(),
+                  "temporal": temporal.item(), "real_gap": (samples - x0_real).abs().mean().item(),
                   "grad_norm": float(grad_norm)}
         for key, value in values.items():
             sums[key] = sums.get(key, 0.0) + value

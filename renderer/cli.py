@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "docs/model.md has the measurement behind the pixel default")
     _add_device(p)
     p.add_argument("--init", type=Path, default=None, metavar="RUN",
-                   help="start from this stage's weights in another run directory (fine-tuning with new settings)")
+                   help="start from this stage's weights in another run directory (fine-tuning with new settings); "
+                        "dmd: from RUN's finished student, e.g. a second pass with --temporal")
     p.add_argument("--loss-min-sigma", type=positive_float, default=None, metavar="S",
                    help="teacher only: floor of σ in the 1/σ² loss weight; 0.05 (default) favours fine detail, "
                         "0.5 the high-noise levels where the model learns to read structure and style")
@@ -300,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--regression", type=float, default=0.5, metavar="W",
                    help="dmd: weight of a paired MSE against the recorded reference frames; 0 is pure DMD "
                         "(default 0.5, the measured best)")
+    g.add_argument("--temporal", type=float, default=0.0, metavar="W",
+                   help="dmd: weight of a motion-warped frame-to-frame L1 term against flicker (0: off)")
     g.add_argument("--fake-updates", type=positive_int, default=5, metavar="N",
                    help="dmd: fake-score updates per generator update (CausVid: 5)")
     g.add_argument("--real-guidance", type=positive_float, default=None, metavar="G",
@@ -468,11 +471,11 @@ def _train_distill(args: argparse.Namespace) -> int:
     changes = _sampler_changes(args)
     sampler = StudentSampler(**changes) if changes else None
     dmd_cfg = DmdConfig(fake_updates=args.fake_updates, real_guidance=args.real_guidance, rollout=args.rollout,
-                        regression=args.regression)
+                        regression=args.regression, temporal=args.temporal)
     try:
         run_distill_stage(args.stage, args.data, args.out, steps=args.steps, batch=args.batch, resume=args.resume,
                           device=args.device, overrides={"lr": args.lr}, sampler=sampler,
-                          pair_clips=args.pair_clips, dmd_cfg=dmd_cfg)
+                          pair_clips=args.pair_clips, dmd_cfg=dmd_cfg, init=args.init)
     except (TrainError, DataError, CheckpointError, PromptEncoderError) as exc:
         return _error("train", str(exc))
     return 0

