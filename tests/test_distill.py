@@ -342,3 +342,26 @@ def test_temporal_loss_is_zero_for_a_stream_that_follows_the_motion():
     assert loss.item() > 0.1
     loss.backward()
     assert flicker.grad[:, 0].abs().sum() == 0 and flicker.grad[:, 1:].abs().sum() > 0
+
+
+def test_dmd_init_fine_tunes_a_finished_student_with_the_temporal_term(tmp_path, tiny_run):
+    """`train dmd --init RUN --temporal W` (the shipped recipe's second pass): a new run directory that is a
+    complete model (the teacher and ODE student copied in), a generator that starts from RUN's student, and the
+    temporal term logged."""
+    import torch
+
+    from models.train import load_dit
+
+    data, run = tiny_run
+    second = tmp_path / "second"
+    run_distill_stage("dmd", data, second, steps=1, batch=2, overrides={"sample_every": 1000, "lr": 1e-12},
+                      dmd_cfg=DmdConfig(fake_updates=1, temporal=0.3), init=run)
+    for name in ("teacher", "student_ode", "student"):
+        assert (second / f"{name}.safetensors").is_file()
+    log = json.loads((second / "logs" / "dmd.jsonl").read_text().splitlines()[-1])
+    assert log["temporal"] > 0
+    before, after = load_dit(run, "student")[0], load_dit(second, "student")[0]
+    for a, b in zip(before.parameters(), after.parameters()):   # a negligible lr: it started from RUN's student
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    with pytest.raises(TrainError, match="only|train dmd"):
+        run_distill_stage("ode", data, tmp_path / "third", steps=1, batch=2, init=run)
