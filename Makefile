@@ -48,9 +48,9 @@ train: setup
 	$(R) train dmd --data $(TRAIN_DATA) --out $(TRAIN_RUN) --steps 120 --regression 0.5 --resume
 	$(R) train dmd --data $(TRAIN_DATA) --out $(TRAIN_RUN)_temporal --init $(TRAIN_RUN) --steps 120 \
 		--regression 0.5 --temporal $(TEMPORAL) --resume
-	$(R) eval --model $(TRAIN_RUN)_temporal --seeds 1000:1003 --frames 24 --refresh last_step \
+	$(R) eval --model $(TRAIN_RUN)_temporal --seeds 1000:1003 --frames 24 --refresh last_step --reset-every 16 \
 		--json $(TRAIN_RUN)_temporal/eval.json
-	$(VPY) -m models.export $(TRAIN_RUN)_temporal $(TRAIN_OUT) --refresh last_step
+	$(VPY) -m models.export $(TRAIN_RUN)_temporal $(TRAIN_OUT) --refresh last_step --reset-every 16
 
 # Build and test leftovers only: recorded data, checkpoints and the virtualenv stay (see distclean).
 clean:

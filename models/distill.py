@@ -58,6 +58,13 @@ class StudentSampler:
     # "fixed": one noise image per level drawn when a stream starts and reused for every chunk and frame, so the
     # detail the noise seeds stays put on screen; "fresh": new noise per chunk (CausVid). docs/distillation.md
     noise: str = "fresh"
+    # empty the cache every this many chunks (0: never): a long stream then restarts its context before errors fed
+    # back through it accumulate (drift), at the price of one context-free chunk each time (docs/distillation.md)
+    reset_every: int = 0
+
+    def due_reset(self, cache: KVCache) -> bool:
+        """Whether the stream's cache should be emptied before its next chunk."""
+        return self.reset_every > 0 and cache.appended >= self.reset_every
 
     def stream_noise(self, like: torch.Tensor, generator: torch.Generator | None) -> list[torch.Tensor] | None:
         """The fixed noise of a new stream for chunks shaped like `like` (B, K, C, H, W), or None for fresh."""
@@ -105,7 +112,7 @@ def stream_clip(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sam
         noise = sampler.stream_noise(incoming[:, :k], generator)
     out = []
     for start in range(0, f, k):
-        if per_frame:
+        if per_frame or sampler.due_reset(cache):
             cache.reset()
         chunk = slice(start, start + k)
         out.append(sample_student_chunk(model, incoming[:, chunk], cond.frames(chunk), cache, sigmas,

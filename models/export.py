@@ -3,9 +3,10 @@ autoencoder when the model works in latents), each safetensors in fp16 plus its 
 
 fp16 halves the files (an S network is 13 MB instead of 27) and costs nothing at run time: the loaders cast back to
 fp32 for the CPU. The student's sampler can be overridden on the way out, because how a student streams best is
-measured after training (docs/distillation.md: the `last_step` cache refresh beats the `clean` one it trained with).
+measured after training (docs/distillation.md: the `last_step` cache refresh beats the `clean` one it trained with,
+and a periodic cache reset halves the part of long-stream drift that the stream's own history causes).
 
-    python -m models.export RUN models/weights/default --refresh last_step
+    python -m models.export RUN models/weights/default --refresh last_step --reset-every 16
 """
 
 from __future__ import annotations
@@ -46,8 +47,10 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="model directory to write, e.g. models/weights/default")
     parser.add_argument("--refresh", choices=["clean", "last_step"], default=None,
                         help="the student's KV-cache refresh at run time (default: the one it trained with)")
+    parser.add_argument("--reset-every", type=int, default=None, metavar="N",
+                        help="empty the student's KV cache every N chunks at run time, against drift (0: never)")
     args = parser.parse_args()
-    changes = {"refresh": args.refresh} if args.refresh else None
+    changes = {k: v for k, v in (("refresh", args.refresh), ("reset_every", args.reset_every)) if v is not None}
     for path in export_model(args.run, args.out, changes):
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 

@@ -162,11 +162,14 @@ def _add_sampler_options(p: Any, role: str, defaults: bool) -> None:
                         + default("clean"))
     p.add_argument("--noise", choices=["fresh", "fixed"], default=None,
                    help=f"{role} sampler noise, fresh per chunk or one fixed image per stream" + default("fresh"))
+    p.add_argument("--reset-every", type=non_negative_int, default=None, metavar="N",
+                   help=f"{role} KV cache emptied every N chunks against drift, 0 never" + default("0"))
 
 
 def _sampler_changes(args: argparse.Namespace) -> dict[str, Any]:
     """The sampler fields the command line sets (see _add_sampler_options)."""
-    return {k: getattr(args, k) for k in ("timesteps", "refresh", "noise") if getattr(args, k) is not None}
+    return {k: getattr(args, k) for k in ("timesteps", "refresh", "noise", "reset_every")
+            if getattr(args, k) is not None}
 
 
 def _add_model(p: argparse.ArgumentParser, *, required: bool = False, default: Path | None = DEFAULT_MODEL) -> None:

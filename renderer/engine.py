@@ -148,6 +148,8 @@ class StreamEngine:
         """2-4. Noise to t*, the few causal steps against the cache, the cache refresh -> x0 (1, K, C, H, W)."""
         if self.noise is None:
             self.noise = self.sampler.stream_noise(incoming, self.generator)
+        if self.sampler.due_reset(self.cache):
+            self.cache.reset()
         return sample_student_chunk(self.model, incoming, cond, self.cache, self.sigmas, self.sampler.refresh,
                                     self.generator, self.noise)
 

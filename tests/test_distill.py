@@ -365,3 +365,23 @@ def test_dmd_init_fine_tunes_a_finished_student_with_the_temporal_term(tmp_path,
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     with pytest.raises(TrainError, match="only|train dmd"):
         run_distill_stage("ode", data, tmp_path / "third", steps=1, batch=2, init=run)
+
+
+def test_reset_every_one_chunk_is_the_per_frame_student():
+    """`reset_every` empties the cache on schedule: every chunk is exactly the per_frame row, and a stream with no
+    reset due differs from it (the cache is used)."""
+    import torch
+
+    from models.distill import StudentSampler, stream_clip
+
+    torch.manual_seed(0)
+    model = tiny_model()
+    with torch.no_grad():   # a fresh model's zero-initialised output layers would ignore the cache entirely
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    cond = tiny_cond(1, 8)
+    per_frame = stream_clip(model, cond.low, cond, StudentSampler(), torch.Generator().manual_seed(1), per_frame=True)
+    every = stream_clip(model, cond.low, cond, StudentSampler(reset_every=1), torch.Generator().manual_seed(1))
+    never = stream_clip(model, cond.low, cond, StudentSampler(), torch.Generator().manual_seed(1))
+    torch.testing.assert_close(every, per_frame)
+    assert not torch.allclose(never, per_frame)
