@@ -326,6 +326,25 @@ def teacher_stage_for(run: Path, data: Path, cfg: TrainConfig, device: torch.dev
     return stage, teacher.requires_grad_(False), meta
 
 
+def _take_from_init(stage_name: str, init: Path, run: Path, dist_info: Any) -> None:
+    """For `train dmd --init INIT`: copy INIT's teacher and ODE student into `run` (each file written under a
+    temporary name, then renamed, so an interrupted copy is never taken for a checkpoint)."""
+    if stage_name != "dmd":
+        raise TrainError("--init in distillation fine-tunes a finished student: use it with `train dmd`")
+    if not checkpoint.exists(init, "student"):
+        raise TrainError(f"--init {init} holds no student; finish its dmd stage first")
+    if dist_info.main:
+        for name in ("teacher", "student_ode"):
+            if checkpoint.exists(init, name) and not checkpoint.exists(run, name):
+                run.mkdir(parents=True, exist_ok=True)
+                for path in checkpoint.paths(init, name):
+                    partial = run / (path.name + ".partial")
+                    shutil.copy2(path, partial)
+                    partial.replace(run / path.name)
+    if dist_info.world > 1:
+        torch.distributed.barrier()
+
+
 def run_distill_stage(stage_name: str, data: Path, run: Path, steps: int | None = None, batch: int | None = None,
                       resume: bool = False, device: str = "auto", overrides: dict[str, Any] | None = None,
                       sampler: StudentSampler | None = None, pair_clips: int = 128, dmd_cfg: Any = None,
@@ -346,21 +365,10 @@ def run_distill_stage(stage_name: str, data: Path, run: Path, steps: int | None 
     if batch is not None:
         cfg = replace(cfg, batch=batch)
     torch.manual_seed(cfg.seed)
-    if init is not None:
-        if stage_name != "dmd":
-            raise TrainError("--init in distillation fine-tunes a finished student: use it with `train dmd`")
-        if not checkpoint.exists(init, "student"):
-            raise TrainError(f"--init {init} holds no student; finish its dmd stage first")
-        if dist_info.main:
-            for name in ("teacher", "student_ode"):
-                if checkpoint.exists(init, name) and not checkpoint.exists(run, name):
-                    run.mkdir(parents=True, exist_ok=True)
-                    for path in checkpoint.paths(init, name):
-                        shutil.copy2(path, run / path.name)
-        if dist_info.world > 1:
-            torch.distributed.barrier()
-    stage, teacher, teacher_meta = teacher_stage_for(run, data, cfg, dist_info.device)
     try:
+        if init is not None:
+            _take_from_init(stage_name, init, run, dist_info)
+        stage, teacher, teacher_meta = teacher_stage_for(run, data, cfg, dist_info.device)
         if stage_name == "ode":
             # the student's levels mean the same noise as the teacher's: its shift is the teacher's
             sampler = replace(sampler or StudentSampler(), shift=teacher_meta["sampler"]["shift"])
@@ -376,8 +384,8 @@ def run_distill_stage(stage_name: str, data: Path, run: Path, steps: int | None 
             return train(OdeStage(stage, teacher_meta, sampler, run / PAIRS_DIR, cfg), run, cfg, dist_info, resume,
                          progress)
         if sampler is not None:
-            raise TrainError("--timesteps, --refresh and --noise belong to the ode stage (the student keeps the "
-                             "sampler it was initialised with)")
+            raise TrainError("--timesteps, --refresh, --noise and --reset-every belong to the ode stage (the student "
+                             "keeps the sampler it was initialised with; `models.export` can change it for shipping)")
         from models.dmd import run_dmd
 
         return run_dmd(stage, teacher, teacher_meta, run, cfg, dist_info, resume, progress, dmd_cfg, init)

@@ -214,6 +214,9 @@ def run_dmd(stage: TeacherStage, teacher: VideoDiT, teacher_meta: dict[str, Any]
     if dmd_cfg.temporal > 0 and student.cfg.space != "pixel":
         raise TrainError("--temporal warps frames in pixel space; a latent-space student would need them decoded")
     sampler = checkpoint.config_from_json(StudentSampler, ode_meta["sampler"])
+    # a fine-tune says what it started from: its own `step` counts only its own steps
+    provenance = {} if init is None else {"init": {"run": str(init), "step": ode_meta.get("step"),
+                                                   "dmd": ode_meta.get("dmd"), "save_id": ode_meta.get("save_id")}}
     sigmas = sampler.sigmas()
     guidance = teacher_meta["sampler"]["guidance"] if dmd_cfg.real_guidance is None else dmd_cfg.real_guidance
     shift = teacher_meta["sampler"]["shift"]
@@ -257,7 +260,7 @@ def run_dmd(stage: TeacherStage, teacher: VideoDiT, teacher_meta: dict[str, Any]
                                                                "dmd": asdict(dmd_cfg)})
         checkpoint.save_checkpoint(run, "student", ema.state_dict(),
                                    {**student_meta(teacher_meta, student.cfg, sampler), "step": step,
-                                    "train": asdict(cfg), "dmd": asdict(dmd_cfg)})
+                                    "train": asdict(cfg), "dmd": asdict(dmd_cfg), **provenance})
 
     log_path = run / "logs" / "dmd.jsonl"
     log_path.parent.mkdir(parents=True, exist_ok=True)

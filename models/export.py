@@ -4,7 +4,7 @@ autoencoder when the model works in latents), each safetensors in fp16 plus its 
 fp16 halves the files (an S network is 13 MB instead of 27) and costs nothing at run time: the loaders cast back to
 fp32 for the CPU. The student's sampler can be overridden on the way out, because how a student streams best is
 measured after training (docs/distillation.md: the `last_step` cache refresh beats the `clean` one it trained with,
-and a periodic cache reset halves the part of long-stream drift that the stream's own history causes).
+and a periodic cache reset cuts the part of long-stream drift that the stream's own history causes by a third).
 
     python -m models.export RUN models/weights/default --refresh last_step --reset-every 16
 """
@@ -41,13 +41,19 @@ def export_model(run: Path, out: Path, sampler_changes: dict[str, Any] | None = 
     return written
 
 
+def _non_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Export a training run as a shipped fp16 model directory.")
     parser.add_argument("run", type=Path, help="finished run directory (teacher and student trained)")
     parser.add_argument("out", type=Path, help="model directory to write, e.g. models/weights/default")
     parser.add_argument("--refresh", choices=["clean", "last_step"], default=None,
                         help="the student's KV-cache refresh at run time (default: the one it trained with)")
-    parser.add_argument("--reset-every", type=int, default=None, metavar="N",
+    parser.add_argument("--reset-every", type=_non_negative, default=None, metavar="N",
                         help="empty the student's KV cache every N chunks at run time, against drift (0: never)")
     args = parser.parse_args()
     changes = {k: v for k, v in (("refresh", args.refresh), ("reset_every", args.reset_every)) if v is not None}

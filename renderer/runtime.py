@@ -32,8 +32,8 @@ from renderer.workers import WORKERS, ChunkResult, Submitted, WorkerSpec
 RATE_WINDOW_S = 1.0        # AI fps and latency on the HUD are averaged over this much recent time
 LATENCY_HISTORY = 100_000  # per-frame latencies kept for benchmarks (bounded: a stream may run for days)
 # Denoising levels run on a CPU: one (t* only) rather than the shipped student's two. Measured on the 2-core CPU at
-# 128x128 beside the 60 fps game (docs/runtime.md): 2 steps give 27 fps and a p95 latency of 116 ms, 1 step 46 fps
-# and 83 ms, for 0.3-0.5 dB of PSNR (shipped student: 16.59 -> 16.31 dB; the teacher scores 14.78).
+# 128x128 beside the 60 fps game (docs/runtime.md): 2 steps give 28.8 fps and a p95 latency of 103 ms, 1 step
+# 50.6 fps and 74 ms, for 0.3-0.5 dB of PSNR (shipped student: 16.59 -> 16.31 dB; the teacher scores 14.78).
 CPU_STEPS = 1
 
 

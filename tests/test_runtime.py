@@ -60,6 +60,28 @@ def test_engine_step_is_the_evaluated_sampler(random_model):
     np.testing.assert_array_equal(ours, theirs)
 
 
+def test_engine_resets_its_cache_on_the_samplers_schedule(random_model):
+    """The runtime honours the shipped `reset_every` exactly as evaluation does (stream_clip)."""
+    from dataclasses import replace
+
+    from models.dit import Conditioning
+    from models.distill import stream_clip
+
+    bundle = load_bundle(random_model)
+    bundle.sampler = replace(bundle.sampler, reset_every=2)
+    engine = StreamEngine(bundle, seed=3)
+    engine.set_style("sunny summer day")
+    packets = [packet(i) for i in range(12)]
+    ours = np.concatenate([engine.step(packets[i:i + 2]) for i in range(0, 12, 2)])
+    engine.reset()
+    parts = [engine.to_model(packets[i:i + 2]) for i in range(0, 12, 2)]
+    incoming = torch.cat([p[0] for p in parts], 1)
+    cond = Conditioning(low=incoming, gbuffers=torch.cat([p[1].gbuffers for p in parts], 1), style=engine.style)
+    x0 = stream_clip(bundle.student, incoming, cond, bundle.sampler, torch.Generator().manual_seed(3))
+    theirs = np.concatenate([engine.to_frames(x0[:, i:i + 2]) for i in range(0, 12, 2)])
+    np.testing.assert_array_equal(ours, theirs)
+
+
 def test_engine_takes_frames_of_any_size_without_gbuffers(random_model):
     """Screen capture hands over RGB of any size: resized to the model, G-buffers absent, output at model size."""
     engine = StreamEngine(load_bundle(random_model))

@@ -31,8 +31,9 @@ def to_model(frames: np.ndarray) -> torch.Tensor:
 def held_out_clip(egl_ctx):
     """Seed 1000 (held out): FRAMES game packets and every style's reference frames, at the model's size."""
     from demo_game import STYLES, GameConfig, GameSession
+    from renderer.engine import load_bundle
 
-    w, h = (128, 128)
+    w, h = load_bundle(DEFAULT_MODEL).frame_size
     packets, references = [], {name: [] for name in STYLES}
     with GameSession(GameConfig(seed=1000, width=w, height=h), ctx=egl_ctx) as game:
         for _ in range(30):   # walk in a little: the first frames face the spawn point
