@@ -1,8 +1,8 @@
-"""LatestMailbox: a single-slot, latest-value hand-off between two threads.
+"""Latest-value hand-off between two threads: ChunkMailbox (the newest K values) and LatestMailbox (K = 1).
 
 Used between a producer that must never stall (the game loop, a screen grabber) and a slower consumer (the model
-worker), and again between the worker and the overlay. Real-time rendering wants the newest frame, not a queue:
-a frame the consumer did not get to in time is stale, so ``put`` replaces it and counts it as dropped.
+worker). Real-time rendering wants the newest frames, not a queue: a frame the consumer did not get to in time is
+stale, so ``put`` drops the oldest waiting value beyond the slots and counts it.
 """
 
 from __future__ import annotations
@@ -14,91 +14,19 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
-class LatestMailbox(Generic[T]):
-    """Thread-safe one-slot mailbox: ``put`` never waits for the consumer, ``get`` takes the newest value.
-
-    ``None`` is reserved to mean "nothing" (empty after a timeout, or closed), so it cannot be put.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._value: T | None = None
-        self._full = False
-        self._closed = False
-        self._dropped = 0
-        self._put = 0
-
-    def put(self, value: T) -> None:
-        """Store ``value``, replacing (and counting as dropped) an older value nobody took. Never blocks on the
-        consumer; after ``close()`` it is a no-op so a producer can outlive its consumer without crashing."""
-        if value is None:
-            raise ValueError("LatestMailbox.put: None is reserved for 'no value'; put a real value")
-        with self._cond:
-            if self._closed:
-                return
-            if self._full:
-                self._dropped += 1
-            self._value = value
-            self._full = True
-            self._put += 1
-            self._cond.notify()
-
-    def get(self, timeout: float | None = None) -> T | None:
-        """Take the newest value and empty the slot. Waits up to ``timeout`` seconds (forever if None, not at all
-        if 0) for one to arrive; returns None on timeout or once the mailbox is closed and empty."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self._full and not self._closed:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-            if not self._full:
-                return None
-            value, self._value, self._full = self._value, None, False
-            return value
-
-    def peek(self) -> T | None:
-        """The value waiting in the slot without taking it, or None."""
-        with self._cond:
-            return self._value
-
-    def close(self) -> None:
-        """Wake every waiting ``get``; later puts are ignored. A value already waiting can still be taken."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    @property
-    def dropped(self) -> int:
-        """How many values were replaced before anyone took them."""
-        return self._dropped
-
-    @property
-    def puts(self) -> int:
-        """How many values were put in total (taken, dropped or still waiting)."""
-        return self._put
-
-    def __repr__(self) -> str:
-        return f"LatestMailbox(full={self._full}, put={self._put}, dropped={self._dropped}, closed={self._closed})"
-
-
 class ChunkMailbox(Generic[T]):
     """The newest ``size`` values, handed over together: the latest-frame mailbox for a consumer that works in
     chunks of consecutive frames (the causal student takes K at a time).
 
     ``put`` never blocks: beyond ``size`` waiting values the oldest is dropped (and counted), so a slow consumer
     gets the most recent consecutive frames rather than a backlog. ``take`` waits until ``size`` values wait and
-    returns them oldest first, emptying the box.
+    returns them oldest first, emptying the box. ``None`` is reserved to mean "nothing" (empty after a timeout, or
+    closed), so it cannot be put. After ``close()`` puts are ignored, so a producer can outlive its consumer.
     """
 
     def __init__(self, size: int) -> None:
         if size < 1:
-            raise ValueError(f"ChunkMailbox: size must be >= 1; got {size}")
+            raise ValueError(f"{type(self).__name__}: size must be >= 1; got {size}")
         self.size = size
         self._cond = threading.Condition(threading.Lock())
         self._values: list[T] = []
@@ -108,7 +36,7 @@ class ChunkMailbox(Generic[T]):
 
     def put(self, value: T) -> None:
         if value is None:
-            raise ValueError("ChunkMailbox.put: None is reserved for 'no value'; put a real value")
+            raise ValueError(f"{type(self).__name__}.put: None is reserved for 'no value'; put a real value")
         with self._cond:
             if self._closed:
                 return
@@ -121,7 +49,8 @@ class ChunkMailbox(Generic[T]):
                 self._cond.notify()
 
     def take(self, timeout: float | None = None) -> list[T] | None:
-        """The ``size`` newest values, oldest first; None after ``timeout`` seconds or once closed."""
+        """The ``size`` newest values, oldest first. Waits up to ``timeout`` seconds (forever if None, not at all
+        if 0) for them; None on timeout or once the box is closed without them."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while len(self._values) < self.size and not self._closed:
@@ -141,14 +70,42 @@ class ChunkMailbox(Generic[T]):
             self._values = []
 
     def close(self) -> None:
+        """Wake every waiting ``take``; later puts are ignored. Values already waiting can still be taken."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def dropped(self) -> int:
+        """How many values were replaced before anyone took them."""
         return self._dropped
 
     @property
     def puts(self) -> int:
+        """How many values were put in total (taken, dropped or still waiting)."""
         return self._put
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(size={self.size}, waiting={len(self._values)}, put={self._put}, "
+                f"dropped={self._dropped}, closed={self._closed})")
+
+
+class LatestMailbox(ChunkMailbox[T]):
+    """Thread-safe one-slot mailbox: ``put`` never waits for the consumer, ``get`` takes the newest value."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    def get(self, timeout: float | None = None) -> T | None:
+        """Take the newest value and empty the slot; None on timeout or once closed and empty."""
+        values = self.take(timeout)
+        return None if values is None else values[0]
+
+    def peek(self) -> T | None:
+        """The value waiting in the slot without taking it, or None."""
+        with self._cond:
+            return self._values[0] if self._values else None
