@@ -163,7 +163,10 @@ class GameWindow:
         elif pygame.K_1 <= key < pygame.K_1 + len(self.styles):
             self.view = View.STYLE
             style = self.styles[key - pygame.K_1]
-            self.set_prompt(style.prompts[0]) if self.restyler else setattr(self, "style", style)
+            if self.restyler is not None:
+                self.set_prompt(style.prompts[0])
+            else:
+                self.style = style
         elif key == pygame.K_t and self.restyler is not None:
             self.typing = ""
             pygame.key.start_text_input()

@@ -112,12 +112,25 @@ def stream_clip(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sam
         noise = sampler.stream_noise(incoming[:, :k], generator)
     out = []
     for start in range(0, f, k):
-        if per_frame or sampler.due_reset(cache):
+        if per_frame:
             cache.reset()
         chunk = slice(start, start + k)
-        out.append(sample_student_chunk(model, incoming[:, chunk], cond.frames(chunk), cache, sigmas,
-                                        sampler.refresh, generator, noise))
+        out.append(stream_chunk(model, incoming[:, chunk], cond.frames(chunk), sampler, cache, generator, noise,
+                                sigmas))
     return torch.cat(out, 1)
+
+
+@torch.no_grad()
+def stream_chunk(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sampler: StudentSampler,
+                 cache: KVCache, generator: torch.Generator | None = None, noise: list[torch.Tensor] | None = None,
+                 sigmas: torch.Tensor | None = None) -> torch.Tensor:
+    """One chunk of a stream under `sampler`'s policy: the scheduled cache reset, then its few steps and refresh
+    (models.sampling.sample_student_chunk). Evaluation (stream_clip) and the runtime (renderer.engine) both stream
+    through this, so the product runs exactly what was scored."""
+    if sampler.due_reset(cache):
+        cache.reset()
+    sigmas = sampler.sigmas() if sigmas is None else sigmas
+    return sample_student_chunk(model, incoming, cond, cache, sigmas, sampler.refresh, generator, noise)
 
 
 @torch.no_grad()

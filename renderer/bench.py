@@ -211,7 +211,7 @@ def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds:
     passes = profile["passes_per_chunk"]
     context = (sampler.window_chunks + sampler.sink_chunks + 1) * k
     model_flops = throughput * passes * flops_per_frame(cfg, context)
-    torch.set_num_threads(torch.get_num_threads() if dev.type == "cuda" else _cores())
+    torch.set_num_threads(_cores())   # the peak of the whole device, whatever the worker was given
     peak = matmul_peak_flops(dev)
     t = bench_teacher(model_dir, dev, frames, game_fps) if teacher else None
 

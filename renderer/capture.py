@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bridge import FramePacket, SourceClosedError
+from renderer.engine import resize
 from renderer.runtime import StreamingRestyler
 
 DISPLAY_FPS = 30            # the capture window's refresh and the recording's frame rate
@@ -38,8 +38,7 @@ def _upscale(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     w, h = size
     if frame.shape[:2] == (h, w):
         return frame
-    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
-    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    x = resize(torch.from_numpy(frame).permute(2, 0, 1)[None].float(), (h, w), "bilinear")
     return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 

@@ -29,9 +29,8 @@ from models import checkpoint
 from models.autoencoder import Autoencoder
 from models.data import normalize_depth
 from models.dit import Conditioning, VideoDiT
-from models.distill import StudentSampler, load_student
+from models.distill import StudentSampler, load_student, stream_chunk
 from models.prompt import PromptEncoder
-from models.sampling import sample_student_chunk
 from models.train import load_autoencoder
 
 HOW_TO_GET_A_MODEL = ("the default model ships in models/weights/default (restore it with `git checkout -- "
@@ -132,13 +131,13 @@ class StreamEngine:
         size = (self.height, self.width)
         rgb = torch.from_numpy(np.stack([p.rgb for p in packets])).to(self.device)       # (K, H, W, 3) uint8
         low = rgb.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)                        # (K, 3, H, W)
-        low = _resize(low, size, "area" if low.shape[-1] > self.width else "bilinear")
+        low = resize(low, size, "area" if low.shape[-1] > self.width else "bilinear")
         gbuffers = None
         if all(p.depth is not None and p.normals is not None for p in packets):
             depth = torch.from_numpy(np.stack([p.depth for p in packets]))[:, None]        # (K, 1, H, W)
             normals = torch.from_numpy(np.stack([p.normals for p in packets])).permute(0, 3, 1, 2)
             gb = torch.cat([normalize_depth(depth), normals], 1).to(self.device)           # (K, 4, H, W)
-            gbuffers = _resize(gb, size, "nearest")[None]                                   # (1, K, 4, H, W)
+            gbuffers = resize(gb, size, "nearest")[None]                                   # (1, K, 4, H, W)
         low = low[None]                                                                     # (1, K, 3, H, W)
         ae = self.bundle.autoencoder
         incoming = low if ae is None else ae.encode_video(low)
@@ -148,10 +147,8 @@ class StreamEngine:
         """2-4. Noise to t*, the few causal steps against the cache, the cache refresh -> x0 (1, K, C, H, W)."""
         if self.noise is None:
             self.noise = self.sampler.stream_noise(incoming, self.generator)
-        if self.sampler.due_reset(self.cache):
-            self.cache.reset()
-        return sample_student_chunk(self.model, incoming, cond, self.cache, self.sigmas, self.sampler.refresh,
-                                    self.generator, self.noise)
+        return stream_chunk(self.model, incoming, cond, self.sampler, self.cache, self.generator, self.noise,
+                            self.sigmas)
 
     def to_frames(self, x0: torch.Tensor) -> np.ndarray:
         """5. x0 (1, K, C, h, w) -> (K, H, W, 3) uint8 at the model's resolution."""
@@ -183,7 +180,7 @@ class StreamEngine:
         self.generator.manual_seed(self.seed)
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     """(N, C, H, W) -> (N, C, *size); a no-op at the right size (the game renders at the model's resolution)."""
     if tuple(x.shape[-2:]) == size:
         return x

@@ -10,6 +10,7 @@ Disocclusions (surfaces a never showed) get whatever was at the traced spot: the
 from __future__ import annotations
 
 import collections
+import functools
 
 import numpy as np
 
@@ -31,8 +32,7 @@ class Reprojector:
         """For each pixel of frame `target`, its position (x, y) in frame `source` (H, W, 2), in pixels of `size`
         = (H, W). Motion fields of another size are sampled at the nearest pixel and scaled."""
         h, w = size
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        pos = np.stack([xx, yy], -1)                                  # (H, W, 2) pixel centres of frame `target`
+        pos = _pixel_grid(h, w)                                       # (H, W, 2) pixels of frame `target`
         for index in range(target, source, -1):
             motion = self._motion.get(index)
             if motion is None:   # a gap in the history: stop where the trace is known
@@ -50,6 +50,13 @@ class Reprojector:
         h, w = size
         if target <= source:
             return np.zeros((h, w, 2), np.float32)
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        pos = self.positions(source, target, size)
-        return np.stack([(pos[..., 0] - xx) / w, (pos[..., 1] - yy) / h], -1).astype(np.float32)
+        moved = self.positions(source, target, size) - _pixel_grid(h, w)   # (H, W, 2) pixels
+        return (moved / np.array([w, h], np.float32)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _pixel_grid(h: int, w: int) -> np.ndarray:
+    """(H, W, 2) float32 (x, y) of every pixel; made once per size (reprojection runs every displayed frame)."""
+    grid = np.stack(np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32)), -1)
+    grid.flags.writeable = False
+    return grid

@@ -76,7 +76,6 @@ class _Pacer:
         self._lock = threading.Lock()
         self._pending: collections.deque[StyledFrame] = collections.deque(maxlen=2 * chunk_frames)
         self.current: StyledFrame | None = None
-        self._released: collections.deque[StyledFrame] = collections.deque()
 
     def add(self, result: ChunkResult) -> None:
         with self._lock:

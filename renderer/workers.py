@@ -77,29 +77,30 @@ def _build_engine(spec: WorkerSpec, style: str):
     return engine
 
 
-class _Commands:
-    """Style and reset requests from the game thread, applied by the worker between chunks (latest style wins)."""
+class _Worker:
+    """What both worker kinds share: their inputs and callbacks, a stop flag, and the style and reset requests
+    from the game thread, applied by the worker between chunks (the latest style wins)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: dict[str, Any] = {}
-
-    def put(self, kind: str, arg: Any = None) -> None:
-        with self._lock:
-            self._pending[kind] = arg
-
-    def take(self) -> dict[str, Any]:
-        with self._lock:
-            pending, self._pending = self._pending, {}
-            return pending
-
-
-class ThreadWorker:
     def __init__(self, spec: WorkerSpec, inbox: ChunkMailbox[Submitted], on_chunk: Callable[[ChunkResult], None],
                  on_error: Callable[[str], None]):
         self.spec, self.inbox, self.on_chunk, self.on_error = spec, inbox, on_chunk, on_error
-        self.commands = _Commands()
         self._stop = threading.Event()
+        self._commands_lock = threading.Lock()
+        self._commands: dict[str, Any] = {}
+
+    def command(self, kind: str, arg: Any = None) -> None:
+        with self._commands_lock:
+            self._commands[kind] = arg
+
+    def _take_commands(self) -> dict[str, Any]:
+        with self._commands_lock:
+            pending, self._commands = self._commands, {}
+            return pending
+
+
+class ThreadWorker(_Worker):
+    def __init__(self, *args: Any):
+        super().__init__(*args)
         self._thread: threading.Thread | None = None
         self.engine = None
 
@@ -108,18 +109,15 @@ class ThreadWorker:
         self._thread = threading.Thread(target=self._run, name="restyler-worker", daemon=True)
         self._thread.start()
 
-    def command(self, kind: str, arg: Any = None) -> None:
-        self.commands.put(kind, arg)
-
     def _run(self) -> None:
         engine = self.engine
         try:
             while not self._stop.is_set():
-                _apply(engine, self.commands.take())
+                _apply(engine, self._take_commands())
                 chunk = self.inbox.take(timeout=POLL_S)
                 if chunk is None:
                     continue
-                _apply(engine, self.commands.take())   # a switch that came while waiting applies to this chunk
+                _apply(engine, self._take_commands())   # a switch that came while waiting applies to this chunk
                 t0 = time.monotonic()
                 frames = engine.step([s.packet for s in chunk])
                 t_done = time.monotonic()
@@ -212,12 +210,9 @@ def _child_main(conn, spec: WorkerSpec, style: str) -> None:
         raise SystemExit(1) from None
 
 
-class ProcessWorker:
-    def __init__(self, spec: WorkerSpec, inbox: ChunkMailbox[Submitted], on_chunk: Callable[[ChunkResult], None],
-                 on_error: Callable[[str], None]):
-        self.spec, self.inbox, self.on_chunk, self.on_error = spec, inbox, on_chunk, on_error
-        self.commands = _Commands()
-        self._stop = threading.Event()
+class ProcessWorker(_Worker):
+    def __init__(self, *args: Any):
+        super().__init__(*args)
         self._pump: threading.Thread | None = None
         self.process = None
         self._conn = None
@@ -255,9 +250,6 @@ class ProcessWorker:
         except (EOFError, OSError):
             return "exited", {"message": f"the worker process exited with code {self.process.exitcode}"}
         return kind, meta
-
-    def command(self, kind: str, arg: Any = None) -> None:
-        self.commands.put(kind, arg)
 
     def _run(self) -> None:
         conn = self._conn   # stop() may drop self._conn; this thread keeps its own reference
@@ -302,7 +294,7 @@ class ProcessWorker:
         return f"the worker process died (exit code {self.process.exitcode})"
 
     def _send_commands(self, conn) -> None:
-        pending = self.commands.take()
+        pending = self._take_commands()
         if "style" in pending:
             conn.send_bytes(pack("style", {"prompt": pending["style"]}))
         elif "reset" in pending:
