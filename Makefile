@@ -40,6 +40,9 @@ test: setup
 TRAIN_DATA ?= data/train128
 TRAIN_RUN ?= runs/default
 TRAIN_OUT ?= models/weights/default
+# the generation stage learns from a calm camera (the bot at 0.3× its speed; docs/generation.md)
+GEN_DATA ?= data/gen128
+GEN_EVAL_WORLDS ?= out/eval_worlds/gen_128x128_24f_seeds1000-1002
 R := $(VENV)/bin/restyler
 train: setup
 	$(R) record-data --out $(TRAIN_DATA) --seeds 0:64 --frames 120 --size 128x128
@@ -48,9 +51,14 @@ train: setup
 	$(R) train dmd --data $(TRAIN_DATA) --out $(TRAIN_RUN) --steps 120 --regression 0.5 --resume
 	$(R) train dmd --data $(TRAIN_DATA) --out $(TRAIN_RUN)_temporal --init $(TRAIN_RUN) --steps 120 \
 		--regression 0.5 --temporal $(TEMPORAL) --resume
-	$(R) eval --model $(TRAIN_RUN)_temporal --seeds 1000:1003 --frames 24 --refresh last_step --reset-every 16 \
-		--json $(TRAIN_RUN)_temporal/eval.json
-	$(VPY) -m models.export $(TRAIN_RUN)_temporal $(TRAIN_OUT) --refresh last_step --reset-every 16
+	$(R) record-data --out $(GEN_DATA) --seeds 0:48 --frames 120 --size 128x128 --pace 0.3
+	$(R) train gen --data $(GEN_DATA) --out $(TRAIN_RUN)_gen --init $(TRAIN_RUN)_temporal --resume
+	$(R) eval --model $(TRAIN_RUN)_gen --seeds 1000:1003 --frames 24 --refresh last_step --reset-every 16 \
+		--json $(TRAIN_RUN)_gen/eval.json
+	$(R) record-data --out $(GEN_EVAL_WORLDS) --seeds 1000:1003 --frames 24 --size 128x128 --pace 0.3 \
+		--force-eval-seeds
+	$(VPY) -m models.gen_eval $(TRAIN_RUN)_gen $(GEN_EVAL_WORLDS) --json $(TRAIN_RUN)_gen/gen_eval.json
+	$(VPY) -m models.export $(TRAIN_RUN)_gen $(TRAIN_OUT) --refresh last_step --reset-every 16
 
 # Build and test leftovers only: recorded data, checkpoints and the virtualenv stay (see distclean).
 clean:

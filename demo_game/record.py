@@ -9,7 +9,7 @@ an interrupted run loses at most the clip in progress and a rerun skips every cl
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -57,6 +57,9 @@ class DatasetSpec:
     frames: int
     fps: int
     styles: tuple[str, ...]  # manifest order: style/<i> is styles[i]
+    # the bot's walking and turning speed as a multiple of the game's: 1 for restyling data (the bot covers the
+    # world fast); a calm camera (0.3) for the generation stage, whose continuations must be learnable
+    pace: float = 1.0
 
     def layout(self) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
         """Tensor name -> (dtype, full shape) of one shard."""
@@ -72,6 +75,7 @@ class DatasetSpec:
             "frames": self.frames,
             "fps": self.fps,
             "styles": list(self.styles),
+            "pace": self.pace,
             "clips": {name: clips[name] for name in sorted(clips)},
         }
 
@@ -82,13 +86,13 @@ class DatasetSpec:
 
     def user_facing(self) -> dict[str, Any]:
         return {"size": f"{self.size[0]}x{self.size[1]}", "frames": self.frames, "fps": self.fps,
-                "styles": list(self.styles)}
+                "styles": list(self.styles), "pace": self.pace}
 
     @classmethod
     def from_manifest(cls, manifest: dict[str, Any]) -> DatasetSpec:
         width, height = manifest["size"]
         return cls(size=(int(width), int(height)), frames=int(manifest["frames"]), fps=int(manifest["fps"]),
-                   styles=tuple(manifest["styles"]))
+                   styles=tuple(manifest["styles"]), pace=float(manifest.get("pace", 1.0)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -222,7 +226,8 @@ def _check_seeds(seeds: Iterable[int], force_eval_seeds: bool) -> list[int]:
 
 
 def record_dataset(out: Path, seeds: Iterable[int], frames: int, size: tuple[int, int],
-                   force_eval_seeds: bool = False, progress: bool = True, ctx: Any = None) -> dict[str, Any]:
+                   force_eval_seeds: bool = False, progress: bool = True, ctx: Any = None,
+                   pace: float = 1.0) -> dict[str, Any]:
     """Record one clip per seed into `out` (created if needed); return the final manifest.
 
     Clips already listed in the manifest whose shard is intact are skipped, so a rerun resumes. `ctx` is a
@@ -237,10 +242,15 @@ def record_dataset(out: Path, seeds: Iterable[int], frames: int, size: tuple[int
     width, height = size
     if width <= 0 or height <= 0:
         raise RecordError(f"size must be positive; got {width}x{height}")
+    if not 0 < pace <= 4:
+        raise RecordError(f"pace must be in (0, 4] (a multiple of the bot's normal speed); got {pace}")
 
     GameConfig, GameSession, styles = _load_game()
-    spec = DatasetSpec(size=(width, height), frames=frames, fps=GameConfig(width=width, height=height).fps,
-                       styles=tuple(styles))
+    base = GameConfig(width=width, height=height)
+    spec = DatasetSpec(size=(width, height), frames=frames, fps=base.fps, styles=tuple(styles), pace=pace)
+
+    def game_config(seed: int) -> Any:
+        return replace(base, seed=seed, walk_speed=base.walk_speed * pace, turn_speed=base.turn_speed * pace)
 
     out.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out)
@@ -264,7 +274,7 @@ def record_dataset(out: Path, seeds: Iterable[int], frames: int, size: tuple[int
         for seed in todo:
             name = clip_name(seed)
             bar.set_postfix_str(name)
-            with GameSession(GameConfig(seed=seed, width=width, height=height), ctx=ctx) as game:
+            with GameSession(game_config(seed), ctx=ctx) as game:
                 arrays = record_clip(game, spec, seed, bar)
             entry = {"seed": seed, "file": f"{name}.safetensors", "frames": frames}
             _write_shard_atomic(out / entry["file"], arrays,

@@ -1,6 +1,6 @@
 """The README's pictures of a model, made from the game: a side-by-side of every style on a held-out world
-(low-detail | AI at the CPU runtime's steps | AI at every step | the reference renderer), and a short clip of the game
-window with AI rendering on, HUD included.
+(low-detail | AI at the CPU runtime's steps | AI at every step | the reference renderer), a short clip of the game
+window with AI rendering on, HUD included, and a sheet and clip of the generation modes.
 
     python -m demo_game.showcase --model models/weights/default --out docs/media
 
@@ -93,15 +93,71 @@ def play_clip(model: Path, out_dir: Path) -> None:
     sheet.save(out_dir / "play_strip.jpg", quality=85)
 
 
+def generation_sheet(model: Path, out_dir: Path, frames: int = 48) -> None:
+    """The student's generation modes (renderer.generate), one row each, six frames across: text-to-video, a
+    prompt switch halfway, image-to-video from a held-out reference frame, and an extension of a held-out clip
+    (its last given frame first). Also their four clips side by side as one small mp4."""
+    import moderngl
+
+    from bridge.video import Mp4Writer
+    from renderer.generate import VideoGenerator
+
+    from .session import GameSession
+
+    generator = VideoGenerator.from_pretrained(model, "cpu")
+    w, h = generator.frame_size
+    ctx = moderngl.create_standalone_context(backend="egl")
+    with GameSession(GameConfig(seed=SEED, width=w, height=h, walk_speed=GameConfig.walk_speed * 0.3,
+                                turn_speed=GameConfig.turn_speed * 0.3), ctx=ctx) as game:
+        for _ in range(WALK_TICKS):
+            game.advance()
+        clip = []
+        for _ in range(generator.context_frames):
+            game.step()
+            clip.append(game.render_style("autumn sunset"))
+    ctx.release()
+    half = frames // 2
+    runs = {
+        "text: sunny summer day": generator.generate(STYLES["sunny summer"].prompts[0], frames),
+        "text: snowy winter, then neon night": generator.generate(
+            STYLES["snowy winter"].prompts[0], frames, switches={half: STYLES["neon night"].prompts[0]}),
+        "image (frame 0) -> video": generator.generate(STYLES["autumn sunset"].prompts[0], frames, image=clip[0]),
+        "extension (given | new)": np.concatenate([np.stack(clip[-1:]), generator.generate(
+            STYLES["autumn sunset"].prompts[0], frames - 1, extend=np.stack(clip))]),
+    }
+    picks = np.linspace(0, frames - 1, 6).round().astype(int)
+    rows = [np.concatenate([_tile(video[i]) for i in picks], 1) for video in runs.values()]
+    save_sheet(np.concatenate(rows, 0), [f"frame {i}" for i in picks], TILE, out_dir / "generate.png")
+    img = Image.open(out_dir / "generate.png").convert("RGB")
+    draw = ImageDraw.Draw(img)
+    for i, name in enumerate(runs):
+        draw.text((4, 16 + i * TILE + TILE - 14), name, fill=(255, 255, 255))
+    img.save(out_dir / "generate.jpg", quality=88)
+    (out_dir / "generate.png").unlink()
+    videos = list(runs.values())
+    grid = [np.concatenate([np.concatenate(videos[:2], 2), np.concatenate(videos[2:], 2)], 1)[i]
+            for i in range(frames)]
+    with Mp4Writer(out_dir / "generate.mp4", 15, (2 * w, 2 * h), crf=26) as video:
+        for frame in grid:
+            video.write(np.ascontiguousarray(frame))
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Make the README's side-by-side and game clip for a model.")
+    parser = argparse.ArgumentParser(description="Make the README's side-by-side, game clip and generation "
+                                                 "sheet for a model.")
     parser.add_argument("--model", type=Path, default=Path("models/weights/default"))
     parser.add_argument("--out", type=Path, default=Path("docs/media"))
+    parser.add_argument("--only", choices=["restyle", "play", "generate"], default=None,
+                        help="make one of the three (default: all)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    side_by_side(args.model, args.out / "side_by_side.jpg")
-    play_clip(args.model, args.out)
-    print(f"wrote {args.out}/side_by_side.jpg, play.mp4 and play_strip.jpg")
+    if args.only in (None, "restyle"):
+        side_by_side(args.model, args.out / "side_by_side.jpg")
+    if args.only in (None, "play"):
+        play_clip(args.model, args.out)
+    if args.only in (None, "generate"):
+        generation_sheet(args.model, args.out)
+    print(f"wrote the README media to {args.out}")
 
 
 if __name__ == "__main__":

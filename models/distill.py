@@ -317,6 +317,10 @@ def default_distill_config(stage: str) -> TrainConfig:
         # a short fine-tune of the teacher's weights: small LR, EMA from early on
         return TrainConfig(steps=400, batch=8, lr=1e-4, warmup=20, ema_decay=0.99, ema_start=50, sample_every=200,
                            checkpoint_every=50, drop_style=0.0)
+    if stage == "gen":
+        from models.gen_stage import default_gen_config
+
+        return default_gen_config()
     if stage == "dmd":
         # every step costs ~20 clip passes (rollout, 5 fake updates, both scores), so runs are short: a small LR
         # with Adam's β1 = 0 (DMD2: the generator's target moves every step), EMA over ~50 steps
@@ -342,8 +346,9 @@ def teacher_stage_for(run: Path, data: Path, cfg: TrainConfig, device: torch.dev
 def _take_from_init(stage_name: str, init: Path, run: Path, dist_info: Any) -> None:
     """For `train dmd --init INIT`: copy INIT's teacher and ODE student into `run` (each file written under a
     temporary name, then renamed, so an interrupted copy is never taken for a checkpoint)."""
-    if stage_name != "dmd":
-        raise TrainError("--init in distillation fine-tunes a finished student: use it with `train dmd`")
+    if stage_name not in ("dmd", "gen"):
+        raise TrainError("--init in distillation fine-tunes a finished student: use it with `train dmd` or "
+                         "`train gen`")
     if not checkpoint.exists(init, "student"):
         raise TrainError(f"--init {init} holds no student; finish its dmd stage first")
     if dist_info.main:
@@ -361,7 +366,7 @@ def _take_from_init(stage_name: str, init: Path, run: Path, dist_info: Any) -> N
 def run_distill_stage(stage_name: str, data: Path, run: Path, steps: int | None = None, batch: int | None = None,
                       resume: bool = False, device: str = "auto", overrides: dict[str, Any] | None = None,
                       sampler: StudentSampler | None = None, pair_clips: int = 128, dmd_cfg: Any = None,
-                      progress=print, init: Path | None = None) -> dict[str, Any]:
+                      progress=print, init: Path | None = None, gen_cfg: Any = None) -> dict[str, Any]:
     """Entry point of `restyler train ode|dmd` (also under torchrun). `init` (dmd only): fine-tune the finished
     student of another run with new settings; `run` gets that run's teacher and ODE student, so it is a complete
     model directory of its own."""
@@ -370,6 +375,8 @@ def run_distill_stage(stage_name: str, data: Path, run: Path, steps: int | None 
     from models.train import setup_distributed, train
 
     dist_info = setup_distributed(device)
+    if stage_name == "gen" and init is None:
+        raise TrainError("`train gen` fine-tunes a finished student: pass --init RUN (e.g. models/weights/default)")
     cfg = default_distill_config(stage_name)
     known = {f.name for f in fields(TrainConfig)}
     cfg = replace(cfg, **{k: v for k, v in (overrides or {}).items() if k in known and v is not None})
@@ -396,6 +403,13 @@ def run_distill_stage(stage_name: str, data: Path, run: Path, steps: int | None 
             del teacher
             return train(OdeStage(stage, teacher_meta, sampler, run / PAIRS_DIR, cfg), run, cfg, dist_info, resume,
                          progress)
+        if stage_name == "gen":
+            from models.gen_stage import GenConfig, GenerationStage
+
+            student, meta = load_dit(init, "student", dist_info.device)
+            del teacher
+            return train(GenerationStage(stage, student, meta, gen_cfg or GenConfig(), init), run, cfg, dist_info,
+                         resume, progress)
         if sampler is not None:
             raise TrainError("--timesteps, --refresh, --noise and --reset-every belong to the ode stage (the student "
                              "keeps the sampler it was initialised with; `models.export` can change it for shipping)")

@@ -3,7 +3,6 @@ renderer together.
 
 The argparse tree below is the single source of truth for every option and its default. Handlers import their
 heavy dependencies lazily so that `restyler --help` and argument errors stay instant (no torch, no GL).
-Commands that later work fills in already parse their full interface and exit with code 2 and one line.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from typing import Any, Callable, Sequence
 from renderer import DEFAULT_MODEL
 
 PROG = "restyler"
-EXIT_USAGE = 2  # argparse's own code for bad arguments; also used for "not built yet" and refused requests
+EXIT_USAGE = 2  # argparse's own code for bad arguments; also used for refused requests
 
 # Where `play` goes when there is no display to open a window on (CI machines, ssh sessions).
 HEADLESS_SECONDS = 10.0
@@ -265,14 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frame size (multiples of 8); must equal the size the model trains at; 128x128 suits CPU")
     p.add_argument("--force-eval-seeds", action="store_true",
                    help="allow seeds >= 1000 (the held-out evaluation worlds); only for building eval sets")
+    p.add_argument("--pace", type=positive_float, default=1.0, metavar="X",
+                   help="the bot's walking and turning speed as a multiple of normal; 0.3 records the calm camera "
+                        "the generation stage (`train gen`) learns from")
     p.set_defaults(handler=_cmd_record_data)
 
     # train ----------------------------------------------------------------------------------------------------
     p = sub.add_parser("train", help="run one stage of the training recipe",
                        description="Train one stage; all stages of a recipe share one --out run directory, and "
                                    "a finished run directory is a model for --model.")
-    p.add_argument("stage", choices=["autoencoder", "teacher", "ode", "dmd"],
-                   help="recipe stage, in order: autoencoder, teacher, ode (student init), dmd (distillation)")
+    p.add_argument("stage", choices=["autoencoder", "teacher", "ode", "dmd", "gen"],
+                   help="recipe stage, in order: autoencoder, teacher, ode (student init), dmd (distillation), "
+                        "gen (teaches a finished student --init RUN to generate without structure, for "
+                        "`restyler generate`)")
     p.add_argument("--data", type=Path, required=True, metavar="DIR", help="dataset from `restyler record-data`")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="run directory shared by all stages; each stage reads what the earlier ones wrote")
@@ -291,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device(p)
     p.add_argument("--init", type=Path, default=None, metavar="RUN",
                    help="start from this stage's weights in another run directory (fine-tuning with new settings); "
-                        "dmd: from RUN's finished student, e.g. a second pass with --temporal")
+                        "dmd and gen: from RUN's finished student, e.g. a second pass with --temporal")
     p.add_argument("--loss-min-sigma", type=positive_float, default=None, metavar="S",
                    help="teacher only: floor of σ in the 1/σ² loss weight; 0.05 (default) favours fine detail, "
                         "0.5 the high-noise levels where the model learns to read structure and style")
@@ -363,18 +367,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_cmd_bench)
 
     # generate -------------------------------------------------------------------------------------------------
-    p = sub.add_parser("generate", help="generate a clip from a prompt",
-                       description="Generate a video from a prompt, optionally starting from an image or "
-                                   "extending a video.")
-    p.add_argument("--prompt", required=True, help="what to generate, e.g. 'a village in the snow at dusk'")
+    p = sub.add_parser("generate", help="generate a clip from a prompt, an image or a video (the student's other "
+                                         "modes)",
+                       description="Generate a video with the causal student: from a prompt alone (text-to-video), "
+                                   "from a still (--image) or continuing a video (--extend). The mp4 holds the N "
+                                   "new frames at the model's resolution. How good the modes are: "
+                                   "docs/generation.md.")
+    p.add_argument("--prompt", required=True,
+                   help="the style, as for the renderer, e.g. 'snowy winter village' (the four trained styles "
+                        "work best)")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--image", type=Path, default=None, metavar="PNG", help="first frame to start from")
     start.add_argument("--extend", type=Path, default=None, metavar="FILE.mp4",
                        help="video to continue from its last frames")
     p.add_argument("--frames", type=positive_int, required=True, metavar="N", help="frames to generate")
     p.add_argument("--out", type=mp4_path, required=True, metavar="FILE.mp4", help="where to write the video")
+    p.add_argument("--switch", action="append", default=[], metavar="FRAME:PROMPT",
+                   help="change the prompt at a frame, e.g. 48:neon night city (repeatable)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="noise seed: the same seed gives the same video")
+    p.add_argument("--steps", type=positive_int, default=None, metavar="N",
+                   help="denoising steps per chunk (default 8, docs/generation.md); fewer is faster and blurrier")
     _add_model(p)
-    p.set_defaults(handler=_not_built)
+    _add_device(p)
+    p.set_defaults(handler=_cmd_generate)
 
     return parser
 
@@ -386,10 +401,6 @@ def build_parser() -> argparse.ArgumentParser:
 def _error(command: str, message: str) -> int:
     print(f"{PROG} {command}: error: {message}", file=sys.stderr)
     return EXIT_USAGE
-
-
-def _not_built(args: argparse.Namespace) -> int:
-    return _error(args.command, "this command is not built yet in this version")
 
 
 def has_display() -> bool:
@@ -435,14 +446,15 @@ def _cmd_record_data(args: argparse.Namespace) -> int:
     from demo_game.record import RecordError, record_dataset
 
     try:
-        record_dataset(args.out, args.seeds, args.frames, args.size, force_eval_seeds=args.force_eval_seeds)
+        record_dataset(args.out, args.seeds, args.frames, args.size, force_eval_seeds=args.force_eval_seeds,
+                       pace=args.pace)
     except RecordError as exc:
         return _error("record-data", str(exc))
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    if args.stage in ("ode", "dmd"):
+    if args.stage in ("ode", "dmd", "gen"):
         return _train_distill(args)
     from demo_game.styles import STYLES
     from models.checkpoint import CheckpointError
@@ -622,6 +634,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     args.json.write_text(json.dumps(result.scores, indent=2) + "\n")
     args.json.with_name(args.json.stem + "_details.json").write_text(json.dumps(result.details, indent=2) + "\n")
     print(table(result))
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from bridge import BridgeError
+    from renderer.generate import GenerateError, ModelError, parse_switch, run_generate
+
+    try:
+        switches = [parse_switch(s) for s in args.switch]
+        written = run_generate(args.model, args.prompt, args.frames, args.out, args.image, args.extend, switches,
+                               args.device, args.seed, args.steps)
+    except (GenerateError, ModelError, BridgeError) as exc:
+        return _error("generate", str(exc))
+    print(f"{PROG} generate: wrote {written} frames to {args.out}")
     return 0
 
 

@@ -70,9 +70,10 @@ def synthetic_clips(tmp_path_factory):
     return write_synthetic_clips(tmp_path_factory.mktemp("synthetic_clips"))
 
 
-def write_random_model(root, frame_size=(64, 64), teacher_steps: int = 3, seed: int = 0):
-    """A model directory (teacher + student, tiny, random weights) in the shipped layout: what runtime, capture
-    and benchmark tests need. Speed and plumbing do not depend on trained weights."""
+def write_random_model(root, frame_size=(64, 64), teacher_steps: int = 3, seed: int = 0, generation: bool = True):
+    """A model directory (teacher + student, tiny, random weights) in the shipped layout: what runtime, capture,
+    generation and benchmark tests need. Speed and plumbing do not depend on trained weights. `generation` marks
+    the student as having had the generation stage (models.gen_stage), as the shipped one has."""
     from dataclasses import asdict
     from pathlib import Path
 
@@ -97,8 +98,12 @@ def write_random_model(root, frame_size=(64, 64), teacher_steps: int = 3, seed: 
 
     checkpoint.save_checkpoint(root, "teacher", random_dit(), teacher_meta, dtype=torch.float16)
     sampler = StudentSampler(refresh="last_step")
-    checkpoint.save_checkpoint(root, "student", random_dit(), student_meta(teacher_meta, cfg, sampler),
-                               dtype=torch.float16)
+    meta = student_meta(teacher_meta, cfg, sampler)
+    if generation:
+        from models.gen_stage import GenConfig
+
+        meta["generation"] = asdict(GenConfig())
+    checkpoint.save_checkpoint(root, "student", random_dit(), meta, dtype=torch.float16)
     return root
 
 

@@ -1,0 +1,118 @@
+"""The causal student's other modes (CausVid): text-to-video, image-to-video and video extension.
+
+All three are one causal rollout through the student's KV cache with no incoming frames (the structure channels
+are absent, as the student saw them dropped in its generation training, models.gen_stage) and a different start
+in the cache:
+
+    text-to-video    an empty cache
+    image-to-video   the image, written into the cache as a clean chunk (the image repeated over K frames)
+    extension        the last whole chunks of the video, written into the cache in order
+
+Then every chunk starts from pure noise, takes `steps` Euler steps against the cache, and is written back into
+the cache clean (CausVid's refresh: a generated past has nothing else to anchor it, so it must read as clean as
+the given context did). Streams of any length roll through the cache's window; its sinks keep the start, so an
+animated image stays anchored to the image. A prompt can change at any chunk: the held chunks are then
+re-encoded under the new prompt (models.distill.recache), so the scene carries over in the new style.
+
+Restyling runs the distilled few-step sampler (1–2 levels). Generation has no incoming frame to lean on: with 2
+levels the student draws the blurred mean of what could come next, so generation takes more, smaller steps
+(GenerationSampler.steps; docs/generation.md has the measurement).
+
+Called by `restyler generate` (renderer/generate.py), the generation training stage's sample grids, and tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from models import flow
+from models.distill import held_chunks, recache
+from models.dit import Conditioning, VideoDiT
+
+
+@dataclass(frozen=True)
+class GenerationSampler:
+    """How the student generates: Euler `steps` per chunk over the teacher's shifted grid, and the cache's size
+    (the student's own: its sink chunks and rolling window)."""
+    steps: int = 8
+    shift: float = 3.0
+    window_chunks: int = 2
+    sink_chunks: int = 1
+    # σ at which a chunk that follows a frame starts, from that frame noised (SDEdit from the previous frame);
+    # 1.0 starts every chunk from pure noise. Below 1 the layout carries over and the chunk only redraws it.
+    carry: float = 1.0
+
+    def levels(self, start: float = 1.0) -> list[float]:
+        """Decreasing noise levels from `start` to 0 on the `steps`-step shifted grid (cut at `start`)."""
+        from models.sampling import teacher_grid
+
+        return teacher_grid(self.steps, self.shift, start)
+
+
+def no_structure(style: torch.Tensor) -> Conditioning:
+    """A prompt alone: no low-detail frame, no G-buffers (the model's learned 'absent' embeddings stand in)."""
+    return Conditioning(style=style)
+
+
+@torch.no_grad()
+def generate(model: VideoDiT, sampler: GenerationSampler, style_at: Callable[[int], torch.Tensor], frames: int,
+             context: torch.Tensor | None = None, generator: torch.Generator | None = None,
+             progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    """`frames` new frames (1, frames, C, H, W) in model space after the clean `context` (1, F0, C, H, W), or
+    from nothing when it is None.
+
+    `style_at(frame)` gives the (1, 384) prompt embedding in force at a frame; a change between chunks re-encodes
+    the cache under the new prompt. `progress(frames_done)` is called after each chunk."""
+    if frames < 1:
+        raise ValueError(f"frames must be at least 1; got {frames}")
+    k = model.cfg.chunk_frames
+    device = model.out.weight.device
+    cache = model.new_cache(1, sampler.window_chunks, sampler.sink_chunks)
+    history: list[torch.Tensor] = []  # every clean chunk so far, oldest first, for re-encoding on a switch
+    style = style_at(0)
+
+    def per_frame(level: float) -> torch.Tensor:
+        return torch.full((1, k), level, device=device)
+
+    if context is not None:
+        # only what the cache can hold matters; the oldest of it becomes the sink
+        for chunk in context_chunks(context.to(device), k)[-cache.max_chunks:]:
+            model.step(chunk, per_frame(0.0), no_structure(style), cache, write=True)
+            history.append(chunk)
+    shape = (1, k, model.cfg.channels, *model.cfg.sample_size)
+    out = []
+    for start in range(0, frames, k):
+        now = style_at(start)
+        if not torch.equal(now, style) and cache.chunks:
+            recache(model, cache, [(x0, no_structure(now)) for x0 in held_chunks(cache, history)])
+        style = now
+        x = torch.randn(shape, generator=generator).to(device)
+        start_sigma = sampler.carry if history and sampler.carry < 1.0 else 1.0
+        if start_sigma < 1.0:  # the previous frame, noised to `carry`, in every frame of the chunk
+            x = flow.add_noise(history[-1][:, -1:].expand(shape), x, per_frame(start_sigma))
+        levels = sampler.levels(start_sigma)
+        for sigma, sigma_next in zip(levels[:-1], levels[1:]):
+            x0 = model.step(x, per_frame(sigma), no_structure(style), cache)
+            x = flow.euler_step(x, x0, per_frame(sigma), per_frame(sigma_next))
+        model.step(x, per_frame(0.0), no_structure(style), cache, write=True)  # the clean refresh
+        history.append(x)
+        out.append(x)
+        if progress is not None:
+            progress(min(start + k, frames))
+    return torch.cat(out, 1)[:, :frames]
+
+
+def context_chunks(context: torch.Tensor, k: int) -> list[torch.Tensor]:
+    """Clean frames (1, F0, ...) as whole chunks, oldest first: a context shorter than a chunk (an image) has its
+    first frame repeated to fill it, and a longer one keeps its last whole chunks (the most recent frames are what
+    the cache should hold)."""
+    f0 = context.shape[1]
+    if f0 < k:
+        context = torch.cat([context[:, :1]] * (k - f0) + [context], 1)
+        f0 = k
+    usable = f0 - f0 % k
+    context = context[:, f0 - usable:]
+    return [context[:, i:i + k] for i in range(0, usable, k)]
