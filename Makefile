@@ -52,7 +52,8 @@ train: setup
 	$(R) train dmd --data $(TRAIN_DATA) --out $(TRAIN_RUN)_temporal --init $(TRAIN_RUN) --steps 120 \
 		--regression 0.5 --temporal $(TEMPORAL) --resume
 	$(R) record-data --out $(GEN_DATA) --seeds 0:48 --frames 120 --size 128x128 --pace 0.3
-	$(R) train gen --data $(GEN_DATA) --out $(TRAIN_RUN)_gen --init $(TRAIN_RUN)_temporal --resume
+	$(R) train gen --data $(GEN_DATA) --out $(TRAIN_RUN)_gen1 --init $(TRAIN_RUN)_temporal --resume
+	$(R) train gen --data $(GEN_DATA) --out $(TRAIN_RUN)_gen --init $(TRAIN_RUN)_gen1 --lr 2e-4 --resume
 	$(R) eval --model $(TRAIN_RUN)_gen --seeds 1000:1003 --frames 24 --refresh last_step --reset-every 16 \
 		--json $(TRAIN_RUN)_gen/eval.json
 	$(R) record-data --out $(GEN_EVAL_WORLDS) --seeds 1000:1003 --frames 24 --size 128x128 --pace 0.3 \

@@ -22,8 +22,11 @@ from models import checkpoint
 SHIPPED = ("autoencoder", "teacher", "student")
 
 
-def export_model(run: Path, out: Path, sampler_changes: dict[str, Any] | None = None) -> list[Path]:
-    """Copy the shipped networks of `run` into `out` as fp16; returns the files written."""
+def export_model(run: Path, out: Path, sampler_changes: dict[str, Any] | None = None,
+                 generation_changes: dict[str, Any] | None = None) -> list[Path]:
+    """Copy the shipped networks of `run` into `out` as fp16; returns the files written. `generation_changes`
+    (steps, carry) set how a student trained to generate (`train gen`) generates: models.generate's
+    GenerationSampler, measured by models.gen_eval after training."""
     if not checkpoint.exists(run, "student"):
         raise checkpoint.CheckpointError(f"{run} holds no student; finish the recipe (`restyler train dmd --out "
                                           f"{run}`) before exporting it")
@@ -36,6 +39,11 @@ def export_model(run: Path, out: Path, sampler_changes: dict[str, Any] | None = 
         meta = {k: v for k, v in meta.items() if k not in ("format", "save_id")}
         if name == "student" and sampler_changes:
             meta["sampler"] = {**meta["sampler"], **sampler_changes}
+        if name == "student" and generation_changes:
+            if "generation" not in meta:
+                raise checkpoint.CheckpointError(f"the student of {run} was not trained to generate (`restyler "
+                                                  "train gen`); --gen-steps and --gen-carry do not apply")
+            meta["generation"]["sampler"] = {**meta["generation"].get("sampler", {}), **generation_changes}
         checkpoint.save_checkpoint(out, name, tensors, meta, dtype=torch.float16)
         written += list(checkpoint.paths(out, name))
     return written
@@ -47,6 +55,12 @@ def _non_negative(text: str) -> int:
     return int(text)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Export a training run as a shipped fp16 model directory.")
     parser.add_argument("run", type=Path, help="finished run directory (teacher and student trained)")
@@ -55,9 +69,16 @@ def main() -> None:
                         help="the student's KV-cache refresh at run time (default: the one it trained with)")
     parser.add_argument("--reset-every", type=_non_negative, default=None, metavar="N",
                         help="empty the student's KV cache every N chunks at run time, against drift (0: never)")
+    parser.add_argument("--gen-steps", type=_positive, default=None, metavar="N",
+                        help="Euler steps per generated chunk (`restyler generate`; docs/generation.md)")
+    parser.add_argument("--gen-carry", type=float, default=None, metavar="S",
+                        help="noise level a generated chunk starts at from the previous frame (1: pure noise)")
     args = parser.parse_args()
     changes = {k: v for k, v in (("refresh", args.refresh), ("reset_every", args.reset_every)) if v is not None}
-    for path in export_model(args.run, args.out, changes):
+    generation = {k: v for k, v in (("steps", args.gen_steps), ("carry", args.gen_carry)) if v is not None}
+    if "carry" in generation and not 0 < generation["carry"] <= 1:
+        parser.error(f"--gen-carry must be in (0, 1]; got {generation['carry']}")
+    for path in export_model(args.run, args.out, changes, generation):
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 

@@ -48,7 +48,7 @@ def default_gen_config() -> TrainConfig:
     # A new skill, not a polish: a teacher-like LR. The loss weight's σ floor is 0.5, not the teacher's 0.05:
     # with 0.05 the gradient is dominated by low noise, where a chunk denoises itself; drawing the next frames
     # from the context (copying it forward through attention) is learned at high noise (docs/generation.md).
-    return TrainConfig(steps=600, batch=8, lr=3e-4, warmup=30, ema_decay=0.99, ema_start=100, sample_every=150,
+    return TrainConfig(steps=500, batch=8, lr=3e-4, warmup=30, ema_decay=0.99, ema_start=100, sample_every=150,
                        checkpoint_every=50, drop_style=0.0, loss_min_sigma=0.5)
 
 

@@ -8,15 +8,22 @@ in the cache:
     image-to-video   the image, written into the cache as a clean chunk (the image repeated over K frames)
     extension        the last whole chunks of the video, written into the cache in order
 
-Then every chunk starts from pure noise, takes `steps` Euler steps against the cache, and is written back into
-the cache clean (CausVid's refresh: a generated past has nothing else to anchor it, so it must read as clean as
-the given context did). Streams of any length roll through the cache's window; its sinks keep the start, so an
-animated image stays anchored to the image. A prompt can change at any chunk: the held chunks are then
-re-encoded under the new prompt (models.distill.recache), so the scene carries over in the new style.
+Then every chunk is drawn in three steps:
 
-Restyling runs the distilled few-step sampler (1–2 levels). Generation has no incoming frame to lean on: with 2
-levels the student draws the blurred mean of what could come next, so generation takes more, smaller steps
-(GenerationSampler.steps; docs/generation.md has the measurement).
+    1. start: pure noise for the first chunk of a text-to-video clip and at a prompt switch; otherwise the
+       previous frame noised to `carry` (SDEdit from it, so the layout carries over and the chunk redraws it)
+    2. denoise: Euler steps over the teacher's shifted grid against the cache
+    3. refresh: the chunk is written back into the cache clean (CausVid's refresh: a generated past has nothing
+       else to anchor it, so it must read as clean as the given context did)
+
+Streams of any length roll through the cache's window; its sinks keep the start, so an animated image stays
+anchored to the image. A prompt can change at any chunk: by default the cache is emptied there and the chunk
+starts from noise, a cut to the new style (GenerationSampler.on_switch; re-encoding the held chunks under the new
+prompt, models.distill.recache, is the other choice, measured worse).
+
+Restyling runs the distilled one or two levels; generation has no incoming frame to lean on and takes more,
+smaller steps. Both `steps` and `carry` are measured per model (models.gen_eval, docs/generation.md) and shipped
+in its JSON.
 
 Called by `restyler generate` (renderer/generate.py), the generation training stage's sample grids, and tests.
 """
@@ -35,8 +42,8 @@ from models.dit import Conditioning, VideoDiT
 
 @dataclass(frozen=True)
 class GenerationSampler:
-    """How the student generates: Euler `steps` per chunk over the teacher's shifted grid, and the cache's size
-    (the student's own: its sink chunks and rolling window)."""
+    """How the student generates: Euler `steps` per chunk over the teacher's shifted grid, the level `carry` a
+    chunk that follows a frame starts at, and the cache's size (the student's own sinks and rolling window)."""
     steps: int = 8
     shift: float = 3.0
     window_chunks: int = 2
@@ -44,6 +51,10 @@ class GenerationSampler:
     # σ at which a chunk that follows a frame starts, from that frame noised (SDEdit from the previous frame);
     # 1.0 starts every chunk from pure noise. Below 1 the layout carries over and the chunk only redraws it.
     carry: float = 1.0
+    # what a prompt switch does to the cache: "reset" empties it (a cut to a new scene in the new style);
+    # "recache" re-encodes the held chunks under the new prompt, meant to carry the scene over, but the shipped
+    # student then keeps drawing the old colours (docs/generation.md)
+    on_switch: str = "reset"
 
     def levels(self, start: float = 1.0) -> list[float]:
         """Decreasing noise levels from `start` to 0 on the `steps`-step shifted grid (cut at `start`)."""
@@ -68,6 +79,8 @@ def generate(model: VideoDiT, sampler: GenerationSampler, style_at: Callable[[in
     the cache under the new prompt. `progress(frames_done)` is called after each chunk."""
     if frames < 1:
         raise ValueError(f"frames must be at least 1; got {frames}")
+    if sampler.on_switch not in ("reset", "recache"):
+        raise ValueError(f"on_switch must be 'reset' or 'recache'; got {sampler.on_switch!r}")
     k = model.cfg.chunk_frames
     device = model.out.weight.device
     cache = model.new_cache(1, sampler.window_chunks, sampler.sink_chunks)
@@ -86,12 +99,17 @@ def generate(model: VideoDiT, sampler: GenerationSampler, style_at: Callable[[in
     out = []
     for start in range(0, frames, k):
         now = style_at(start)
-        if not torch.equal(now, style) and cache.chunks:
+        switched = not torch.equal(now, style)
+        if switched and sampler.on_switch == "reset":
+            cache.reset()
+            history = []
+        elif switched and cache.chunks:
             recache(model, cache, [(x0, no_structure(now)) for x0 in held_chunks(cache, history)])
         style = now
         x = torch.randn(shape, generator=generator).to(device)
-        start_sigma = sampler.carry if history and sampler.carry < 1.0 else 1.0
-        if start_sigma < 1.0:  # the previous frame, noised to `carry`, in every frame of the chunk
+        # a chunk after a prompt switch starts from noise: a carried frame would hold the old style's colours
+        start_sigma = sampler.carry if history and not switched else 1.0
+        if start_sigma < 1.0:  # the previous frame, noised to `carry`, in every frame of the chunk (SDEdit)
             x = flow.add_noise(history[-1][:, -1:].expand(shape), x, per_frame(start_sigma))
         levels = sampler.levels(start_sigma)
         for sigma, sigma_next in zip(levels[:-1], levels[1:]):

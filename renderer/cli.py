@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss-min-sigma", type=positive_float, default=None, metavar="S",
                    help="teacher only: floor of σ in the 1/σ² loss weight; 0.05 (default) favours fine detail, "
                         "0.5 the high-noise levels where the model learns to read structure and style")
-    g = p.add_argument_group("distillation (ode, dmd)")
+    g = p.add_argument_group("distillation and generation (ode, dmd, gen)")
     _add_sampler_options(g, "ode: the student's", defaults=True)
     g.add_argument("--pair-clips", type=positive_int, default=128, metavar="N",
                    help="ode: teacher trajectories to generate (the stage's largest cost on a CPU)")
@@ -386,7 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change the prompt at a frame, e.g. 48:neon night city (repeatable)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="noise seed: the same seed gives the same video")
     p.add_argument("--steps", type=positive_int, default=None, metavar="N",
-                   help="denoising steps per chunk (default 8, docs/generation.md); fewer is faster and blurrier")
+                   help="denoising steps per chunk (default: what the model ships with, docs/generation.md); fewer is "
+                        "faster and blurrier")
     _add_model(p)
     _add_device(p)
     p.set_defaults(handler=_cmd_generate)

@@ -103,7 +103,10 @@ class VideoGenerator:
         self.bundle = bundle
         self.device = torch.device(device)
         s = bundle.sampler
-        self.sampler = GenerationSampler(shift=s.shift, window_chunks=s.window_chunks, sink_chunks=s.sink_chunks)
+        # the cache and shift are the student's own; steps and carry were measured for this model and shipped
+        # with it (models.export --gen-steps/--gen-carry)
+        self.sampler = GenerationSampler(shift=s.shift, window_chunks=s.window_chunks, sink_chunks=s.sink_chunks,
+                                         **bundle.meta["generation"].get("sampler", {}))
         if steps is not None:
             if steps < 1:
                 raise GenerateError(f"steps must be at least 1; got {steps}")

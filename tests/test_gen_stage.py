@@ -84,3 +84,21 @@ def test_draws_give_clean_context_then_noised_chunks(finished_run):
     anchor_stage = stage_for(data, run, GenConfig(generation_rows=0.0))
     anchor_sigma = anchor_stage.draw(16, torch.Generator().manual_seed(2))["sigma"]
     assert set(anchor_sigma.flatten().tolist()) <= levels
+
+
+def test_export_ships_the_measured_generation_sampler(finished_run, tmp_path):
+    """models.export --gen-steps/--gen-carry land in the student's JSON, and the generator uses them; a student
+    that was never trained to generate refuses them."""
+    from models import checkpoint
+    from models.export import export_model
+    from renderer.generate import VideoGenerator
+
+    data, run = finished_run
+    gen_run = tmp_path / "gen"
+    run_distill_stage("gen", data, gen_run, steps=1, batch=4, overrides={"sample_every": 1000}, init=run)
+    export_model(gen_run, tmp_path / "shipped", {"refresh": "last_step"}, {"steps": 3, "carry": 0.6})
+    generator = VideoGenerator.from_pretrained(tmp_path / "shipped", "cpu")
+    assert (generator.sampler.steps, generator.sampler.carry) == (3, 0.6)
+    assert generator.bundle.sampler.refresh == "last_step"
+    with pytest.raises(checkpoint.CheckpointError, match="train gen"):
+        export_model(run, tmp_path / "other", None, {"steps": 3})

@@ -35,6 +35,8 @@ class FakeConfig:
     width: int = 128
     height: int = 128
     fps: int = 30
+    walk_speed: float = 4.3
+    turn_speed: float = 2.6
 
 
 FAKE_STYLES = {"sunny": object(), "snowy": object(), "neon": object()}
@@ -326,3 +328,25 @@ def test_normalize_depth_range():
     norm = normalize_depth(depth)
     assert norm[0] == -1 and torch.isclose(norm[4], torch.tensor(1.0)) and norm[5] == norm[4]
     assert torch.all(norm[1:5] > norm[:4])
+
+
+def test_pace_scales_the_bot_and_is_part_of_the_dataset(fake_game: Game, tmp_path: Path):
+    """`record-data --pace` (the calm camera of the generation data): the sessions get the bot's walking and
+    turning speed scaled, the manifest records the pace, and a directory never mixes two paces."""
+    configs = []
+
+    class Session(FakeSession):
+        def __init__(self, config, ctx=None):
+            configs.append(config)
+            super().__init__(config, ctx)
+
+    out = tmp_path / "data"
+    manifest = fake_game.record(out, range(0, 1), session_cls=Session, pace=0.3)
+    base = fake_game.config_cls()
+    assert manifest["pace"] == 0.3
+    assert configs[0].walk_speed == pytest.approx(base.walk_speed * 0.3)
+    assert configs[0].turn_speed == pytest.approx(base.turn_speed * 0.3)
+    with pytest.raises(RecordError, match="pace"):
+        fake_game.record(out, range(0, 2))
+    with pytest.raises(RecordError, match="pace"):
+        fake_game.record(tmp_path / "other", range(0, 1), pace=0)
