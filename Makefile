@@ -35,7 +35,7 @@ test: setup
 	SDL_VIDEODRIVER=offscreen SDL_AUDIODRIVER=dummy $(VPY) -m pytest $(PYTEST_ARGS)
 
 # The default model from nothing: record the data with the bot, train every stage of the recipe, evaluate on the
-# held-out worlds, export to models/weights/default. About 2.5 h on a 2-core CPU (models/weights/default/README.md
+# held-out worlds, export to models/weights/default. About 3.3 h on a 2-core CPU (models/weights/default/README.md
 # has each stage's cost); every stage resumes where it stopped, so rerunning `make train` after an interruption goes on.
 TRAIN_DATA ?= data/train128
 TRAIN_RUN ?= runs/default
@@ -59,7 +59,7 @@ train: setup
 	$(R) record-data --out $(GEN_EVAL_WORLDS) --seeds 1000:1003 --frames 24 --size 128x128 --pace 0.3 \
 		--force-eval-seeds
 	$(VPY) -m models.gen_eval $(TRAIN_RUN)_gen $(GEN_EVAL_WORLDS) --json $(TRAIN_RUN)_gen/gen_eval.json
-	$(VPY) -m models.export $(TRAIN_RUN)_gen $(TRAIN_OUT) --refresh last_step --reset-every 16
+	$(VPY) -m models.export $(TRAIN_RUN)_gen $(TRAIN_OUT) --refresh last_step --reset-every 16 --gen-steps 8 --gen-carry 0.6
 
 # Build and test leftovers only: recorded data, checkpoints and the virtualenv stay (see distclean).
 clean:
