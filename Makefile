@@ -58,7 +58,8 @@ train: setup
 		--json $(TRAIN_RUN)_gen/eval.json
 	$(R) record-data --out $(GEN_EVAL_WORLDS) --seeds 1000:1003 --frames 24 --size 128x128 --pace 0.3 \
 		--force-eval-seeds
-	$(VPY) -m models.gen_eval $(TRAIN_RUN)_gen $(GEN_EVAL_WORLDS) --json $(TRAIN_RUN)_gen/gen_eval.json
+	$(VPY) -m models.gen_eval $(TRAIN_RUN)_gen $(GEN_EVAL_WORLDS) --steps 8 --carry 0.6 \
+		--json $(TRAIN_RUN)_gen/gen_eval.json
 	$(VPY) -m models.export $(TRAIN_RUN)_gen $(TRAIN_OUT) --refresh last_step --reset-every 16 --gen-steps 8 --gen-carry 0.6
 
 # Build and test leftovers only: recorded data, checkpoints and the virtualenv stay (see distclean).

@@ -107,15 +107,17 @@ def generation_sheet(model: Path, out_dir: Path, frames: int = 48) -> None:
     generator = VideoGenerator.from_pretrained(model, "cpu")
     w, h = generator.frame_size
     ctx = moderngl.create_standalone_context(backend="egl")
-    with GameSession(GameConfig(seed=SEED, width=w, height=h, walk_speed=GameConfig.walk_speed * 0.3,
-                                turn_speed=GameConfig.turn_speed * 0.3), ctx=ctx) as game:
-        for _ in range(WALK_TICKS):
-            game.advance()
-        clip = []
-        for _ in range(generator.context_frames):
-            game.step()
-            clip.append(game.render_style("autumn sunset"))
-    ctx.release()
+    try:  # the calm camera the generation stage trains on (record-data --pace 0.3)
+        with GameSession(GameConfig(seed=SEED, width=w, height=h, walk_speed=GameConfig.walk_speed * 0.3,
+                                    turn_speed=GameConfig.turn_speed * 0.3), ctx=ctx) as game:
+            for _ in range(WALK_TICKS):
+                game.advance()
+            clip = []
+            for _ in range(generator.context_frames):
+                game.step()
+                clip.append(game.render_style("autumn sunset"))
+    finally:
+        ctx.release()
     half = frames // 2
     runs = {
         "text: sunny summer day": generator.generate(STYLES["sunny summer"].prompts[0], frames),

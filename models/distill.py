@@ -9,8 +9,9 @@
           bidirectional teacher is the real score, a trainable copy of it the fake score.
           Writes RUN/student.{safetensors,json}.
 
-Called by `restyler train ode|dmd` through run_distill_stage. Both stages read RUN/teacher.* written by the
-teacher stage and share the loop conventions of models.train (exact resume, EMA, atomic checkpoints, logs).
+Called by `restyler train ode|dmd` through run_distill_stage (which also runs `train gen`, models.gen_stage, the
+same way). Both stages read RUN/teacher.* written by the teacher stage and share the loop conventions of
+models.train (exact resume, EMA, atomic checkpoints, logs).
 """
 
 from __future__ import annotations
@@ -344,7 +345,7 @@ def teacher_stage_for(run: Path, data: Path, cfg: TrainConfig, device: torch.dev
 
 
 def _take_from_init(stage_name: str, init: Path, run: Path, dist_info: Any) -> None:
-    """For `train dmd --init INIT`: copy INIT's teacher and ODE student into `run` (each file written under a
+    """For `train dmd|gen --init INIT`: copy INIT's teacher and ODE student into `run` (each file written under a
     temporary name, then renamed, so an interrupted copy is never taken for a checkpoint)."""
     if stage_name not in ("dmd", "gen"):
         raise TrainError("--init in distillation fine-tunes a finished student: use it with `train dmd` or "
@@ -367,16 +368,20 @@ def run_distill_stage(stage_name: str, data: Path, run: Path, steps: int | None 
                       resume: bool = False, device: str = "auto", overrides: dict[str, Any] | None = None,
                       sampler: StudentSampler | None = None, pair_clips: int = 128, dmd_cfg: Any = None,
                       progress=print, init: Path | None = None, gen_cfg: Any = None) -> dict[str, Any]:
-    """Entry point of `restyler train ode|dmd` (also under torchrun). `init` (dmd only): fine-tune the finished
-    student of another run with new settings; `run` gets that run's teacher and ODE student, so it is a complete
-    model directory of its own."""
+    """Entry point of `restyler train ode|dmd|gen` (also under torchrun). `init` (dmd, gen; gen requires it):
+    fine-tune the finished student of another run with new settings; `run` gets that run's teacher and ODE
+    student, so it is a complete model directory of its own. `gen_cfg`: the gen stage's settings
+    (models.gen_stage)."""
     from dataclasses import fields
 
     from models.train import setup_distributed, train
 
-    dist_info = setup_distributed(device)
     if stage_name == "gen" and init is None:
         raise TrainError("`train gen` fine-tunes a finished student: pass --init RUN (e.g. models/weights/default)")
+    if stage_name != "ode" and sampler is not None:
+        raise TrainError("--timesteps, --refresh, --noise and --reset-every belong to the ode stage (the student "
+                         "keeps the sampler it was initialised with; `models.export` can change it for shipping)")
+    dist_info = setup_distributed(device)
     cfg = default_distill_config(stage_name)
     known = {f.name for f in fields(TrainConfig)}
     cfg = replace(cfg, **{k: v for k, v in (overrides or {}).items() if k in known and v is not None})
@@ -410,9 +415,6 @@ def run_distill_stage(stage_name: str, data: Path, run: Path, steps: int | None 
             del teacher
             return train(GenerationStage(stage, student, meta, gen_cfg or GenConfig(), init), run, cfg, dist_info,
                          resume, progress)
-        if sampler is not None:
-            raise TrainError("--timesteps, --refresh, --noise and --reset-every belong to the ode stage (the student "
-                             "keeps the sampler it was initialised with; `models.export` can change it for shipping)")
         from models.dmd import run_dmd
 
         return run_dmd(stage, teacher, teacher_meta, run, cfg, dist_info, resume, progress, dmd_cfg, init)

@@ -1,4 +1,6 @@
-"""How well the student generates (models.generate), scored on the held-out worlds `restyler eval` renders.
+"""How well the student generates (models.generate), scored on held-out worlds (seeds >= 1000) recorded with
+`restyler record-data --force-eval-seeds`: calm ones (`--pace 0.3`, as the generation stage trains on) or the ones
+`restyler eval` renders.
 
 Every clip of CLIPS_DIR (each world in each style, its reference renders) gives four runs, the first training
 prompt of its style as the prompt:
@@ -109,7 +111,7 @@ def evaluate_generation(model_dir: Path, clips_dir: Path, steps: int, frames: in
         add("t2v_spectrum_gap", spectrum_gap(out, refs[index == s].flatten(0, 1)))
         add("t2v_motion", mean_step(out) / own_step)
         new = (s + 1) % len(names)
-        half = frames // 2
+        half = frames // 2 // student.cfg.chunk_frames * student.cfg.chunk_frames  # a switch on a chunk boundary
         out = generate(student, gen_sampler, lambda f: styles[s if f < half else new][None], frames, None, gen)[0]
         add("switch_hits", float((style_of(out[half:]) == new).float().mean()))
     seconds = time.perf_counter() - tick
@@ -121,14 +123,13 @@ def evaluate_generation(model_dir: Path, clips_dir: Path, steps: int, frames: in
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m models.gen_eval", description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path, help="model directory (a shipped model or a run)")
-    p.add_argument("clips", type=Path, help="held-out worlds from `restyler eval` (e.g. out/eval_worlds/...)")
+    p.add_argument("clips", type=Path, help="held-out worlds, e.g. out/eval_worlds/gen_128x128_24f_seeds1000-1002")
     p.add_argument("--steps", type=int, nargs="+", default=[GenerationSampler.steps])
     p.add_argument("--carry", type=float, nargs="+", default=[GenerationSampler.carry],
                    help="start levels of chunks that follow a frame (GenerationSampler.carry); each is scored")
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--json", type=Path, default=None, help="write the scores here as well")
     args = p.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     results = []
     for steps in args.steps:
         for carry in args.carry:

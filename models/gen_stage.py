@@ -66,8 +66,9 @@ class GenerationStage(Stage):
         self.init = init
         self.dataset = teacher_stage.dataset
         self.device = teacher_stage.device
-        from models.distill import StudentSampler
         from models import checkpoint
+        from models.distill import StudentSampler
+
         self.levels = checkpoint.config_from_json(StudentSampler, student_meta["sampler"]).sigmas()[:-1]
 
     def draw(self, b: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
@@ -124,6 +125,9 @@ class GenerationStage(Stage):
         meta["generation"] = {**asdict(self.gen_cfg), "init": {"run": str(self.init),
                                                                  "step": self.student_meta.get("step"),
                                                                  "save_id": self.student_meta.get("save_id")}}
+        shipped = self.student_meta.get("generation", {}).get("sampler")
+        if shipped:  # fine-tuning a shipped student keeps the generation sampler it was exported with
+            meta["generation"]["sampler"] = shipped
         return meta
 
     @torch.no_grad()

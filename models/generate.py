@@ -42,8 +42,9 @@ from models.dit import Conditioning, VideoDiT
 
 @dataclass(frozen=True)
 class GenerationSampler:
-    """How the student generates: Euler `steps` per chunk over the teacher's shifted grid, the level `carry` a
-    chunk that follows a frame starts at, and the cache's size (the student's own sinks and rolling window)."""
+    """How the student generates: Euler steps over the teacher's shifted `steps`-step grid (all of it from pure
+    noise; from `carry`, only its part below that level: 3 of 8 steps at 0.6), the level `carry` a chunk that
+    follows a frame starts at, and the cache's size (the student's own sinks and rolling window)."""
     steps: int = 8
     shift: float = 3.0
     window_chunks: int = 2
@@ -75,8 +76,9 @@ def generate(model: VideoDiT, sampler: GenerationSampler, style_at: Callable[[in
     """`frames` new frames (1, frames, C, H, W) in model space after the clean `context` (1, F0, C, H, W), or
     from nothing when it is None.
 
-    `style_at(frame)` gives the (1, 384) prompt embedding in force at a frame; a change between chunks re-encodes
-    the cache under the new prompt. `progress(frames_done)` is called after each chunk."""
+    `style_at(frame)` gives the (1, 384) prompt embedding in force at a frame. A chunk takes the prompt in force
+    at its last frame, so a switch applies from the chunk that holds its frame, and what it does to the cache is
+    `sampler.on_switch`. `progress(frames_done)` is called after each chunk."""
     if frames < 1:
         raise ValueError(f"frames must be at least 1; got {frames}")
     if sampler.on_switch not in ("reset", "recache"):
@@ -84,8 +86,10 @@ def generate(model: VideoDiT, sampler: GenerationSampler, style_at: Callable[[in
     k = model.cfg.chunk_frames
     device = model.out.weight.device
     cache = model.new_cache(1, sampler.window_chunks, sampler.sink_chunks)
-    history: list[torch.Tensor] = []  # every clean chunk so far, oldest first, for re-encoding on a switch
-    style = style_at(0)
+    # the clean chunks the cache can still hold (its sinks, then the most recent window), oldest first: the carry
+    # reads the last one, a re-encoding on a switch all of them; older ones are dropped, so memory stays flat
+    history: list[torch.Tensor] = []
+    style = style_at(min(k, frames) - 1)  # the first chunk's prompt; the context is encoded under it too
 
     def per_frame(level: float) -> torch.Tensor:
         return torch.full((1, k), level, device=device)
@@ -98,7 +102,7 @@ def generate(model: VideoDiT, sampler: GenerationSampler, style_at: Callable[[in
     shape = (1, k, model.cfg.channels, *model.cfg.sample_size)
     out = []
     for start in range(0, frames, k):
-        now = style_at(start)
+        now = style_at(min(start + k, frames) - 1)
         switched = not torch.equal(now, style)
         if switched and sampler.on_switch == "reset":
             cache.reset()
@@ -117,6 +121,8 @@ def generate(model: VideoDiT, sampler: GenerationSampler, style_at: Callable[[in
             x = flow.euler_step(x, x0, per_frame(sigma), per_frame(sigma_next))
         model.step(x, per_frame(0.0), no_structure(style), cache, write=True)  # the clean refresh
         history.append(x)
+        if len(history) > cache.max_chunks:
+            del history[cache.sink_chunks]  # the oldest chunk past the sinks has left the cache's window
         out.append(x)
         if progress is not None:
             progress(min(start + k, frames))

@@ -11,11 +11,13 @@ Python API:
     gen.write(video, "out.mp4")
 
 `restyler generate` (renderer/cli.py) is `run_generate`: the same calls with a progress bar. Frames come out at
-the model's resolution; a start image or video of another size is resized to it. The output holds only the new
-frames (an extension's source video is not repeated).
+the model's resolution; a start image or video of another size is resized to it. A clip of N frames from an image
+opens with the image, then N − 1 generated frames; an extension holds only the N new frames (its source video is
+not repeated).
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Mapping
@@ -61,7 +63,7 @@ def load_video_tail(path: Path | str, frames: int) -> tuple[np.ndarray, float]:
     try:
         with VideoFileSource(path) as src:
             fps = src.fps
-            tail = [p.rgb for p in src][-frames:]
+            tail = deque((p.rgb for p in src), maxlen=frames)
     except BridgeError as exc:
         raise GenerateError(f"cannot extend {path}: {exc}") from None
     if not tail:
@@ -152,7 +154,8 @@ class VideoGenerator:
     def generate(self, prompt: str, frames: int, image: np.ndarray | str | Path | None = None,
                  extend: np.ndarray | str | Path | None = None, switches: Mapping[int, str] | None = None,
                  seed: int = 0, progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """`frames` new frames (frames, H, W, 3) uint8 at the model's size.
+        """A clip of `frames` frames (frames, H, W, 3) uint8 at the model's size: all generated, or the image and
+        then frames − 1 generated ones.
 
         prompt    the style, as for the renderer (any text; the trained styles are the presets)
         image     image-to-video: a path or an RGB uint8 array; the video starts from it
@@ -229,6 +232,8 @@ def run_generate(model_dir: Path, prompt: str, frames: int, out: Path, image: Pa
     """`restyler generate`: write `frames` generated frames to `out` with a progress bar; returns the count."""
     from tqdm import tqdm
 
+    if not Path(out).parent.is_dir():
+        raise GenerateError(f"cannot write {out}: the folder {Path(out).parent} does not exist")
     generator = VideoGenerator.from_pretrained(model_dir, device, steps)
     fps, start = FPS, None
     if extend is not None:

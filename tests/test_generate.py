@@ -138,3 +138,10 @@ def test_image_to_video_opens_with_the_image(generator):
     assert video.shape == (5, 64, 64, 3)
     assert np.abs(video[0].astype(int) - image).max() <= 1
     assert generator.generate("snowy winter village", 1, image=image).shape == (1, 64, 64, 3)
+
+
+def test_a_switch_inside_a_chunk_applies_from_that_chunk(generator):
+    """A chunk takes the prompt in force at its last frame: a switch at frame 5 (chunk 4-5) is the switch at 4."""
+    at_4 = generator.generate("sunny summer day", 8, switches={4: "snowy winter village"})
+    at_5 = generator.generate("sunny summer day", 8, switches={5: "snowy winter village"})
+    assert np.array_equal(at_4, at_5)
