@@ -1,7 +1,12 @@
 """GameConfig: every size and rate of the demo game in one injected dataclass (no module-level state)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+# The bot's pace (a multiple of its walking and turning speed) for the calm camera the generation stage learns
+# from: `restyler record-data --pace 0.3` (docs/generation.md)
+CALM_PACE = 0.3
 
 
 @dataclass(frozen=True)
@@ -33,3 +38,11 @@ class GameConfig:
     @property
     def dt(self) -> float:
         return 1.0 / self.fps
+
+
+Config = TypeVar("Config")
+
+
+def at_pace(config: Config, pace: float) -> Config:
+    """The same game with the player, and so the bot, walking and turning `pace` times as fast."""
+    return replace(config, walk_speed=config.walk_speed * pace, turn_speed=config.turn_speed * pace)

@@ -20,6 +20,8 @@ from tqdm import tqdm
 
 from models.atomic import write_atomic
 
+from .config import at_pace
+
 FORMAT = 1
 FIRST_EVAL_SEED = 1000  # seeds from here up are held-out evaluation worlds (DESIGN.md)
 MANIFEST = "manifest.json"
@@ -250,7 +252,7 @@ def record_dataset(out: Path, seeds: Iterable[int], frames: int, size: tuple[int
     spec = DatasetSpec(size=(width, height), frames=frames, fps=base.fps, styles=tuple(styles), pace=pace)
 
     def game_config(seed: int) -> Any:
-        return replace(base, seed=seed, walk_speed=base.walk_speed * pace, turn_speed=base.turn_speed * pace)
+        return at_pace(replace(base, seed=seed), pace)
 
     out.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(out)

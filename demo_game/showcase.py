@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .config import GameConfig
+from .config import CALM_PACE, GameConfig, at_pace
 from .headless import save_sheet
 from .styles import STYLES
 
@@ -107,9 +107,8 @@ def generation_sheet(model: Path, out_dir: Path, frames: int = 48) -> None:
     generator = VideoGenerator.from_pretrained(model, "cpu")
     w, h = generator.frame_size
     ctx = moderngl.create_standalone_context(backend="egl")
-    try:  # the calm camera the generation stage trains on (record-data --pace 0.3)
-        with GameSession(GameConfig(seed=SEED, width=w, height=h, walk_speed=GameConfig.walk_speed * 0.3,
-                                    turn_speed=GameConfig.turn_speed * 0.3), ctx=ctx) as game:
+    try:  # the calm camera the generation stage trains on
+        with GameSession(at_pace(GameConfig(seed=SEED, width=w, height=h), CALM_PACE), ctx=ctx) as game:
             for _ in range(WALK_TICKS):
                 game.advance()
             clip = []

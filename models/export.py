@@ -49,16 +49,13 @@ def export_model(run: Path, out: Path, sampler_changes: dict[str, Any] | None = 
     return written
 
 
-def _non_negative(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}")
-    return int(text)
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1; got {text!r}")
-    return int(text)
+def _int_at_least(minimum: int):
+    """An argparse type: a whole number >= `minimum`."""
+    def parse(text: str) -> int:
+        if not text.isdigit() or int(text) < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}; got {text!r}")
+        return int(text)
+    return parse
 
 
 def main() -> None:
@@ -67,10 +64,10 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="model directory to write, e.g. models/weights/default")
     parser.add_argument("--refresh", choices=["clean", "last_step"], default=None,
                         help="the student's KV-cache refresh at run time (default: the one it trained with)")
-    parser.add_argument("--reset-every", type=_non_negative, default=None, metavar="N",
+    parser.add_argument("--reset-every", type=_int_at_least(0), default=None, metavar="N",
                         help="empty the student's KV cache every N chunks at run time, against drift (0: never)")
-    parser.add_argument("--gen-steps", type=_positive, default=None, metavar="N",
-                        help="Euler steps per generated chunk (`restyler generate`; docs/generation.md)")
+    parser.add_argument("--gen-steps", type=_int_at_least(1), default=None, metavar="N",
+                        help="size of the Euler grid of a generated chunk (`restyler generate`; docs/generation.md)")
     parser.add_argument("--gen-carry", type=float, default=None, metavar="S",
                         help="noise level a generated chunk starts at from the previous frame (1: pure noise)")
     args = parser.parse_args()

@@ -129,9 +129,7 @@ class StreamEngine:
         if self.style is None:
             raise RuntimeError("set_style() before the first chunk: the student needs a style prompt")
         size = (self.height, self.width)
-        rgb = torch.from_numpy(np.stack([p.rgb for p in packets])).to(self.device)       # (K, H, W, 3) uint8
-        low = rgb.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)                        # (K, 3, H, W)
-        low = resize(low, size, "area" if low.shape[-1] > self.width else "bilinear")
+        low = rgb_to_model_size(np.stack([p.rgb for p in packets]), size, self.device)   # (K, 3, H, W)
         gbuffers = None
         if all(p.depth is not None and p.normals is not None for p in packets):
             depth = torch.from_numpy(np.stack([p.depth for p in packets]))[:, None]        # (K, 1, H, W)
@@ -152,10 +150,7 @@ class StreamEngine:
 
     def to_frames(self, x0: torch.Tensor) -> np.ndarray:
         """5. x0 (1, K, C, h, w) -> (K, H, W, 3) uint8 at the model's resolution."""
-        ae = self.bundle.autoencoder
-        x = x0 if ae is None else ae.decode_video(x0)
-        x = x[0].clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)                   # (K, 3, H, W)
-        return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        return model_to_rgb(x0, self.bundle.autoencoder)
 
     @torch.no_grad()
     def step(self, packets: Sequence[FramePacket]) -> np.ndarray:
@@ -178,6 +173,21 @@ class StreamEngine:
                 self.step([packet] * self.chunk_frames)
             self.reset()
         self.generator.manual_seed(self.seed)
+
+
+def rgb_to_model_size(rgb: np.ndarray, size: tuple[int, int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """(F, H, W, 3) uint8 frames of any size -> (F, 3, *size) in [-1, 1]: area filter down, bilinear up."""
+    rgb = np.ascontiguousarray(rgb) if rgb.flags.writeable else rgb.copy()  # torch wants writable memory
+    x = torch.from_numpy(rgb).to(device)
+    x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    return resize(x, size, "area" if x.shape[-1] > size[1] else "bilinear")
+
+
+def model_to_rgb(x0: torch.Tensor, autoencoder: Autoencoder | None) -> np.ndarray:
+    """x0 (1, F, C, h, w) in model space -> (F, H, W, 3) uint8 pixels (decoded first when the model is latent)."""
+    x = x0 if autoencoder is None else autoencoder.decode_video(x0)
+    x = x[0].clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)                       # (F, 3, H, W)
+    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 def resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:

@@ -25,7 +25,7 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 
-from renderer.engine import ModelError, StudentBundle, load_bundle, resolve_device, resize
+from renderer.engine import ModelError, StudentBundle, load_bundle, model_to_rgb, resolve_device, rgb_to_model_size
 
 FPS = 30  # of text- and image-to-video; an extension keeps its source video's rate
 
@@ -146,8 +146,7 @@ class VideoGenerator:
     def _to_model(self, frames: np.ndarray) -> torch.Tensor:
         """(F, H, W, 3) uint8 -> (1, F, C, h, w) in model space at the model's size."""
         w, h = self.frame_size
-        x = torch.from_numpy(np.array(frames)).to(self.device).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-        x = resize(x, (h, w), "area" if x.shape[-1] > w else "bilinear")[None]  # as the renderer resizes
+        x = rgb_to_model_size(frames, (h, w), self.device)[None]  # resized as the renderer resizes
         ae = self.bundle.autoencoder
         return x if ae is None else ae.encode_video(x)
 
@@ -210,10 +209,7 @@ class VideoGenerator:
                        torch.Generator().manual_seed(seed), advance) if new else None)
         if opening is not None:
             x0 = opening if x0 is None else torch.cat([opening, x0], 1)
-        ae = self.bundle.autoencoder
-        video = x0 if ae is None else ae.decode_video(x0)
-        video = video[0].clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
-        return video.cpu().numpy()
+        return model_to_rgb(x0, self.bundle.autoencoder)
 
     def write(self, video: np.ndarray, out: Path | str, fps: float = FPS) -> int:
         """Write frames (F, H, W, 3) uint8 to an mp4; returns the frames written."""

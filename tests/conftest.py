@@ -110,3 +110,41 @@ def write_random_model(root, frame_size=(64, 64), teacher_steps: int = 3, seed: 
 @pytest.fixture(scope="session")
 def random_model(tmp_path_factory):
     return write_random_model(tmp_path_factory.mktemp("random_model"))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny recipe on synthetic clips named like the game's styles: teacher, ode, dmd (a few steps each)."""
+    from demo_game.styles import STYLES
+    from models.distill import run_distill_stage
+    from models.dmd import DmdConfig
+    from models.train import run_stage
+
+    root = tmp_path_factory.mktemp("distill")
+    data = write_synthetic_clips(root / "data", seeds=(0, 1, 2), frames=8, styles=tuple(STYLES))
+    run = root / "run"
+    prompts = {s.name: list(s.prompts) for s in STYLES.values()}
+    run_stage("teacher", data, run, "tiny", prompts, steps=3, batch=4, overrides={"sample_every": 1000})
+    run_distill_stage("ode", data, run, steps=3, batch=4, pair_clips=4, overrides={"sample_every": 1000})
+    run_distill_stage("dmd", data, run, steps=2, batch=2, overrides={"sample_every": 1000},
+                      dmd_cfg=DmdConfig(fake_updates=2))
+    return data, run
+
+
+def render_held_out_world(ctx, frames: int, size: tuple[int, int]):
+    """World 1000 (held out from training), a little way in from the spawn view: `frames` game packets and every
+    style's reference renders as {style: (frames, H, W, 3) uint8}, at `size` (W, H). What the shipped-model tests
+    score against."""
+    import numpy as np
+
+    from demo_game import STYLES, GameConfig, GameSession
+
+    packets, references = [], {name: [] for name in STYLES}
+    with GameSession(GameConfig(seed=1000, width=size[0], height=size[1]), ctx=ctx) as game:
+        for _ in range(30):   # walk in a little: the first frames face the spawn point
+            game.advance()
+        for _ in range(frames):
+            packets.append(game.step())
+            for name in STYLES:
+                references[name].append(game.render_style(name))
+    return packets, {name: np.stack(f) for name, f in references.items()}

@@ -11,7 +11,7 @@ from models.distill import StudentSampler, load_student, run_distill_stage, stre
 from models.dit import Conditioning, VideoDiT, make_config
 from models.dmd import DmdConfig, dmd_gradient, dmd_loss, fake_score_loss, rollout
 from models.sampling import sample_teacher, teacher_grid
-from models.train import TrainError, run_stage
+from models.train import TrainError
 
 
 def gaussian_x0(x_t: torch.Tensor, sigma: float, mean: float, std: float) -> torch.Tensor:
@@ -127,23 +127,6 @@ def test_self_forcing_rollout_without_grad_matches_the_streaming_sampler():
     torch.randint(1, (4,), generator=g)  # the rollout's exit draws come first
     b = stream_clip(model, cond.low, cond, sampler, g)
     torch.testing.assert_close(a, b)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A tiny recipe on synthetic clips named like the game's styles: teacher, ode, dmd (a few steps each)."""
-    from demo_game.styles import STYLES
-    from tests.conftest import write_synthetic_clips
-
-    root = tmp_path_factory.mktemp("distill")
-    data = write_synthetic_clips(root / "data", seeds=(0, 1, 2), frames=8, styles=tuple(STYLES))
-    run = root / "run"
-    prompts = {s.name: list(s.prompts) for s in STYLES.values()}
-    run_stage("teacher", data, run, "tiny", prompts, steps=3, batch=4, overrides={"sample_every": 1000})
-    run_distill_stage("ode", data, run, steps=3, batch=4, pair_clips=4, overrides={"sample_every": 1000})
-    run_distill_stage("dmd", data, run, steps=2, batch=2, overrides={"sample_every": 1000},
-                      dmd_cfg=DmdConfig(fake_updates=2))
-    return data, run
 
 
 def test_ode_and_dmd_stages_write_students(tiny_run):

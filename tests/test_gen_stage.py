@@ -15,24 +15,6 @@ from models.gen_stage import GenConfig, GenerationStage
 from models.train import TrainError, collate, load_dit
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A tiny teacher and a student (its ODE initialisation stands in for a finished student here)."""
-    from demo_game.styles import STYLES
-    from models.train import run_stage
-    from tests.conftest import write_synthetic_clips
-
-    root = tmp_path_factory.mktemp("gen")
-    data = write_synthetic_clips(root / "data", seeds=(0, 1, 2), frames=8, styles=tuple(STYLES))
-    run = root / "run"
-    prompts = {s.name: list(s.prompts) for s in STYLES.values()}
-    run_stage("teacher", data, run, "tiny", prompts, steps=2, batch=4, overrides={"sample_every": 1000})
-    run_distill_stage("ode", data, run, steps=2, batch=4, pair_clips=4, overrides={"sample_every": 1000})
-    (run / "student.safetensors").write_bytes((run / "student_ode.safetensors").read_bytes())
-    (run / "student.json").write_text((run / "student_ode.json").read_text())
-    return data, run
-
-
 def stage_for(data, run, gen_cfg: GenConfig) -> GenerationStage:
     cfg = replace(default_distill_config("gen"), batch=4)
     teacher_stage, _, _ = teacher_stage_for(run, data, cfg, torch.device("cpu"))
@@ -40,8 +22,8 @@ def stage_for(data, run, gen_cfg: GenConfig) -> GenerationStage:
     return GenerationStage(teacher_stage, student, meta, gen_cfg, run)
 
 
-def test_gen_writes_a_complete_model_that_records_where_it_started(finished_run, tmp_path):
-    data, run = finished_run
+def test_gen_writes_a_complete_model_that_records_where_it_started(tiny_run, tmp_path):
+    data, run = tiny_run
     out = tmp_path / "gen"
     run_distill_stage("gen", data, out, steps=2, batch=4, overrides={"sample_every": 1000}, init=run)
     for name in ("teacher", "student"):
@@ -53,24 +35,24 @@ def test_gen_writes_a_complete_model_that_records_where_it_started(finished_run,
     assert log["step"] == 2 and log["loss"] > 0
 
 
-def test_gen_needs_a_finished_student(finished_run, tmp_path):
-    data, _ = finished_run
+def test_gen_needs_a_finished_student(tiny_run, tmp_path):
+    data, _ = tiny_run
     with pytest.raises(TrainError, match="--init RUN"):
         run_distill_stage("gen", data, tmp_path / "x", steps=1, batch=4)
 
 
-def test_the_anchor_is_zero_where_the_student_still_restyles_as_it_did(finished_run):
+def test_the_anchor_is_zero_where_the_student_still_restyles_as_it_did(tiny_run):
     """With every row anchoring (no generation rows), the starting student scores exactly zero: the anchor holds
     restyling to the student's own output, nothing else."""
-    data, run = finished_run
+    data, run = tiny_run
     stage = stage_for(data, run, GenConfig(generation_rows=0.0))
     items = collate([stage.dataset[i] for i in range(4)])
     loss, _, counts = stage.loss(stage.model, items, torch.Generator().manual_seed(0), slice(0, 4), 4)
     assert loss.item() == 0.0 and counts.sum() == 0
 
 
-def test_draws_give_clean_context_then_noised_chunks(finished_run):
-    data, run = finished_run
+def test_draws_give_clean_context_then_noised_chunks(tiny_run):
+    data, run = tiny_run
     stage = stage_for(data, run, GenConfig(generation_rows=1.0, still_context=1.0))
     k = stage.model.cfg.chunk_frames
     draws = stage.draw(64, torch.Generator().manual_seed(1))
@@ -86,14 +68,14 @@ def test_draws_give_clean_context_then_noised_chunks(finished_run):
     assert set(anchor_sigma.flatten().tolist()) <= levels
 
 
-def test_export_ships_the_measured_generation_sampler(finished_run, tmp_path):
+def test_export_ships_the_measured_generation_sampler(tiny_run, tmp_path):
     """models.export --gen-steps/--gen-carry land in the student's JSON, and the generator uses them; a student
     that was never trained to generate refuses them."""
     from models import checkpoint
     from models.export import export_model
     from renderer.generate import VideoGenerator
 
-    data, run = finished_run
+    data, run = tiny_run
     gen_run = tmp_path / "gen"
     run_distill_stage("gen", data, gen_run, steps=1, batch=4, overrides={"sample_every": 1000}, init=run)
     export_model(gen_run, tmp_path / "shipped", {"refresh": "last_step"}, {"steps": 3, "carry": 0.6})

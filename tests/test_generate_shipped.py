@@ -27,19 +27,10 @@ def to_model(frames: np.ndarray) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def references(egl_ctx):
     """Seed 1000: 2·FRAMES frames of every style's reference render, at the model's size."""
-    from demo_game import STYLES, GameConfig, GameSession
     from renderer.engine import load_bundle
+    from tests.conftest import render_held_out_world
 
-    w, h = load_bundle(DEFAULT_MODEL).frame_size
-    frames = {name: [] for name in STYLES}
-    with GameSession(GameConfig(seed=1000, width=w, height=h), ctx=egl_ctx) as game:
-        for _ in range(30):   # walk in a little: the first frames face the spawn point
-            game.advance()
-        for _ in range(2 * FRAMES):
-            game.step()
-            for name in STYLES:
-                frames[name].append(game.render_style(name))
-    return {name: np.stack(f) for name, f in frames.items()}
+    return render_held_out_world(egl_ctx, 2 * FRAMES, load_bundle(DEFAULT_MODEL).frame_size)[1]
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +38,6 @@ def generator():
     from renderer.generate import VideoGenerator
 
     return VideoGenerator.from_pretrained(DEFAULT_MODEL, "cpu")
-
-
-def mean_step(video: np.ndarray) -> float:
-    return float(np.abs(np.diff(video.astype(np.float32), axis=0)).mean())
 
 
 def test_image_to_video_starts_from_the_image(generator, references, tmp_path):
@@ -76,11 +63,13 @@ def test_image_to_video_starts_from_the_image(generator, references, tmp_path):
 
 def test_extension_continues_without_a_jump(generator, references):
     from demo_game import STYLES
+    from models.gen_eval import mean_step
 
     for name, style in STYLES.items():
         clip = references[name][:generator.context_frames]
         video = generator.generate(style.prompts[0], FRAMES, extend=clip)
-        jump = np.abs(video[0].astype(np.float32) - clip[-1]).mean() / mean_step(references[name])
+        step = (to_model(video[:1]) - to_model(clip[-1:])).abs().mean().item()
+        jump = step / mean_step(to_model(references[name]))   # models.gen_eval's extension jump
         assert jump <= JUMP, f"{name}: the first new frame jumps {jump:.2f}× the clip's own step"
 
 

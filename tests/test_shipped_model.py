@@ -30,19 +30,11 @@ def to_model(frames: np.ndarray) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def held_out_clip(egl_ctx):
     """Seed 1000 (held out): FRAMES game packets and every style's reference frames, at the model's size."""
-    from demo_game import STYLES, GameConfig, GameSession
     from renderer.engine import load_bundle
+    from tests.conftest import render_held_out_world
 
-    w, h = load_bundle(DEFAULT_MODEL).frame_size
-    packets, references = [], {name: [] for name in STYLES}
-    with GameSession(GameConfig(seed=1000, width=w, height=h), ctx=egl_ctx) as game:
-        for _ in range(30):   # walk in a little: the first frames face the spawn point
-            game.advance()
-        for _ in range(FRAMES):
-            packets.append(game.step())
-            for name in STYLES:
-                references[name].append(game.render_style(name))
-    return packets, {name: to_model(np.stack(frames)) for name, frames in references.items()}
+    packets, references = render_held_out_world(egl_ctx, FRAMES, load_bundle(DEFAULT_MODEL).frame_size)
+    return packets, {name: to_model(frames) for name, frames in references.items()}
 
 
 _restyled: dict[str, torch.Tensor] = {}   # prompt -> output on the module's one clip (the tests share it)
