@@ -1,6 +1,6 @@
 """Record training data: the scripted bot plays one clip per seed and every pass is saved as a safetensors shard.
 
-Called by `restyler record-data` (renderer/cli.py) and by tests; read back by models/data.py. The on-disk format is
+Called by `restyler record-data` (cli/record_data.py) and by tests; read back by models/io/data.py. The on-disk format is
 the contract in docs/interfaces.md ("Recorded data"). Recording is resumable and never loses finished work: each
 clip is written under a temporary name and renamed, and manifest.json is rewritten atomically after every clip, so
 an interrupted run loses at most the clip in progress and a rerun skips every clip already listed.
@@ -18,12 +18,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 from tqdm import tqdm
 
-from models.atomic import write_atomic
+from models.io.atomic import write_atomic
 
 from .config import at_pace
 
 FORMAT = 1
-FIRST_EVAL_SEED = 1000  # seeds from here up are held-out evaluation worlds (DESIGN.md)
+FIRST_EVAL_SEED = 1000  # seeds from here up are held-out evaluation worlds (docs/evaluation.md)
 MANIFEST = "manifest.json"
 PARTIAL = ".partial"  # suffix of a shard being written; never listed in the manifest
 

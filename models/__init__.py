@@ -1,6 +1,10 @@
-"""Restyler's model side: math on tensors (autoencoder, video transformer, KV cache, flow schedule, prompt encoder),
-training and distillation, checkpoint I/O, and the training data reader (models.data).
+"""Restyler's learned side, in four layers; each imports only the ones above it in this list:
 
-Imports none of demo_game, bridge or renderer; importing the package itself stays cheap, so submodules are imported
-explicitly (e.g. `from models.data import make_loader`).
+    models.io          files: atomic writes, checkpoints, the recorded-data reader, PNG grids
+    models.network     the networks, their samplers and KV cache, loading trained ones
+    models.evaluation  metrics and scorers (`restyler eval`, generation and teacher checks)
+    models.recipe      the training recipe: one loop, one module per stage in recipe order, export
+
+Imports none of bridge, renderer, demo_game or cli (tests/test_layers.py checks every import). Importing the
+package itself stays cheap, so submodules are imported explicitly (e.g. `from models.io.data import make_loader`).
 """

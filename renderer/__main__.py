@@ -1,5 +1,6 @@
-"""`python -m renderer`: the same entry point as the `restyler` console script."""
+"""`python -m renderer`: kept as an alias of the `restyler` console script (cli.main). An entry point, not part of
+the plugin: nothing in the plugin imports the CLI."""
 
-from renderer.cli import main
+from cli.main import main
 
 raise SystemExit(main())

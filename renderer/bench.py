@@ -1,4 +1,4 @@
-"""`restyler bench`: the speed numbers of shared/EVAL.md, measured the way a player experiences them.
+"""`restyler bench`: the speed numbers of docs/evaluation.md, measured the way a player experiences them.
 
 A game loop (any frame producer: the CLI passes the demo game's step) runs at the game's rate beside the
 StreamingRestyler, submitting every frame; from it come
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from bridge import FramePacket
-from models.dit import flops_per_frame
+from models.network.dit import flops_per_frame
 from renderer.engine import StreamEngine, load_bundle, resolve_device
 from renderer.runtime import StreamingRestyler
 
@@ -41,7 +41,7 @@ Producer = Callable[[], FramePacket]
 
 @dataclass
 class BenchResult:
-    scores: dict[str, Any]            # exactly the keys of DESIGN.md
+    scores: dict[str, Any]            # exactly the bench keys of docs/design.md
     details: dict[str, Any] = field(default_factory=dict)
 
 
@@ -152,10 +152,10 @@ def bench_teacher(model_dir: Path, device: torch.device, frames: list[FramePacke
                   ) -> dict[str, float]:
     """The bidirectional teacher on one clip: it must hold all F frames (arriving at the game's rate) before its
     ~50 guided steps can show the first."""
-    from models.dit import Conditioning
-    from models.prompt import PromptEncoder
-    from models.sampling import sample_teacher
-    from models.train import load_dit
+    from models.network.dit import Conditioning
+    from models.network.prompt import PromptEncoder
+    from models.network.sampling import sample_teacher
+    from models.network.loading import load_dit
 
     teacher, meta = load_dit(model_dir, "teacher", device)
     f = teacher.cfg.clip_frames

@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 
 from bridge import FramePacket
-from models import checkpoint
-from models.autoencoder import Autoencoder
-from models.data import normalize_depth
-from models.dit import Conditioning, VideoDiT
-from models.distill import StudentSampler, load_student, stream_chunk
-from models.prompt import PromptEncoder
-from models.train import load_autoencoder
+from models.io import checkpoint
+from models.io.data import normalize_depth
+from models.network.autoencoder import Autoencoder
+from models.network.dit import Conditioning, VideoDiT
+from models.network.loading import load_autoencoder, load_student
+from models.network.prompt import PromptEncoder
+from models.network.streaming import StudentSampler, stream_chunk
 
 HOW_TO_GET_A_MODEL = ("the default model ships in models/weights/default (restore it with `git checkout -- "
                       "models/weights`), `make train` reproduces it, and `--model RUN` takes any finished training run")

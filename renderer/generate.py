@@ -1,4 +1,5 @@
-"""Generation with the shipped student: text-to-video, image-to-video and video extension (models.generate).
+"""Generation with the shipped student: text-to-video, image-to-video and video extension
+(models.network.generation).
 
 Python API:
 
@@ -10,7 +11,7 @@ Python API:
                          switches={24: "snowy winter village"})
     gen.write(video, "out.mp4")
 
-`restyler generate` (renderer/cli.py) is `run_generate`: the same calls with a progress bar. Frames come out at
+`restyler generate` (cli/generate.py) is `run_generate`: the same calls with a progress bar. Frames come out at
 the model's resolution; a start image or video of another size is resized to it. A clip of N frames from an image
 opens with the image, then N − 1 generated frames; an extension holds only the N new frames (its source video is
 not repeated).
@@ -96,7 +97,7 @@ class VideoGenerator:
     """The student of a model directory as a video generator. One instance, one caller at a time."""
 
     def __init__(self, bundle: StudentBundle, device: torch.device | str = "cpu", steps: int | None = None):
-        from models.generate import GenerationSampler
+        from models.network.generation import GenerationSampler
 
         if "generation" not in bundle.meta:
             raise GenerateError("this model was not trained to generate without incoming frames (its student has "
@@ -106,7 +107,7 @@ class VideoGenerator:
         self.device = torch.device(device)
         s = bundle.sampler
         # the cache and shift are the student's own; steps and carry were measured for this model and shipped
-        # with it (models.export --gen-steps/--gen-carry)
+        # with it (models.recipe.export --gen-steps/--gen-carry)
         self.sampler = GenerationSampler(shift=s.shift, window_chunks=s.window_chunks, sink_chunks=s.sink_chunks,
                                          **bundle.meta["generation"].get("sampler", {}))
         if steps is not None:
@@ -135,7 +136,7 @@ class VideoGenerator:
         return (self.sampler.sink_chunks + self.sampler.window_chunks) * self.bundle.student.cfg.chunk_frames
 
     def _embedding(self, prompt: str) -> torch.Tensor:
-        from models.prompt import PromptEncoder
+        from models.network.prompt import PromptEncoder
 
         if not isinstance(prompt, str) or not prompt.strip():
             raise GenerateError(f"a prompt must be a non-empty string, e.g. 'snowy winter village'; got {prompt!r}")
@@ -192,7 +193,7 @@ class VideoGenerator:
                ) -> np.ndarray:
         """Roll the student out for a checked plan (`plan`), as `generate` does. An image-to-video clip opens
         with the image itself (as the model reads it: at its size, through its space), then the new frames."""
-        from models.generate import generate
+        from models.network.generation import generate
 
         opening = plan.context[:, -1:] if plan.image_first else None
         skip = 0 if opening is None else 1   # the output frames that are given, not generated

@@ -1,4 +1,4 @@
-"""StreamingRestyler: the Python API a game drops into its loop (docs/runtime.md, DESIGN.md "Interfaces").
+"""StreamingRestyler: the Python API a game drops into its loop (docs/runtime.md, docs/design.md "Interfaces").
 
     r = StreamingRestyler.from_pretrained("models/weights/default", device="auto")
     r.prepare(style="snowy winter village")   # loads, warms up: the first frame is then fast

@@ -79,8 +79,8 @@ def write_random_model(root, frame_size=(64, 64), teacher_steps: int = 3, seed: 
 
     import torch
 
-    from models import checkpoint
-    from models.dit import VideoDiT, make_config
+    from models.io import checkpoint
+    from models.network.dit import VideoDiT, make_config
     from models.distill import StudentSampler, student_meta
 
     root = Path(root)

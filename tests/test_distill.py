@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from models import flow
+from models.network import flow
 from models.distill import StudentSampler, load_student, run_distill_stage, stream_clip
-from models.dit import Conditioning, VideoDiT, make_config
+from models.network.dit import Conditioning, VideoDiT, make_config
 from models.dmd import DmdConfig, dmd_gradient, dmd_loss, fake_score_loss, rollout
-from models.sampling import sample_teacher, teacher_grid
+from models.network.sampling import sample_teacher, teacher_grid
 from models.train import TrainError
 
 
@@ -207,7 +207,7 @@ def test_dmd_under_two_gloo_processes_matches_one_process(tiny_run, tmp_path):
     import sys
     from pathlib import Path
 
-    from models import checkpoint
+    from models.io import checkpoint
 
     data, run = tiny_run
     root = Path(__file__).resolve().parents[1]
@@ -261,7 +261,7 @@ def test_fixed_stream_noise_makes_chunks_independent_of_the_generator():
 
 
 def test_student_configs_saved_before_the_noise_option_still_load():
-    from models.checkpoint import config_from_json
+    from models.io.checkpoint import config_from_json
 
     old = {"timesteps": [1000, 500], "shift": 3.0, "refresh": "clean", "window_chunks": 2, "sink_chunks": 1}
     assert config_from_json(StudentSampler, old) == StudentSampler()
@@ -272,7 +272,7 @@ def test_recache_with_the_same_prompt_rebuilds_the_same_cache():
     any eviction; afterwards deeper layers differ, since a chunk once attended to chunks now evicted), so the switch
     path changes only what the prompt changes. After evictions it re-encodes the sinks and the latest window."""
     from models.distill import held_chunks, recache
-    from models.sampling import sample_student_chunk
+    from models.network.sampling import sample_student_chunk
 
     model = tiny_model().eval()
     for p in model.parameters():
@@ -307,7 +307,7 @@ def test_temporal_loss_is_zero_for_a_stream_that_follows_the_motion():
     one that flickers, and must pull only the later frame (the earlier one is detached)."""
     import torch
 
-    from models.data import normalize_depth
+    from models.io.data import normalize_depth
     from models.dmd import temporal_loss
 
     torch.manual_seed(0)

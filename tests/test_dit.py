@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import checkpoint
-from models.dit import Conditioning, VideoDiT, block_causal_mask, make_config
-from models.kv_cache import KVCache
+from models.io import checkpoint
+from models.network.dit import Conditioning, VideoDiT, block_causal_mask, make_config
+from models.network.kv_cache import KVCache
 from models.train import load_dit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,8 +222,8 @@ def count_steps(model: VideoDiT) -> dict:
 
 def test_student_sampler_advances_the_cache_once_per_chunk_and_is_seeded():
     """Both refresh modes write exactly one chunk; 'last_step' saves one pass; same generator, same frames."""
-    from models import flow
-    from models.sampling import sample_student_chunk
+    from models.network import flow
+    from models.network.sampling import sample_student_chunk
 
     sigmas = flow.student_sigmas([700, 400], shift=3.0)
     outputs = {}
@@ -282,7 +282,7 @@ def test_pixel_head_matrix_products_equal_its_linear_layers():
     holds applied cell by cell (guards a weight-layout or activation mismatch)."""
     import torch
 
-    from models.dit import VideoDiT, make_config
+    from models.network.dit import VideoDiT, make_config
 
     torch.manual_seed(0)
     model = VideoDiT(make_config("tiny"))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from models import flow
+from models.network import flow
 
 
 def sample(seed: int = 0):

@@ -71,7 +71,7 @@ def test_draws_give_clean_context_then_noised_chunks(tiny_run):
 def test_export_ships_the_measured_generation_sampler(tiny_run, tmp_path):
     """models.export --gen-steps/--gen-carry land in the student's JSON, and the generator uses them; a student
     that was never trained to generate refuses them."""
-    from models import checkpoint
+    from models.io import checkpoint
     from models.export import export_model
     from renderer.generate import VideoGenerator
 

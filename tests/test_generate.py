@@ -80,7 +80,7 @@ def test_an_extension_reads_only_the_frames_the_cache_holds(generator):
 
 def test_generation_streams_past_the_cache_window(random_model):
     """More chunks than the cache holds roll through its window; the rollout matches models.generate."""
-    from models.generate import GenerationSampler, generate
+    from models.network.generation import GenerationSampler, generate
     from renderer.engine import load_bundle
 
     bundle = load_bundle(random_model)

@@ -46,7 +46,7 @@ def test_image_to_video_starts_from_the_image(generator, references, tmp_path):
     from PIL import Image
 
     from bridge.video import read_video
-    from models.metrics import psnr
+    from models.evaluation.metrics import psnr
     from renderer import cli
 
     image = references["sunny summer"][0]

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from models import metrics
+from models.evaluation import metrics
 
 
 def frames(seed: int = 0, n: int = 2, size: int = 32) -> torch.Tensor:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from demo_game.styles import STYLES
-from models.prompt import EMBED_DIM, PromptEncoder
+from models.network.prompt import EMBED_DIM, PromptEncoder
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import torch
 
 from demo_game import record
 from demo_game.record import RecordError, record_dataset
-from models.data import ClipDataset, DataError, load_clip, make_loader, normalize_depth
+from models.io.data import ClipDataset, DataError, load_clip, make_loader, normalize_depth
 
 SIZE = (32, 32)  # (W, H)
 FRAMES = 6

@@ -45,7 +45,7 @@ def test_engine_step_is_the_evaluated_sampler(random_model, reset_every):
     against a conversion or cache-handling difference between the product and its numbers)."""
     from dataclasses import replace
 
-    from models.dit import Conditioning
+    from models.network.dit import Conditioning
     from models.distill import stream_clip
 
     bundle = load_bundle(random_model)

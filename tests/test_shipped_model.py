@@ -60,7 +60,7 @@ def _restyle(packets, prompt: str) -> torch.Tensor:
 
 def test_shipped_model_beats_the_input_on_a_held_out_world(held_out_clip):
     from demo_game import STYLES
-    from models.metrics import psnr
+    from models.evaluation.metrics import psnr
 
     packets, references = held_out_clip
     low = to_model(np.stack([p.rgb for p in packets]))
@@ -91,7 +91,7 @@ def test_held_back_paraphrase_gives_the_style_of_its_trained_siblings(held_out_c
     """EVAL's paraphrase bar: a wording never trained on must render like its style's trained prompt, closer to it
     than to any other style's."""
     from demo_game import STYLES
-    from models.metrics import psnr
+    from models.evaluation.metrics import psnr
 
     packets, _ = held_out_clip
     out = restyle(packets, paraphrase)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from models import checkpoint
+from models.io import checkpoint
 from models.train import TrainError, batch_indices, lr_at, run_stage, TrainConfig
 from renderer.cli import main as cli_main
 

@@ -1,13 +1,13 @@
 """The video transformer: one DiT-style network used as the bidirectional teacher and the block-causal student.
 
-Called by training (models.train), distillation and the streaming runtime. Built bottom-up: small layers first,
+Called by the training recipe (models.recipe), evaluation and the streaming runtime. Built bottom-up: small layers first,
 the model last; `DiTConfig` holds every size and is saved beside the weights, and `SIZES` names the presets.
 
 Legend for shape comments: B batch, F frames, K frames per chunk, C channels, H×W frame (model space: pixels, or
 latents for a latent-space model), T tokens per frame, L tokens in a sequence (F·T), D hidden width,
 nh heads, hd head width.
 
-How the pieces fit (DESIGN.md "The model"):
+How the pieces fit (docs/design.md "The model"):
 - tokens: each frame is cut into p×p patches. Per token, the noisy sample, the clean structure channels (the
   low-detail frame and the G-buffers: depth + normals) are projected separately and summed, which equals one
   projection of their concatenation but lets a dropped group be replaced by a learned "absent" vector;
@@ -34,11 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.kv_cache import KVCache
+from models.network.kv_cache import KVCache
 
 AttentionMode = Literal["bidirectional", "block_causal"]
-GBUFFER_CHANNELS = 4  # log depth (1) + view-space normals (3), see models.data
-TEXT_DIM = 384  # MiniLM sentence embedding width, see models.prompt
+GBUFFER_CHANNELS = 4  # log depth (1) + view-space normals (3), see models.io.data
+TEXT_DIM = 384  # MiniLM sentence embedding width, see models.network.prompt
 
 
 @dataclass(frozen=True)

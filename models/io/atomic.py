@@ -1,6 +1,6 @@
 """Atomic file writes: a file appears under its name complete or not at all, durable once the call returns.
 
-Used by checkpoints (models.checkpoint) and by the data recorder (demo_game.record), whose outputs must survive an
+Used by checkpoints (models.io.checkpoint) and by the data recorder (demo_game.record), whose outputs must survive an
 interrupted run. Standard library only, so importing it costs nothing.
 """
 

@@ -1,9 +1,9 @@
 """Score a trained teacher on recorded held-out clips: PSNR of its 50-step samples and of the low-detail input
 against the reference style, plus a PNG grid (low-detail | teacher | reference).
 
-`python -m models.teacher_eval --model RUN --data EVAL_DIR --json FILE --png FILE`, where EVAL_DIR was recorded
+`python -m models.evaluation.teacher --model RUN --data EVAL_DIR --json FILE --png FILE`, where EVAL_DIR was recorded
 from held-out seeds (`restyler record-data --seeds 1000:1006 --force-eval-seeds ...`). This is the models-level
-check of the teacher; `restyler eval` renders held-out worlds on the fly and scores every row of EVAL.md.
+check of the teacher; `restyler eval` renders held-out worlds on the fly and scores every row of docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from pathlib import Path
 
 import torch
 
-from models.data import ClipDataset
-from models.metrics import psnr
-from models.prompt import PromptEncoder
-from models.sampling import sample_teacher
-from models.train import collate, gbuffers_of, load_autoencoder, load_dit, save_grid
-from models.dit import Conditioning
+from models.evaluation.metrics import psnr
+from models.io.data import ClipDataset, collate, gbuffers_of
+from models.io.images import save_grid
+from models.network.dit import Conditioning
+from models.network.loading import load_autoencoder, load_dit
+from models.network.prompt import PromptEncoder
+from models.network.sampling import sample_teacher
 
 
 @torch.no_grad()

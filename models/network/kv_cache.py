@@ -1,6 +1,6 @@
 """The student's key/value cache: preallocated, with a rolling window of recent chunks plus sink chunks.
 
-Called by the block-causal student (models.dit.VideoDiT.step) and by the streaming runtime, which owns one cache per
+Called by the block-causal student (models.network.dit.VideoDiT.step) and by the streaming runtime, which owns one cache per
 stream. Memory is allocated once in __init__ and never grows, so a stream can run forever:
 
     slots  [ sink 0 .. sink S-1 | window 0 .. window W-1 ]      each slot holds one chunk: K frames × T tokens

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from models.atomic import write_atomic
+from models.io.atomic import write_atomic
 
 FORMAT = 1
 T = TypeVar("T")

@@ -2,7 +2,7 @@
 
 Used when a model is configured for latent space (DiTConfig.space = "latent"): the teacher and student then work on
 its latents and the runtime decodes every output frame. Whether that pays off against pixel space is measured by
-`python -m models.bench_space` (docs/model.md has the numbers and the decision).
+`python -m models.evaluation.latent_space` (docs/model.md has the numbers and the decision).
 
 Latents are normalised per channel with statistics measured on training data after the autoencoder is trained
 (`fit_latent_stats`), so the flow model sees roughly unit-variance inputs, like the pixels it would otherwise see.

@@ -1,17 +1,17 @@
 """Samplers: the teacher's many-step Euler sampler over a whole clip (with classifier-free guidance), and the
 student's few-step sampler for one chunk against its KV cache.
 
-Called by training (sample grids), evaluation, ODE-pair generation and the streaming runtime. Both are built from
-the pure functions of models.flow.
+Called by training (sample grids), evaluation, ODE-pair generation and the streaming runtime (through
+models.network.streaming). Both are built from the pure functions of models.network.flow.
 """
 
 from __future__ import annotations
 
 import torch
 
-from models import flow
-from models.dit import Conditioning, VideoDiT
-from models.kv_cache import KVCache
+from models.network import flow
+from models.network.dit import Conditioning, VideoDiT
+from models.network.kv_cache import KVCache
 
 
 def predict_x0(model: VideoDiT, x_t: torch.Tensor, sigma: torch.Tensor, cond: Conditioning, guidance: float,
@@ -33,7 +33,7 @@ def predict_x0(model: VideoDiT, x_t: torch.Tensor, sigma: torch.Tensor, cond: Co
     return flow.guided_x0(x0_cond, x0_uncond, guidance)
 
 
-def teacher_grid(steps: int, shift: float, start_sigma: float = 1.0,
+def teacher_levels(steps: int, shift: float, start_sigma: float = 1.0,
                  extra: torch.Tensor | None = None) -> list[float]:
     """The teacher's decreasing noise levels from `start_sigma` to 0: its `steps`-step grid cut at the start,
     with every level of `extra` (the student's levels, for ODE pairs) inserted so the trajectory passes exactly
@@ -56,7 +56,7 @@ def sample_teacher(model: VideoDiT, cond: Conditioning, shape: tuple[int, ...], 
     frames noised to the student's t*: the v2v trajectories of ODE pairs) it runs only the grid below that level.
     Returns the clean sample and the state at every σ in `keep_sigmas` (inserted into the grid, so the states sit
     exactly at those levels; σ = 0 is the clean sample)."""
-    levels = teacher_grid(steps, shift, start_sigma, keep_sigmas)
+    levels = teacher_levels(steps, shift, start_sigma, keep_sigmas)
     x = (torch.randn(shape, generator=generator) if start is None else start.cpu()).to(device)
     wanted = {round(float(s), 6) for s in (keep_sigmas if keep_sigmas is not None else [])}
     kept: dict[float, torch.Tensor] = {}
@@ -102,15 +102,16 @@ def sample_student_chunk(model: VideoDiT, incoming: torch.Tensor, cond: Conditio
             return next(drawn).to(x.device, x.dtype).expand_as(x)
         return torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
 
-    def per_frame(level: float) -> torch.Tensor:
-        return torch.full((b, k), level, device=incoming.device)
+    def level(sigma: float) -> torch.Tensor:
+        """The noise level `sigma` for every frame of the chunk, (B, K)."""
+        return torch.full((b, k), sigma, device=incoming.device)
 
-    x = flow.add_noise(incoming, noise_like(incoming), per_frame(levels[0]))
-    for i, level in enumerate(levels[:-1]):
+    x = flow.add_noise(incoming, noise_like(incoming), level(levels[0]))
+    for i, sigma in enumerate(levels[:-1]):
         last = i == len(levels) - 2
-        x0 = model.step(x, per_frame(level), cond, cache, write=last and refresh == "last_step")
+        x0 = model.step(x, level(sigma), cond, cache, write=last and refresh == "last_step")
         if not last:
-            x = flow.add_noise(x0, noise_like(x0), per_frame(levels[i + 1]))
+            x = flow.add_noise(x0, noise_like(x0), level(levels[i + 1]))
     if refresh == "clean":
-        model.step(x0, per_frame(0.0), cond, cache, write=True)
+        model.step(x0, level(0.0), cond, cache, write=True)
     return x0

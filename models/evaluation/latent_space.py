@@ -1,6 +1,6 @@
 """Pixel space or latent space? Measures what each costs per frame on this machine and what the autoencoder loses.
 
-`python -m models.bench_space [--model RUN --data EVAL_DIR] [--json FILE]`
+`python -m models.evaluation.latent_space [--model RUN --data EVAL_DIR] [--json FILE]`
 
 Both spaces give the transformer the same 64 tokens per 128×128 frame (pixel: 16×16 patches of RGB; latent: 2×2
 patches of the 8×-down latents), so the transformer costs the same in both. What differs:
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from models.autoencoder import AEConfig, Autoencoder
-from models.dit import Conditioning, VideoDiT, make_config, patchify, unpatchify
+from models.network.autoencoder import AEConfig, Autoencoder
+from models.network.dit import Conditioning, VideoDiT, make_config, patchify, unpatchify
 
 
 def median_ms(fn, repeats: int = 20, warmup: int = 3) -> float:
@@ -61,7 +61,7 @@ def measure(size: int = 128, chunk: int = 2, model_dir: Path | None = None, data
 
     ae = Autoencoder(AEConfig(widths=widths)).eval().to(memory_format=torch.channels_last)
     if model_dir is not None:
-        from models.train import load_autoencoder
+        from models.network.loading import load_autoencoder
 
         ae = load_autoencoder(model_dir).to(memory_format=torch.channels_last)
     x = frames.contiguous(memory_format=torch.channels_last)
@@ -88,8 +88,8 @@ def measure(size: int = 128, chunk: int = 2, model_dir: Path | None = None, data
     result["transformer_S_step_ms_per_frame"] = median_ms(lambda: dit.step(video, sigma, cond, cache)) / chunk
 
     if model_dir is not None and data is not None:
-        from models.data import ClipDataset
-        from models.metrics import psnr
+        from models.io.data import ClipDataset
+        from models.evaluation.metrics import psnr
 
         dataset = ClipDataset(data, clip_frames=8, stride=1 << 30)
         scores = []

@@ -1,4 +1,4 @@
-"""How well the student generates (models.generate), scored on held-out worlds (seeds >= 1000) recorded with
+"""How well the student generates (models.network.generation), scored on held-out worlds (seeds >= 1000) recorded with
 `restyler record-data --force-eval-seeds`: calm ones (`--pace 0.3`, as the generation stage trains on) or the ones
 `restyler eval` renders.
 
@@ -17,13 +17,13 @@ prompt of its style as the prompt:
                     style_hits: frames whose colour histogram is nearest the prompted style's average over the
                     reference renders (a 4-way choice: chance is 0.25)
                     spectrum_gap: mean |difference| of the average radial log power spectra of the frames and of
-                    the style's reference renders (EVAL.md's spectral measure, over sets: there is no same-scene
+                    the style's reference renders (the spectral measure of docs/evaluation.md, over sets: there is no same-scene
                     reference); blur shows as missing high-frequency power
     switch          text-to-video with the next style's prompt from the middle: style_hits of the frames after
                     the switch against the new style
     motion          every run: mean frame-to-frame difference of the new frames over the clip's own (0 = a still)
 
-`python -m models.gen_eval MODEL CLIPS_DIR --steps 4 8 16 --carry 1 0.9 --json FILE` scores each sampler setting
+`python -m models.evaluation.generation MODEL CLIPS_DIR --steps 4 8 16 --carry 1 0.9 --json FILE` scores each sampler setting
 (docs/generation.md).
 """
 
@@ -37,12 +37,11 @@ from typing import Any
 
 import torch
 
-from models import metrics
-from models.data import ClipDataset
-from models.distill import load_student
-from models.generate import GenerationSampler, generate
-from models.prompt import PromptEncoder
-from models.train import collate
+from models.evaluation import metrics
+from models.io.data import ClipDataset, collate
+from models.network.generation import GenerationSampler, generate
+from models.network.loading import load_student
+from models.network.prompt import PromptEncoder
 
 HIST_BINS = 8
 
@@ -92,27 +91,27 @@ def evaluate_generation(model_dir: Path, clips_dir: Path, steps: int, frames: in
     for i in range(len(refs)):
         ref, s = refs[i], int(index[i])
         own_step = mean_step(ref)
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + i)
+        rng = torch.Generator().manual_seed(seed * 1_000_003 + i)
         style = styles[s][None]
         truth = ref[1:1 + frames]
-        out = generate(student, gen_sampler, lambda _: style, frames, ref[None, :1], gen)[0]
+        out = generate(student, gen_sampler, lambda _: style, frames, ref[None, :1], rng)[0]
         add("i2v_next_psnr", float(metrics.psnr(out[0], ref[0])))
         add("i2v_gt_psnr", float(metrics.psnr(out, truth).mean()))
         add("i2v_hold_psnr", float(metrics.psnr(ref[:1].expand_as(truth), truth).mean()))
         add("i2v_motion", mean_step(out) / own_step)
         truth = ref[context:context + frames]
-        out = generate(student, gen_sampler, lambda _: style, frames, ref[None, :context], gen)[0]
+        out = generate(student, gen_sampler, lambda _: style, frames, ref[None, :context], rng)[0]
         add("extend_jump", float((out[0] - ref[context - 1]).abs().mean()) / own_step)
         add("extend_gt_psnr", float(metrics.psnr(out, truth).mean()))
         add("extend_hold_psnr", float(metrics.psnr(ref[context - 1:context].expand_as(truth), truth).mean()))
         add("extend_motion", mean_step(out) / own_step)
-        out = generate(student, gen_sampler, lambda _: style, frames, None, gen)[0]
+        out = generate(student, gen_sampler, lambda _: style, frames, None, rng)[0]
         add("t2v_style_hits", float((style_of(out) == s).float().mean()))
         add("t2v_spectrum_gap", spectrum_gap(out, refs[index == s].flatten(0, 1)))
         add("t2v_motion", mean_step(out) / own_step)
         new = (s + 1) % len(names)
         half = frames // 2 // student.cfg.chunk_frames * student.cfg.chunk_frames  # a switch on a chunk boundary
-        out = generate(student, gen_sampler, lambda f: styles[s if f < half else new][None], frames, None, gen)[0]
+        out = generate(student, gen_sampler, lambda f: styles[s if f < half else new][None], frames, None, rng)[0]
         add("switch_hits", float((style_of(out[half:]) == new).float().mean()))
     seconds = time.perf_counter() - tick
     scores = {k: round(sum(v) / len(v), 4) for k, v in rows.items()}
@@ -121,7 +120,7 @@ def evaluate_generation(model_dir: Path, clips_dir: Path, steps: int, frames: in
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m models.gen_eval", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m models.evaluation.generation", description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path, help="model directory (a shipped model or a run)")
     p.add_argument("clips", type=Path, help="held-out worlds, e.g. out/eval_worlds/gen_128x128_24f_seeds1000-1002")
     p.add_argument("--steps", type=int, nargs="+", default=[GenerationSampler.steps])

@@ -1,7 +1,7 @@
 """The causal student's other modes (CausVid): text-to-video, image-to-video and video extension.
 
 All three are one causal rollout through the student's KV cache with no incoming frames (the structure channels
-are absent, as the student saw them dropped in its generation training, models.gen_stage) and a different start
+are absent, as the student saw them dropped in its generation training, models.recipe.gen) and a different start
 in the cache:
 
     text-to-video    an empty cache
@@ -19,10 +19,10 @@ Then every chunk is drawn in three steps:
 Streams of any length roll through the cache's window; its sinks keep the start, so an animated image stays
 anchored to the image. A prompt can change at any chunk: by default the cache is emptied there and the chunk
 starts from noise, a cut to the new style (GenerationSampler.on_switch; re-encoding the held chunks under the new
-prompt, models.distill.recache, is the other choice, measured worse).
+prompt, models.network.streaming.recache, is the other choice, measured worse).
 
 Restyling runs the distilled one or two levels; generation has no incoming frame to lean on and takes more,
-smaller steps. Both `steps` and `carry` are measured per model (models.gen_eval, docs/generation.md) and shipped
+smaller steps. Both `steps` and `carry` are measured per model (models.evaluation.generation, docs/generation.md) and shipped
 in its JSON.
 
 Called by `restyler generate` (renderer/generate.py), the generation training stage's sample grids, and tests.
@@ -35,9 +35,10 @@ from typing import Callable
 
 import torch
 
-from models import flow
-from models.distill import held_chunks, recache
-from models.dit import Conditioning, VideoDiT
+from models.network import flow
+from models.network.dit import Conditioning, VideoDiT
+from models.network.sampling import teacher_levels
+from models.network.streaming import held_chunks, recache
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,7 @@ class GenerationSampler:
 
     def levels(self, start: float = 1.0) -> list[float]:
         """Decreasing noise levels from `start` to 0 on the `steps`-step shifted grid (cut at `start`)."""
-        from models.sampling import teacher_grid
-
-        return teacher_grid(self.steps, self.shift, start)
+        return teacher_levels(self.steps, self.shift, start)
 
 
 def no_structure(style: torch.Tensor) -> Conditioning:
@@ -91,13 +90,13 @@ def generate(model: VideoDiT, sampler: GenerationSampler, style_at: Callable[[in
     history: list[torch.Tensor] = []
     style = style_at(min(k, frames) - 1)  # the first chunk's prompt; the context is encoded under it too
 
-    def per_frame(level: float) -> torch.Tensor:
-        return torch.full((1, k), level, device=device)
+    def level(sigma: float) -> torch.Tensor:
+        return torch.full((1, k), sigma, device=device)
 
     if context is not None:
         # only what the cache can hold matters; the oldest of it becomes the sink
         for chunk in context_chunks(context.to(device), k)[-cache.max_chunks:]:
-            model.step(chunk, per_frame(0.0), no_structure(style), cache, write=True)
+            model.step(chunk, level(0.0), no_structure(style), cache, write=True)
             history.append(chunk)
     shape = (1, k, model.cfg.channels, *model.cfg.sample_size)
     out = []
@@ -114,12 +113,12 @@ def generate(model: VideoDiT, sampler: GenerationSampler, style_at: Callable[[in
         # a chunk after a prompt switch starts from noise: a carried frame would hold the old style's colours
         start_sigma = sampler.carry if history and not switched else 1.0
         if start_sigma < 1.0:  # the previous frame, noised to `carry`, in every frame of the chunk (SDEdit)
-            x = flow.add_noise(history[-1][:, -1:].expand(shape), x, per_frame(start_sigma))
+            x = flow.add_noise(history[-1][:, -1:].expand(shape), x, level(start_sigma))
         levels = sampler.levels(start_sigma)
         for sigma, sigma_next in zip(levels[:-1], levels[1:]):
-            x0 = model.step(x, per_frame(sigma), no_structure(style), cache)
-            x = flow.euler_step(x, x0, per_frame(sigma), per_frame(sigma_next))
-        model.step(x, per_frame(0.0), no_structure(style), cache, write=True)  # the clean refresh
+            x0 = model.step(x, level(sigma), no_structure(style), cache)
+            x = flow.euler_step(x, x0, level(sigma), level(sigma_next))
+        model.step(x, level(0.0), no_structure(style), cache, write=True)  # the clean refresh
         history.append(x)
         if len(history) > cache.max_chunks:
             del history[cache.sink_chunks]  # the oldest chunk past the sinks has left the cache's window

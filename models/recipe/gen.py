@@ -1,5 +1,5 @@
-"""Teach a finished student to generate without structure channels (text-to-video, image-to-video, extension),
-while it keeps restyling exactly as before.
+"""Recipe stage `gen`: teach a finished student to generate without structure channels (text-to-video,
+image-to-video, extension), while it keeps restyling exactly as before.
 
 The distilled student never learned to draw a scene by itself: its ODE pairs and DMD rollouts all came from the
 teacher conditioned on the low-detail frame and G-buffers, and the teacher itself saw both dropped together in
@@ -28,9 +28,14 @@ from typing import Any
 
 import torch
 
-from models import flow
-from models.dit import Conditioning, VideoDiT
-from models.train import LOSS_BINS, Stage, TeacherStage, TrainConfig, save_grid
+from models.io import checkpoint
+from models.io.images import save_grid
+from models.network import flow
+from models.network.dit import Conditioning, VideoDiT
+from models.network.generation import GenerationSampler, generate
+from models.network.streaming import StudentSampler
+from models.recipe.clips import RecipeData
+from models.recipe.loop import LOSS_BINS, Stage, StepInput, StepLoss, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ class GenConfig:
     start_level: float = 0.25
 
 
-def default_gen_config() -> TrainConfig:
+def default_config() -> TrainConfig:
     # A new skill, not a polish: a teacher-like LR. The loss weight's σ floor is 0.5, not the teacher's 0.05:
     # with 0.05 the gradient is dominated by low noise, where a chunk denoises itself; drawing the next frames
     # from the context (copying it forward through attention) is learned at high noise (docs/generation.md).
@@ -56,57 +61,56 @@ class GenerationStage(Stage):
     name = "gen"
     checkpoint_name = "student"
 
-    def __init__(self, teacher_stage: TeacherStage, student: VideoDiT, student_meta: dict[str, Any],
-                 gen_cfg: GenConfig, init: Path):
-        self.teacher_stage = teacher_stage
+    def __init__(self, clips: RecipeData, student: VideoDiT, student_meta: dict[str, Any], gen_cfg: GenConfig,
+                 init: Path):
+        self.clips = clips
         self.gen_cfg = gen_cfg
         self.model = student.requires_grad_(True).train()
         self.anchor = copy.deepcopy(student).eval().requires_grad_(False)  # the restyling to keep
         self.student_meta = student_meta
         self.init = init
-        self.dataset = teacher_stage.dataset
-        self.device = teacher_stage.device
-        from models import checkpoint
-        from models.distill import StudentSampler
-
+        self.dataset = clips.dataset
+        self.device = clips.device
         self.levels = checkpoint.config_from_json(StudentSampler, student_meta["sampler"]).sigmas()[:-1]
 
-    def draw(self, b: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+    def settings(self) -> GenConfig:
+        return self.gen_cfg
+
+    def draw(self, b: int, rng: torch.Generator) -> dict[str, torch.Tensor]:
         """Every random choice of a step for the global batch (so DDP ranks agree)."""
         cfg, k = self.gen_cfg, self.model.cfg.chunk_frames
-        f = self.teacher_stage.cfg.clip_frames
+        f = self.clips.cfg.clip_frames
         n = f // k
         generating = torch.arange(b) < round(b * cfg.generation_rows)
-        context = torch.randint(0, n, (b,), generator=gen)
-        still = (torch.rand(b, generator=gen) < cfg.still_context) & (context == 1) & generating
-        gen_sigma = flow.shift_sigma(torch.rand((b, n), generator=gen), self.teacher_stage.cfg.shift)
-        gen_sigma = torch.where(torch.rand((b, n), generator=gen) < cfg.start_level, 1.0, gen_sigma)
+        context = torch.randint(0, n, (b,), generator=rng)
+        still = (torch.rand(b, generator=rng) < cfg.still_context) & (context == 1) & generating
+        gen_sigma = flow.shift_sigma(torch.rand((b, n), generator=rng), self.clips.cfg.shift)
+        gen_sigma = torch.where(torch.rand((b, n), generator=rng) < cfg.start_level, 1.0, gen_sigma)
         gen_sigma = torch.where(torch.arange(n)[None] < context[:, None], 0.0, gen_sigma)
-        anchor_sigma = self.levels[torch.randint(len(self.levels), (b, n), generator=gen)]
+        anchor_sigma = self.levels[torch.randint(len(self.levels), (b, n), generator=rng)]
         sigma = torch.where(generating[:, None], gen_sigma, anchor_sigma).repeat_interleave(k, 1)
         c, h, w = self.model.cfg.channels, *self.model.cfg.sample_size
         return {"generating": generating, "still": still, "sigma": sigma,
-                "noise": torch.randn((b, f, c, h, w), generator=gen),
-                "paraphrase": torch.rand(b, generator=gen)}
+                "noise": torch.randn((b, f, c, h, w), generator=rng),
+                "paraphrase": torch.rand(b, generator=rng)}
 
-    def loss(self, model, items, gen, rows, global_batch):
-        stage, k = self.teacher_stage, self.model.cfg.chunk_frames
-        d = {key: v[rows] for key, v in self.draw(global_batch, gen).items()}
-        index = items["style_index"]
-        style = stage.prompt_table[index, (d["paraphrase"] * stage.paraphrases[index]).long()]
-        x0 = stage.to_model_space(items["style"].to(self.device))
+    def loss(self, step: StepInput) -> StepLoss:
+        clips, items, k = self.clips, step.items, self.model.cfg.chunk_frames
+        d = {key: v[step.rows] for key, v in self.draw(step.global_batch, step.rng).items()}
+        style = clips.prompt_embeddings(items["style_index"], d["paraphrase"])
+        x0 = clips.to_model_space(items["style"].to(self.device))
         still = d["still"].to(self.device)
         x0[still, :k] = x0[still, :1]  # a still image as the first chunk
         sigma = d["sigma"].to(self.device)
         x_t = flow.add_noise(x0, d["noise"].to(self.device), sigma)
         structure = ~d["generating"].to(self.device)
-        base = stage.conditioning(items, style=style)
+        base = clips.conditioning(items, style=style)
         cond = Conditioning(low=base.low, gbuffers=base.gbuffers, style=base.style, keep_low=structure,
                             keep_gbuffers=structure, keep_style=torch.ones_like(structure))
-        pred = model(x_t, sigma, cond, "block_causal")
-        per_frame = flow.flow_loss(pred, x0, sigma, stage.cfg.loss_min_sigma)  # (B, F)
+        pred = self.model(x_t, sigma, cond, "block_causal")
+        frame_loss = flow.flow_loss(pred, x0, sigma, clips.cfg.loss_min_sigma)  # (B, F)
         trained = (sigma > 0) & ~structure[:, None]  # generated frames; context frames are given
-        gen_loss = (per_frame * trained).sum()
+        generation_loss = (frame_loss * trained).sum()
         anchored = structure.nonzero().squeeze(1)
         anchor_loss = torch.zeros((), device=self.device)
         if len(anchored):
@@ -115,10 +119,10 @@ class GenerationStage(Stage):
                                    style=base.style[anchored])
                 target = self.anchor(x_t[anchored], sigma[anchored], sub, "block_causal")
             anchor_loss = (pred[anchored] - target).pow(2).mean() * len(anchored) * x0.shape[1]
-        loss = (gen_loss + self.gen_cfg.anchor * anchor_loss) / per_frame.numel()
-        sums, counts = flow.loss_by_sigma_bin(per_frame[trained].detach().cpu()[None],
+        loss = (generation_loss + self.gen_cfg.anchor * anchor_loss) / frame_loss.numel()
+        sums, counts = flow.loss_by_sigma_bin(frame_loss[trained].detach().cpu()[None],
                                               sigma[trained].cpu()[None], LOSS_BINS)
-        return loss, sums, counts
+        return StepLoss(loss, sums, counts)
 
     def meta(self):
         meta = {k: v for k, v in self.student_meta.items() if k not in ("step", "train", "save_id")}
@@ -133,16 +137,14 @@ class GenerationStage(Stage):
     @torch.no_grad()
     def sample_grid(self, model, path: Path) -> None:
         """Per style: text-to-video, and image-to-video from a recorded frame, 8 frames each."""
-        from models.generate import GenerationSampler, generate
-
-        stage = self.teacher_stage
-        items = stage.grid_items()
+        clips = self.clips
+        items = clips.grid_items()
         rows = []
         for i in range(len(items["style_index"])):
-            style = stage.prompt_table[items["style_index"][i], 0][None].to(self.device)
-            first = stage.to_model_space(items["style"][i: i + 1, :1].to(self.device))
+            style = clips.prompt_table[items["style_index"][i], 0][None].to(self.device)
+            first = clips.to_model_space(items["style"][i: i + 1, :1].to(self.device))
             for context in (None, first):
-                out = generate(model, GenerationSampler(shift=stage.cfg.shift), lambda _: style, 8, context,
+                out = generate(model, GenerationSampler(shift=clips.cfg.shift), lambda _: style, 8, context,
                                torch.Generator().manual_seed(i))
-                rows.append(stage.to_pixels(out).clamp(-1, 1)[0].cpu())
+                rows.append(clips.to_pixels(out).clamp(-1, 1)[0].cpu())
         save_grid(path, rows, columns=8)

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 
 
-def _per_frame(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _broadcast(sigma: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(B, F) noise levels -> (B, F, 1, 1, 1) so they broadcast over a (B, F, C, H, W) sample."""
     return sigma.reshape(*sigma.shape, *([1] * (x.dim() - sigma.dim())))
 
@@ -29,24 +29,24 @@ def shift_sigma(t: torch.Tensor | float, shift: float) -> torch.Tensor | float:
 
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """x_σ = (1 − σ)·x0 + σ·ε."""
-    s = _per_frame(sigma, x0)
+    s = _broadcast(sigma, x0)
     return (1 - s) * x0 + s * noise
 
 
 def velocity_from_x0(x_t: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """v = ε − x0 = (x_σ − x0) / σ; undefined at σ = 0, where the caller never asks for it."""
-    return (x_t - x0) / _per_frame(sigma, x_t)
+    return (x_t - x0) / _broadcast(sigma, x_t)
 
 
 def x0_from_velocity(x_t: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """x0 = x_σ − σ·v (the inverse of velocity_from_x0)."""
-    return x_t - _per_frame(sigma, x_t) * v
+    return x_t - _broadcast(sigma, x_t) * v
 
 
 def euler_step(x_t: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
     """One deterministic Euler step of the flow ODE from σ to σ_next, written through x0 so it is exact at
     σ_next = 0: x_next = x0 + (σ_next / σ)·(x_σ − x0)."""
-    ratio = _per_frame(sigma_next / sigma, x_t)
+    ratio = _broadcast(sigma_next / sigma, x_t)
     return x0 + ratio * (x_t - x0)
 
 

@@ -1,8 +1,8 @@
-"""Every quality number of ../shared/EVAL.md, computed on held-out clips already rendered to disk: the rows
+"""The restyling scores of docs/evaluation.md, computed on held-out clips already rendered to disk: the rows
 `input`, `teacher`, `student`, `no_dmd` and `per_frame` with psnr / ssim / spectral / warp_ratio, the long-stream
 `drift`, and `style_switch_frames`.
 
-Called by `restyler eval` (renderer.cli), which renders the held-out worlds with the game into recorded-data
+Called by `restyler eval` (cli/evaluate.py), which renders the held-out worlds with the game into recorded-data
 directories first; this module only reads them (models/ knows nothing of the game). Returns the scores, the
 details behind them, side-by-side strips and each row's frames for the caller to write.
 """
@@ -17,17 +17,18 @@ from typing import Any
 
 import torch
 
-from models import checkpoint, metrics
-from models.data import ClipDataset, denormalize_depth
-from models.distill import StudentSampler, held_chunks, load_student, recache, stream_clip
-from models.dit import Conditioning, VideoDiT
-from models.prompt import PromptEncoder
-from models.sampling import sample_student_chunk, sample_teacher
-from models.train import collate, gbuffers_of, load_autoencoder, load_dit
+from models.evaluation import metrics
+from models.io import checkpoint
+from models.io.data import ClipDataset, collate, denormalize_depth, gbuffers_of
+from models.network.dit import Conditioning, VideoDiT
+from models.network.prompt import PromptEncoder
+from models.network.loading import load_autoencoder, load_dit, load_student
+from models.network.sampling import sample_student_chunk, sample_teacher
+from models.network.streaming import StudentSampler, held_chunks, recache, stream_clip
 
 ROWS = ("input", "teacher", "student", "no_dmd", "per_frame")
 METRICS = ("psnr", "ssim", "spectral", "warp_ratio")
-DRIFT_WINDOW = 300  # frames at each end of the drift stream (EVAL.md)
+DRIFT_WINDOW = 300  # frames at each end of the drift stream (docs/evaluation.md)
 SWITCHES = ("reset", "recache", "keep")
 
 
@@ -37,7 +38,7 @@ class EvalError(RuntimeError):
 
 @dataclass
 class EvalResult:
-    scores: dict[str, Any]  # exactly the JSON of DESIGN.md: rows, drift, style_switch_frames
+    scores: dict[str, Any]  # the eval JSON of docs/design.md: rows, drift, style_switch_frames
     details: dict[str, Any]  # per style, per stream, timings and settings
     strips: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # (name, image (3, H, W) in [-1, 1])
     videos: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # row -> frames (H, W, 3) uint8
@@ -117,7 +118,7 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
     result.videos = {r: [] for r in rows}
     n_styles = len(data.style_indices)
 
-    def gen_for(world: int, row: str) -> torch.Generator:
+    def rng_for(world: int, row: str) -> torch.Generator:
         """Noise of one row on one world, independent of which other rows run (ablations compare exactly)."""
         return torch.Generator().manual_seed(seed * 1_000_003 + world * 101 + ROWS.index(row))
 
@@ -136,16 +137,16 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
         if "teacher" in rows:
             outputs["teacher"] = torch.cat([m.decode(sample_teacher(
                 m.teacher, cond.frames(slice(s, s + window)), shape, steps, m.teacher_sampler["shift"],
-                m.teacher_sampler["guidance"], gen_for(world, "teacher"), device)[0]).cpu()
+                m.teacher_sampler["guidance"], rng_for(world, "teacher"), device)[0]).cpu()
                 for s in range(0, frames, window)], 1)
             seconds["teacher"] += time.perf_counter() - tick
-        for row, model, per_frame in (("student", m.student, False), ("no_dmd", m.no_dmd, False),
-                                      ("per_frame", m.student, True)):
+        for row, model, no_context in (("student", m.student, False), ("no_dmd", m.no_dmd, False),
+                                       ("per_frame", m.student, True)):
             if row not in rows:
                 continue
             tick = time.perf_counter()
-            outputs[row] = m.decode(stream_clip(model, incoming, cond, m.sampler, gen_for(world, row),
-                                                per_frame=per_frame)).cpu()
+            outputs[row] = m.decode(stream_clip(model, incoming, cond, m.sampler, rng_for(world, row),
+                                                no_context=no_context)).cpu()
             seconds[row] += time.perf_counter() - tick
         for i in range(b):
             temporal["reference"].append(float(metrics.temporal_error(ref[i], items["motion"][i], depth[i])))
@@ -193,7 +194,7 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
         # from the scene (the world's first and last 300 frames differ), not from the stream's state
         result.details["drift_control_per_frame"] = long_stream_drift(
             m, drift_dir, style_table, data.style_names, torch.Generator().manual_seed(seed + 2), device, progress,
-            per_frame=True)
+            no_context=True)
     # The worst stream, among those where the student tells the two styles apart at all (its control stream, with
     # the new prompt from the start, settles on the new style); None when one of those never switches.
     taken = [s["frames"] for s in switch if s["control_frames"] is not None]
@@ -283,7 +284,7 @@ def style_switch(m: _Models, data: ClipDataset, frames: int, style_table: torch.
 @torch.no_grad()
 def long_stream_drift(m: _Models, drift_dir: Path, style_table: torch.Tensor, style_names: list[str],
                       gen: torch.Generator, device: torch.device | str, progress: Callable[[str], None],
-                      per_frame: bool = False) -> dict[str, Any]:
+                      no_context: bool = False) -> dict[str, Any]:
     """PSNR of one long stream's first and last DRIFT_WINDOW frames (the first style of the recorded clip),
     streamed through one KV cache in pieces so memory stays flat."""
     k = m.student.cfg.chunk_frames
@@ -302,7 +303,7 @@ def long_stream_drift(m: _Models, drift_dir: Path, style_table: torch.Tensor, st
         if noise is None:
             noise = m.sampler.stream_noise(cond.low, gen)
         out = m.decode(stream_clip(m.student, cond.low, cond, m.sampler, gen, cache=cache, noise=noise,
-                                   per_frame=per_frame)).cpu()
+                                   no_context=no_context)).cpu()
         scores.extend(metrics.psnr(out[0], items["style"][0]).tolist())
         if (i + 1) % 500 == 0:
             progress(f"eval: drift stream {len(scores)} of {total} frames")

@@ -1,8 +1,8 @@
-"""Quality metrics of shared/EVAL.md on frames in [-1, 1] (the models' range), all scored in RGB [0, 1].
+"""Quality metrics of docs/evaluation.md on frames in [-1, 1] (the models' range), all scored in RGB [0, 1].
 
-Called by evaluation (`restyler eval`, models.teacher_eval). Legend: frames (..., 3, H, W); motion (F, 2, H, W) in
-pixels, the convention of docs/interfaces.md (the surface at (x, y) was at (x − dx, y − dy) one frame earlier);
-depth (F, 1, H, W) linear, in blocks.
+Called by evaluation (`restyler eval`, models.evaluation.teacher) and by the dmd stage's temporal term. Legend:
+frames (..., 3, H, W); motion (F, 2, H, W) in pixels, the convention of docs/interfaces.md (the surface at (x, y)
+was at (x − dx, y − dy) one frame earlier); depth (F, 1, H, W) linear, in blocks.
 """
 
 from __future__ import annotations

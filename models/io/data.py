@@ -1,7 +1,7 @@
 """Training data as tensors: windows of consecutive frames from the clips `restyler record-data` wrote.
 
-Called by the training stages and by tests. It reads the "Recorded data" format of docs/interfaces.md on its own
-(models/ imports nothing from the game, the bridge or the renderer). Shards are opened lazily and memory-mapped,
+Called by the training stages, evaluation, the runtime (normalize_depth) and tests. It reads the "Recorded data"
+format of docs/interfaces.md on its own (models/ imports nothing from the game, the bridge or the renderer). Shards are opened lazily and memory-mapped,
 and a window reads only its own frames, so a dataset larger than memory trains fine.
 
 Every item is a dict of tensors, frame-major as inside the models, (F, C, H, W):
@@ -227,6 +227,16 @@ class ClipDataset(Dataset):
             "seed": torch.tensor(seed),
             "start": torch.tensor(start),
         }
+
+
+def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack items into a batch: every tensor gains a leading batch dim, e.g. low (B, F, 3, H, W)."""
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+def gbuffers_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, F, 4, H, W): log depth and normals, the G-buffer channels the model reads."""
+    return torch.cat([batch["depth"], batch["normals"]], 2)
 
 
 def make_loader(root: Path | str, batch: int, clip_frames: int, *, styles: Sequence[str | int] | None = None,

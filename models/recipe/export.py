@@ -6,7 +6,7 @@ fp32 for the CPU. The student's sampler can be overridden on the way out, becaus
 measured after training (docs/distillation.md: the `last_step` cache refresh beats the `clean` one it trained with,
 and a periodic cache reset cuts the part of long-stream drift that the stream's own history causes by a third).
 
-    python -m models.export RUN models/weights/default --refresh last_step --reset-every 16
+    python -m models.recipe.export RUN models/weights/default --refresh last_step --reset-every 16
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from models import checkpoint
+from models.io import checkpoint
 
 SHIPPED = ("autoencoder", "teacher", "student")
 
@@ -25,8 +25,8 @@ SHIPPED = ("autoencoder", "teacher", "student")
 def export_model(run: Path, out: Path, sampler_changes: dict[str, Any] | None = None,
                  generation_changes: dict[str, Any] | None = None) -> list[Path]:
     """Copy the shipped networks of `run` into `out` as fp16; returns the files written. `generation_changes`
-    (steps, carry) set how a student trained to generate (`train gen`) generates: models.generate's
-    GenerationSampler, measured by models.gen_eval after training."""
+    (steps, carry) set how a student trained to generate (`train gen`) generates: models.network.generation's
+    GenerationSampler, measured by models.evaluation.generation after training."""
     if not checkpoint.exists(run, "student"):
         raise checkpoint.CheckpointError(f"{run} holds no student; finish the recipe (`restyler train dmd --out "
                                           f"{run}`) before exporting it")

@@ -1,0 +1,53 @@
+"""`restyler bench`: speed beside the running game (renderer.bench)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cli.args import add_device, add_model, add_steps, add_worker, error, positive_float, positive_int
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="measure latency and throughput",
+                       description="Measure first-frame latency, per-chunk latency and throughput of the student "
+                                   "and its teacher.")
+    add_model(p)
+    add_device(p)
+    p.add_argument("--seconds", type=positive_float, default=10.0, metavar="N",
+                   help="measuring time after warm-up; longer gives steadier percentiles")
+    p.add_argument("--json", type=Path, required=True, metavar="FILE",
+                   help="where to write the measurements (docs/evaluation.md's keys); FILE_details.json gets the per-stage "
+                        "profile, the game loop's frame times and the machine")
+    add_worker(p)
+    p.add_argument("--threads", type=positive_int, default=1, metavar="N",
+                   help="torch threads of the worker; 1 leaves the second core of a 2-core CPU to the game "
+                        "(docs/runtime.md)")
+    p.add_argument("--game-fps", type=positive_float, default=60.0, metavar="FPS",
+                   help="the game loop's target rate beside the model")
+    p.add_argument("--no-teacher", action="store_true", help="skip the teacher (its ratios are then null)")
+    add_steps(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from demo_game import GameConfig, GameSession
+    from renderer.bench import run_bench, table
+    from renderer.engine import ModelError, load_bundle
+
+    try:
+        size = load_bundle(args.model).frame_size   # also: one clear error for a missing model
+        # a held-out world, the game ticking at the benchmark's rate, rendering only what the model reads
+        fps = max(1, round(args.game_fps))
+        with GameSession(GameConfig(seed=1000, width=size[0], height=size[1], fps=fps)) as game:
+            result = run_bench(args.model, game.step, args.device, args.seconds, fps, args.worker, args.threads,
+                               args.steps, teacher=not args.no_teacher)
+    except (ModelError, RuntimeError, ValueError) as exc:
+        return error("bench", str(exc))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result.scores, indent=2) + "\n")
+    args.json.with_name(args.json.stem + "_details.json").write_text(json.dumps(result.details, indent=2) + "\n")
+    print(table(result))
+    return 0

@@ -1,0 +1,104 @@
+"""`restyler eval`: render held-out worlds with the game and score a model on them
+(models.evaluation.restyle; docs/evaluation.md defines every number).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from cli.args import (add_device, add_model, add_sampler_options, cuda_available, error, parse_seeds, positive_int,
+                      sampler_changes)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval", help="score a model on held-out worlds",
+                       description="Render held-out worlds on the fly and score input, teacher and student "
+                                   "against the reference styles (docs/evaluation.md defines every score).")
+    add_model(p, required=True)
+    p.add_argument("--seeds", type=parse_seeds, required=True, metavar="A:B",
+                   help="held-out world seeds, from 1000 up, e.g. 1000:1008")
+    p.add_argument("--frames", type=positive_int, default=120, metavar="N",
+                   help="frames per world; longer runs expose drift")
+    p.add_argument("--json", type=Path, required=True, metavar="FILE",
+                   help="where to write the scores; FILE.md (table), FILE_details.json and FILE_media/ (strips, "
+                        "an mp4 per row) go beside it")
+    p.add_argument("--drift-frames", type=int, default=3000, metavar="N",
+                   help="length of the drift stream (0 skips it); docs/evaluation.md defines drift over 3000")
+    p.add_argument("--teacher-steps", type=positive_int, default=None, metavar="N",
+                   help="teacher sampler steps (default: the teacher's own, 50)")
+    add_sampler_options(p, "ablation: instead of its own, the student's", defaults=False)
+    p.add_argument("--switch", choices=["reset", "recache", "keep"], default="reset",
+                   help="what a style switch does to the KV cache: empty it (default), re-encode it under the new "
+                        "prompt, or keep it; docs/distillation.md has the measurement")
+    p.add_argument("--rows", type=lambda t: tuple(t.split(",")), default=None, metavar="R1,R2",
+                   help="run only these rows (ablations skip the slow teacher); the others score null")
+    p.add_argument("--worlds", type=Path, default=Path("out/eval_worlds"), metavar="DIR",
+                   help="where the rendered held-out worlds are kept, so a second eval does not render them again")
+    add_device(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from demo_game.record import RecordError, record_dataset
+    from models.evaluation.restyle import EvalError, evaluate, markdown_table
+    from models.io.checkpoint import CheckpointError, config_from_json, load_checkpoint
+    from models.io.data import DataError
+    from models.network.prompt import PromptEncoderError
+    from models.network.streaming import StudentSampler
+
+    held_in = [s for s in args.seeds if s < 1000]
+    if held_in:
+        return error("eval", f"eval scores held-out worlds only (seeds >= 1000); got {held_in[0]}")
+    if args.device == "cuda" and not cuda_available():
+        return error("eval", "--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    device = "cuda" if args.device == "cuda" or (args.device == "auto" and cuda_available()) else "cpu"
+    try:
+        meta = load_checkpoint(args.model, "student", hint="a model for eval holds a teacher and a student; train "
+                               f"them with `restyler train teacher|ode|dmd --out {args.model}`")[1]
+        height, width = meta["config"]["frame_size"]
+        changes = sampler_changes(args)
+        sampler = replace(config_from_json(StudentSampler, meta["sampler"]), **changes) if changes else None
+        # the held-out worlds, rendered by the game once and kept for later evals
+        seeds = f"{args.seeds.start}-{args.seeds.stop - 1}"
+        clips = args.worlds / f"{width}x{height}_{args.frames}f_seeds{seeds}"
+        record_dataset(clips, args.seeds, args.frames, (width, height), force_eval_seeds=True)
+        drift = None
+        if args.drift_frames > 0:
+            drift = args.worlds / f"drift_{width}x{height}_{args.drift_frames}f_seed{args.seeds.start}"
+            record_dataset(drift, [args.seeds[0]], args.drift_frames, (width, height), force_eval_seeds=True)
+        result = evaluate(args.model, clips, args.frames, drift, args.teacher_steps, sampler, device=device,
+                          switch=args.switch, **({} if args.rows is None else {"rows": args.rows}))
+    except (RecordError, CheckpointError, DataError, EvalError, PromptEncoderError) as exc:
+        return error("eval", str(exc))
+    _write_eval(args.json, result, markdown_table(result))
+    print(markdown_table(result))
+    return 0
+
+
+def _write_eval(path: Path, result: Any, table: str) -> None:
+    """FILE (the scores), FILE.md, FILE_details.json and FILE_media/ with a strip per world and an mp4 per row."""
+    import json
+
+    import numpy as np
+
+    from bridge.video import Mp4Writer
+    from models.io.images import save_grid
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.scores, indent=2) + "\n")
+    path.with_suffix(".md").write_text(table)
+    path.with_name(path.stem + "_details.json").write_text(json.dumps(result.details, indent=2) + "\n")
+    media = path.with_name(path.stem + "_media")
+    media.mkdir(exist_ok=True)
+    for name, strip in result.strips:
+        save_grid(media / f"strip_{name}.png", [strip[None]])
+    for row, frames in result.videos.items():
+        if not frames:
+            continue
+        h, w = frames[0].shape[:2]
+        with Mp4Writer(media / f"{row}.mp4", 30, (w, h)) as out:
+            for frame in frames:
+                out.write(np.ascontiguousarray(frame.numpy()))

@@ -1,0 +1,42 @@
+"""The `restyler` command line (also `python -m cli`): the one place that ties game, bridge, models and renderer
+together. One module per command builds its own options (`add_parser`) and runs it (`run`); this module assembles
+them. Every handler imports its heavy dependencies when it runs, so `restyler --help` and argument errors stay
+instant (no torch, no GL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from cli import bench, capture, evaluate, generate, play, record_data, restyle, train
+from cli.args import PROG, error
+
+# In the order `restyler --help` lists them.
+COMMANDS = (play, capture, restyle, record_data, train, evaluate, bench, generate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Real-time AI restyling for games: play the demo, restyle any window or video, record data, "
+                    "train, evaluate and benchmark the causal few-step video diffusion model.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # an output path that is a file, a read-only folder: one line, not a traceback
+        return error(args.command, f"{exc.filename or ''}: {exc.strerror or exc}")

@@ -1,0 +1,86 @@
+"""`restyler train STAGE`: one stage of the training recipe (models.recipe.run)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cli.args import add_device, add_sampler_options, error, positive_float, positive_int, sampler_changes
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="run one stage of the training recipe",
+                       description="Train one stage; all stages of a recipe share one --out run directory, and "
+                                   "a finished run directory is a model for --model.")
+    p.add_argument("stage", choices=["autoencoder", "teacher", "ode", "dmd", "gen"],
+                   help="recipe stage, in order: autoencoder, teacher, ode (student init), dmd (distillation), "
+                        "gen (teaches a finished student --init RUN to generate without structure, for "
+                        "`restyler generate`)")
+    p.add_argument("--data", type=Path, required=True, metavar="DIR", help="dataset from `restyler record-data`")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="run directory shared by all stages; each stage reads what the earlier ones wrote")
+    p.add_argument("--size", choices=["tiny", "S", "M"], default="S",
+                   help="model size: tiny for smoke tests, S for CPU, M when a GPU is available")
+    p.add_argument("--steps", type=positive_int, default=None, metavar="N",
+                   help="optimizer steps; default: the stage's recipe value; lower it for a quick check")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint in --out instead of refusing to overwrite it")
+    p.add_argument("--batch", type=positive_int, default=None, metavar="N",
+                   help="global batch (clips for the teacher, frames for the autoencoder), split over torchrun "
+                        "processes; default: the recipe's value; halve it if memory runs out")
+    p.add_argument("--space", choices=["pixel", "latent"], default="pixel",
+                   help="teacher only: model pixels (16x16 patches, no decoder) or the run's autoencoder latents; "
+                        "docs/model.md has the measurement behind the pixel default")
+    add_device(p)
+    p.add_argument("--init", type=Path, default=None, metavar="RUN",
+                   help="start from this stage's weights in another run directory (fine-tuning with new settings); "
+                        "dmd and gen: from RUN's finished student, e.g. a second pass with --temporal")
+    p.add_argument("--loss-min-sigma", type=positive_float, default=None, metavar="S",
+                   help="teacher only: floor of σ in the 1/σ² loss weight; 0.05 (default) favours fine detail, "
+                        "0.5 the high-noise levels where the model learns to read structure and style")
+    g = p.add_argument_group("distillation and generation (ode, dmd, gen)")
+    add_sampler_options(g, "ode: the student's", defaults=True)
+    g.add_argument("--pair-clips", type=positive_int, default=128, metavar="N",
+                   help="ode: teacher trajectories to generate (the stage's largest cost on a CPU)")
+    g.add_argument("--rollout", choices=["self_forcing", "parallel"], default="self_forcing",
+                   help="dmd: generate on the student's own KV-cached rollouts, or CausVid's one parallel pass")
+    g.add_argument("--regression", type=float, default=0.5, metavar="W",
+                   help="dmd: weight of a paired MSE against the recorded reference frames; 0 is pure DMD "
+                        "(default 0.5, the measured best)")
+    g.add_argument("--temporal", type=float, default=0.0, metavar="W",
+                   help="dmd: weight of a motion-warped frame-to-frame L1 term against flicker (0: off)")
+    g.add_argument("--fake-updates", type=positive_int, default=5, metavar="N",
+                   help="dmd: fake-score updates per generator update (CausVid: 5)")
+    g.add_argument("--real-guidance", type=positive_float, default=None, metavar="G",
+                   help="dmd: guidance of the real score (default: the teacher's sampler guidance)")
+    g.add_argument("--lr", type=positive_float, default=None, metavar="LR",
+                   help="learning rate (dmd: the student's); default: the stage's recipe value")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from demo_game.styles import STYLES
+    from models.io.checkpoint import CheckpointError
+    from models.io.data import DataError
+    from models.network.prompt import PromptEncoderError
+    from models.network.streaming import StudentSampler
+    from models.recipe.dmd import DmdConfig
+    from models.recipe.loop import TrainError
+    from models.recipe.run import run_stage
+
+    # The teacher's style prompts; held-out paraphrases are never trained on: eval checks the model generalises to
+    # them. The stages after the teacher take its prompts from its checkpoint.
+    prompts = {style.name: list(style.prompts) for style in STYLES.values()}
+    changes = sampler_changes(args)
+    dmd_cfg = DmdConfig(fake_updates=args.fake_updates, real_guidance=args.real_guidance, rollout=args.rollout,
+                        regression=args.regression, temporal=args.temporal)
+    # --loss-min-sigma and --space are the teacher's; the later stages keep their own recipe values
+    overrides = {"lr": args.lr, "loss_min_sigma": args.loss_min_sigma if args.stage == "teacher" else None}
+    try:
+        run_stage(args.stage, args.data, args.out, size=args.size, prompts=prompts, space=args.space,
+                  steps=args.steps, batch=args.batch, resume=args.resume, device=args.device, overrides=overrides,
+                  init=args.init, sampler=StudentSampler(**changes) if changes else None,
+                  pair_clips=args.pair_clips, dmd_cfg=dmd_cfg)
+    except (TrainError, DataError, CheckpointError, PromptEncoderError) as exc:
+        return error("train", str(exc))
+    return 0

@@ -1,0 +1,51 @@
+"""Trained networks back from a model directory: a finished training run (the --out of `restyler train`) or a
+shipped model (models/weights/<name>). Weights are cast to fp32 (the CPU has no fast half precision), in eval mode.
+
+Used by the training stages that start from earlier ones, by evaluation and by the runtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.io import checkpoint
+from models.network.autoencoder import AEConfig, Autoencoder
+from models.network.dit import DiTConfig, VideoDiT
+from models.network.streaming import StudentSampler
+
+# The recipe stage that writes each network, for the error that says how to get a missing one.
+WRITTEN_BY = {"autoencoder": "autoencoder", "teacher": "teacher", "student_ode": "ode", "student": "dmd"}
+
+
+def load_autoencoder(run: Path | str, device: torch.device | str = "cpu") -> Autoencoder:
+    tensors, meta = checkpoint.load_checkpoint(run, "autoencoder",
+                                               hint=f"train it first with `restyler train autoencoder --out {run}`")
+    model = Autoencoder(checkpoint.config_from_json(AEConfig, meta["config"]))
+    checkpoint.load_into(model, tensors, f"{run}/autoencoder.safetensors")
+    return model.to(device).eval()
+
+
+def load_dit(run: Path | str, name: str, device: torch.device | str = "cpu") -> tuple[VideoDiT, dict[str, Any]]:
+    """A trained video transformer (`teacher`, `student_ode`, `student`) and its metadata, fp32, eval mode."""
+    stage = WRITTEN_BY.get(name, name)
+    tensors, meta = checkpoint.load_checkpoint(run, name, hint=f"train it with `restyler train {stage} --out {run}`")
+    model = VideoDiT(checkpoint.config_from_json(DiTConfig, meta["config"]))
+    checkpoint.load_into(model, {k: v.float() for k, v in tensors.items()}, f"{run}/{name}.safetensors")
+    return model.to(device).eval(), meta
+
+
+def load_student(run: Path | str, name: str = "student", device: torch.device | str = "cpu",
+                 ) -> tuple[VideoDiT, StudentSampler, dict[str, Any]]:
+    """A student and how it streams (the sampler saved with it)."""
+    model, meta = load_dit(run, name, device)
+    return model, checkpoint.config_from_json(StudentSampler, meta["sampler"]), meta
+
+
+def student_meta(teacher_meta: dict[str, Any], cfg: DiTConfig, sampler: StudentSampler) -> dict[str, Any]:
+    """The JSON a student is saved with: its config and sampler, and the prompts and styles of its teacher."""
+    return {"kind": "student", "config": asdict(cfg), "prompts": teacher_meta["prompts"],
+            "styles": teacher_meta["styles"], "sampler": asdict(sampler), "teacher_sampler": teacher_meta["sampler"]}

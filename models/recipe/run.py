@@ -1,0 +1,146 @@
+"""`restyler train STAGE`: one entry point for every stage of the recipe, in order
+
+    autoencoder → teacher → ode → dmd → gen      (then models.recipe.export ships the run)
+
+It builds the stage from what the earlier stages left in the run directory, applies the stage's recipe defaults
+and the caller's overrides, and runs it in the one training loop (models.recipe.loop), on one process or under
+torchrun. `init` fine-tunes: for autoencoder and teacher it starts from the same stage's weights in another run;
+for dmd and gen it copies another run's teacher and ODE student into this one and starts from its finished
+student, so the new run directory is a complete model of its own.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from models.io import checkpoint
+from models.network.autoencoder import AEConfig
+from models.network.dit import make_config
+from models.network.loading import load_autoencoder, load_dit
+from models.network.streaming import StudentSampler
+from models.recipe import autoencoder, dmd, gen, ode
+from models.recipe.clips import RecipeData, load_teacher
+from models.recipe.loop import (Distributed, Stage, TrainConfig, TrainError, close_distributed, setup_distributed,
+                                train)
+from models.recipe.teacher import TeacherStage
+
+STAGES = ("autoencoder", "teacher", "ode", "dmd", "gen")
+
+
+def default_config(stage: str) -> TrainConfig:
+    """The recipe's settings of `stage` before any override."""
+    defaults = {"autoencoder": autoencoder.default_config, "teacher": TrainConfig, "ode": ode.default_config,
+                "dmd": dmd.default_config, "gen": gen.default_config}
+    if stage not in defaults:
+        raise TrainError(f"unknown stage {stage!r}; the recipe's stages are {', '.join(STAGES)}")
+    return defaults[stage]()
+
+
+def run_stage(stage: str, data: Path, run: Path, *, size: str = "S", prompts: dict[str, list[str]] | None = None,
+              space: str = "pixel", steps: int | None = None, batch: int | None = None, resume: bool = False,
+              device: str = "auto", overrides: dict[str, Any] | None = None, init: Path | None = None,
+              sampler: StudentSampler | None = None, pair_clips: int = 128, dmd_cfg: dmd.DmdConfig | None = None,
+              gen_cfg: gen.GenConfig | None = None, progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train `stage` into `run` from the recorded clips in `data`; returns the last log record.
+
+    size, prompts, space   the teacher's model size, style prompts and space (pixel or the run's latents)
+    overrides              TrainConfig fields (None values are ignored)
+    sampler                ode only: how the student will stream (its levels fix which teacher states are kept)
+    pair_clips             ode only: teacher trajectories to make
+    dmd_cfg, gen_cfg       the dmd and gen stages' own settings
+    """
+    cfg = default_config(stage)
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = replace(cfg, **{k: v for k, v in (overrides or {}).items() if k in known and v is not None})
+    cfg = replace(cfg, **{k: v for k, v in (("steps", steps), ("batch", batch)) if v is not None})
+    if stage == "gen" and init is None:
+        raise TrainError("`train gen` fine-tunes a finished student: pass --init RUN (e.g. models/weights/default)")
+    if stage == "ode" and init is not None:
+        raise TrainError("--init in distillation fine-tunes a finished student: use it with `train dmd` or "
+                         "`train gen`")
+    if stage != "ode" and sampler is not None:
+        raise TrainError("--timesteps, --refresh, --noise and --reset-every belong to the ode stage (the student "
+                         "keeps the sampler it was initialised with; `models.recipe.export` can change it for "
+                         "shipping)")
+    dist_info = setup_distributed(device)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank and every fresh start
+    try:
+        if stage in ("autoencoder", "teacher"):
+            built = _first_stage(stage, data, run, cfg, size, prompts or {}, space, dist_info)
+            if init is not None and not checkpoint.exists(run / "state", built.name):
+                tensors, meta = checkpoint.load_checkpoint(init, built.name,
+                                                           hint="--init takes a run directory that holds it")
+                checkpoint.load_into(built.model, {k: v.float() for k, v in tensors.items()}, f"{init}/{built.name}")
+                if dist_info.main:
+                    progress(f"starting {built.name} from {init} (step {meta.get('step')})")
+            return train(built, run, cfg, dist_info, resume, progress)
+        if init is not None:
+            _take_from_init(init, run, dist_info)
+        clips, teacher, teacher_meta = load_teacher(run, data, cfg, dist_info.device)
+        cfg = clips.cfg
+        if stage == "ode":
+            built = _ode_stage(run, clips, teacher, teacher_meta, sampler, pair_clips, dist_info)
+            del teacher  # the student has its own copy of the weights; the teacher is not needed any more
+            return train(built, run, cfg, dist_info, resume, progress)
+        if stage == "dmd":
+            built = dmd.DmdStage(clips, teacher, teacher_meta, run, dmd_cfg or dmd.DmdConfig(), init)
+            return train(built, run, cfg, dist_info, resume, progress)
+        student, meta = load_dit(init, "student", dist_info.device)
+        del teacher
+        return train(gen.GenerationStage(clips, student, meta, gen_cfg or gen.GenConfig(), init), run, cfg,
+                     dist_info, resume, progress)
+    finally:
+        close_distributed(dist_info)
+
+
+def _first_stage(stage: str, data: Path, run: Path, cfg: TrainConfig, size: str, prompts: dict[str, list[str]],
+                 space: str, dist_info: Distributed) -> Stage:
+    """The autoencoder or teacher stage, which start from nothing (or from `--init` weights)."""
+    run.mkdir(parents=True, exist_ok=True)
+    if stage == "autoencoder":
+        return autoencoder.AutoencoderStage(data, cfg, AEConfig(), dist_info.device)
+    extra: dict[str, Any] = {"clip_frames": cfg.clip_frames}
+    if space == "latent":
+        ae_cfg = load_autoencoder(run).cfg
+        extra.update(space="latent", down=ae_cfg.down, channels=ae_cfg.latent_channels, patch=2)
+    built = TeacherStage(RecipeData(data, run, cfg, make_config(size, **extra), prompts, dist_info.device))
+    frame = tuple(built.dataset.size[::-1])
+    if frame != built.dit_cfg.frame_size:
+        raise TrainError(f"size {size} models {built.dit_cfg.frame_size[1]}x{built.dit_cfg.frame_size[0]} frames "
+                         f"but {data} holds {frame[1]}x{frame[0]}; record data at the model's size")
+    return built
+
+
+def _ode_stage(run: Path, clips: RecipeData, teacher: Any, teacher_meta: dict[str, Any],
+               sampler: StudentSampler | None, pair_clips: int, dist_info: Distributed) -> ode.OdeStage:
+    """Make the ODE pairs (every rank its share, then all wait for the rest) and the stage that trains on them."""
+    # the student's levels mean the same noise as the teacher's: its shift is the teacher's
+    sampler = replace(sampler or StudentSampler(), shift=teacher_meta["sampler"]["shift"])
+    if checkpoint.exists(run, "student_ode"):  # a resumed run keeps the sampler its pairs were made for
+        saved = checkpoint.load_checkpoint(run, "student_ode")[1]["sampler"]
+        sampler = checkpoint.config_from_json(StudentSampler, saved)
+    ode.make_ode_pairs(run, clips, teacher, teacher_meta, sampler, pair_clips, ode.PAIRS_PER_SHARD, clips.cfg.seed,
+                       rank=dist_info.rank, world=dist_info.world)
+    dist_info.barrier()
+    return ode.OdeStage(clips, teacher, teacher_meta, sampler, run / ode.PAIRS_DIR)
+
+
+def _take_from_init(init: Path, run: Path, dist_info: Distributed) -> None:
+    """For `train dmd|gen --init INIT`: copy INIT's teacher and ODE student into `run` (each file written under a
+    temporary name, then renamed, so an interrupted copy is never taken for a checkpoint)."""
+    if not checkpoint.exists(init, "student"):
+        raise TrainError(f"--init {init} holds no student; finish its dmd stage first")
+    if dist_info.main:
+        for name in ("teacher", "student_ode"):
+            if checkpoint.exists(init, name) and not checkpoint.exists(run, name):
+                run.mkdir(parents=True, exist_ok=True)
+                for path in checkpoint.paths(init, name):
+                    partial = run / (path.name + ".partial")
+                    shutil.copy2(path, partial)
+                    partial.replace(run / path.name)
+    dist_info.barrier()
