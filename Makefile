@@ -1,4 +1,4 @@
-# Restyler developer entry points: `make setup`, `make play`, `make test`, `make train`, `make clean`.
+# Restyler developer entry points: `make setup`, `make play`, `make test`, `make test-fast`, `make train`, `make clean`.
 # Everything runs from the project virtualenv in .venv, created on first use.
 
 SHELL := /bin/bash
@@ -15,7 +15,7 @@ TEMPORAL ?= 0.3
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup play test train clean distclean
+.PHONY: setup play test test-fast train clean distclean
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ play: setup
 
 test: setup
 	SDL_VIDEODRIVER=offscreen SDL_AUDIODRIVER=dummy $(VPY) -m pytest $(PYTEST_ARGS)
+
+# The quick loop while editing: everything but the tests marked slow, xvfb, shipped or torchrun (pyproject.toml).
+test-fast: setup
+	SDL_VIDEODRIVER=offscreen SDL_AUDIODRIVER=dummy $(VPY) -m pytest -m "not slow and not xvfb and not shipped and not torchrun" $(PYTEST_ARGS)
 
 # The default model from nothing: record the data with the bot, train every stage of the recipe, evaluate on the
 # held-out worlds, export to models/weights/default. About 3.3 h on a 2-core CPU (models/weights/default/README.md
@@ -58,9 +62,9 @@ train: setup
 		--json $(TRAIN_RUN)_gen/eval.json
 	$(R) record-data --out $(GEN_EVAL_WORLDS) --seeds 1000:1003 --frames 24 --size 128x128 --pace 0.3 \
 		--force-eval-seeds
-	$(VPY) -m models.gen_eval $(TRAIN_RUN)_gen $(GEN_EVAL_WORLDS) --steps 8 --carry 0.6 \
+	$(VPY) -m models.evaluation.generation $(TRAIN_RUN)_gen $(GEN_EVAL_WORLDS) --steps 8 --carry 0.6 \
 		--json $(TRAIN_RUN)_gen/gen_eval.json
-	$(VPY) -m models.export $(TRAIN_RUN)_gen $(TRAIN_OUT) --refresh last_step --reset-every 16 --gen-steps 8 --gen-carry 0.6
+	$(VPY) -m models.recipe.export $(TRAIN_RUN)_gen $(TRAIN_OUT) --refresh last_step --reset-every 16 --gen-steps 8 --gen-carry 0.6
 
 # Build and test leftovers only: recorded data, checkpoints and the virtualenv stay (see distclean).
 clean:

@@ -139,8 +139,8 @@ def add_steps(p: argparse.ArgumentParser) -> None:
 
 
 def add_sampler_options(p: Any, role: str, defaults: bool) -> None:
-    """--timesteps / --refresh / --noise: the student's sampler (models.network.streaming.StudentSampler), chosen when the
-    ode stage creates the student, or overridden by eval for an ablation. `role` starts each help text."""
+    """--timesteps / --refresh / --noise: the student's sampler (models.network.streaming.StudentSampler), chosen
+    when the ode stage creates the student, or overridden by eval for an ablation. `role` starts each help text."""
 
     def default(text: str) -> str:
         return f" (default {text})" if defaults else ""

@@ -17,8 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("--seconds", type=positive_float, default=10.0, metavar="N",
                    help="measuring time after warm-up; longer gives steadier percentiles")
     p.add_argument("--json", type=Path, required=True, metavar="FILE",
-                   help="where to write the measurements (docs/evaluation.md's keys); FILE_details.json gets the per-stage "
-                        "profile, the game loop's frame times and the machine")
+                   help="where to write the measurements (docs/evaluation.md's keys); FILE_details.json gets the "
+                        "per-stage profile, the game loop's frame times and the machine")
     add_worker(p)
     p.add_argument("--threads", type=positive_int, default=1, metavar="N",
                    help="torch threads of the worker; 1 leaves the second core of a 2-core CPU to the game "

@@ -1,9 +1,9 @@
 """Record training data: the scripted bot plays one clip per seed and every pass is saved as a safetensors shard.
 
-Called by `restyler record-data` (cli/record_data.py) and by tests; read back by models/io/data.py. The on-disk format is
-the contract in docs/interfaces.md ("Recorded data"). Recording is resumable and never loses finished work: each
-clip is written under a temporary name and renamed, and manifest.json is rewritten atomically after every clip, so
-an interrupted run loses at most the clip in progress and a rerun skips every clip already listed.
+Called by `restyler record-data` (cli/record_data.py) and by tests; read back by models/io/data.py. The on-disk format
+is the contract in docs/interfaces.md ("Recorded data"). Recording is resumable and never loses finished work: each
+clip is written under a temporary name and renamed, and manifest.json is rewritten atomically after every clip, so an
+interrupted run loses at most the clip in progress and a rerun skips every clip already listed.
 """
 
 from __future__ import annotations

@@ -4,12 +4,12 @@
 Python API:
 
     from renderer.generate import VideoGenerator
-    gen = VideoGenerator.from_pretrained()                      # the shipped model, CPU or GPU
-    video = gen.generate("snowy winter village", frames=48)     # (48, H, W, 3) uint8, text-to-video
-    video = gen.generate("neon night city", 48, image="shot.png")            # image-to-video
-    video = gen.generate("autumn sunset", 48, extend="clip.mp4",             # extension, with a prompt switch
-                         switches={24: "snowy winter village"})
-    gen.write(video, "out.mp4")
+    generator = VideoGenerator.from_pretrained()                          # the shipped model, CPU or GPU
+    video = generator.generate("snowy winter village", frames=48)         # (48, H, W, 3) uint8, text-to-video
+    video = generator.generate("neon night city", 48, image="shot.png")   # image-to-video
+    video = generator.generate("autumn sunset", 48, extend="clip.mp4",    # extension, with a prompt switch
+                               switches={24: "snowy winter village"})
+    generator.write(video, "out.mp4")
 
 `restyler generate` (cli/generate.py) is `run_generate`: the same calls with a progress bar. Frames come out at
 the model's resolution; a start image or video of another size is resized to it. A clip of N frames from an image

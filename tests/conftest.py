@@ -73,7 +73,7 @@ def synthetic_clips(tmp_path_factory):
 def write_random_model(root, frame_size=(64, 64), teacher_steps: int = 3, seed: int = 0, generation: bool = True):
     """A model directory (teacher + student, tiny, random weights) in the shipped layout: what runtime, capture,
     generation and benchmark tests need. Speed and plumbing do not depend on trained weights. `generation` marks
-    the student as having had the generation stage (models.gen_stage), as the shipped one has."""
+    the student as having had the generation stage (models.recipe.gen), as the shipped one has."""
     from dataclasses import asdict
     from pathlib import Path
 
@@ -81,7 +81,8 @@ def write_random_model(root, frame_size=(64, 64), teacher_steps: int = 3, seed: 
 
     from models.io import checkpoint
     from models.network.dit import VideoDiT, make_config
-    from models.distill import StudentSampler, student_meta
+    from models.network.loading import student_meta
+    from models.network.streaming import StudentSampler
 
     root = Path(root)
     torch.manual_seed(seed)
@@ -100,7 +101,7 @@ def write_random_model(root, frame_size=(64, 64), teacher_steps: int = 3, seed: 
     sampler = StudentSampler(refresh="last_step")
     meta = student_meta(teacher_meta, cfg, sampler)
     if generation:
-        from models.gen_stage import GenConfig
+        from models.recipe.gen import GenConfig
 
         meta["generation"] = asdict(GenConfig())
     checkpoint.save_checkpoint(root, "student", random_dit(), meta, dtype=torch.float16)
@@ -112,21 +113,21 @@ def random_model(tmp_path_factory):
     return write_random_model(tmp_path_factory.mktemp("random_model"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """A tiny recipe on synthetic clips named like the game's styles: teacher, ode, dmd (a few steps each)."""
+    """A tiny recipe on synthetic clips named like the game's styles: teacher, ode, dmd (a few steps each). Built
+    once per session and shared: a test that trains further copies the run first."""
     from demo_game.styles import STYLES
-    from models.distill import run_distill_stage
-    from models.dmd import DmdConfig
-    from models.train import run_stage
+    from models.recipe.dmd import DmdConfig
+    from models.recipe.run import run_stage
 
     root = tmp_path_factory.mktemp("distill")
     data = write_synthetic_clips(root / "data", seeds=(0, 1, 2), frames=8, styles=tuple(STYLES))
     run = root / "run"
     prompts = {s.name: list(s.prompts) for s in STYLES.values()}
-    run_stage("teacher", data, run, "tiny", prompts, steps=3, batch=4, overrides={"sample_every": 1000})
-    run_distill_stage("ode", data, run, steps=3, batch=4, pair_clips=4, overrides={"sample_every": 1000})
-    run_distill_stage("dmd", data, run, steps=2, batch=2, overrides={"sample_every": 1000},
+    run_stage("teacher", data, run, size="tiny", prompts=prompts, steps=3, batch=4, overrides={"sample_every": 1000})
+    run_stage("ode", data, run, steps=3, batch=4, pair_clips=4, overrides={"sample_every": 1000})
+    run_stage("dmd", data, run, steps=2, batch=2, overrides={"sample_every": 1000},
                       dmd_cfg=DmdConfig(fake_updates=2))
     return data, run
 

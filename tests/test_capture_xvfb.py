@@ -20,6 +20,8 @@ import pytest
 
 from bridge import BridgeError, SourceClosedError, SourceOpenError
 
+pytestmark = [pytest.mark.xvfb, pytest.mark.slow]
+
 SCREEN_W, SCREEN_H = 320, 240
 # Quadrant colours with R != B everywhere, so a BGR/RGB mix-up cannot pass.
 TL, TR, BL, BR = (200, 30, 10), (10, 180, 60), (40, 70, 220), (250, 220, 0)
@@ -237,7 +239,7 @@ def test_window_not_found_is_a_clear_error(display):
 
 def run_capture_cli(display: str, model, *args: str, wait: bool = True) -> subprocess.Popen:
     env = dict(os.environ, DISPLAY=display, SDL_VIDEODRIVER="x11", SDL_AUDIODRIVER="dummy")
-    proc = subprocess.Popen([sys.executable, "-m", "renderer", "capture", "--model", str(model), "--worker", "thread",
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "capture", "--model", str(model), "--worker", "thread",
                              *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=os.path.dirname(os.path.dirname(__file__)))
     if wait:

@@ -1,5 +1,5 @@
-"""The `restyler` command line (renderer/cli.py): the interface DESIGN.md fixes, its error messages and exit codes,
-and how play and record-data hand their arguments to the game."""
+"""The `restyler` command line (cli/): the commands docs/design.md lists, their error messages and exit codes, and
+how play and record-data hand their arguments to the game."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from renderer import cli
+from cli import main as cli
+from cli import play
+from renderer import DEFAULT_MODEL
 
 COMMANDS = ["play", "capture", "restyle", "record-data", "train", "eval", "bench", "generate"]
 
@@ -22,20 +24,21 @@ def run_main(argv: list[str]) -> int:
         return exc.code
 
 
-def test_module_entry_point_help():
-    """Guards against `python -m renderer` breaking (missing __main__, an import error at CLI import time, or a
-    heavy import that makes --help slow)."""
-    result = subprocess.run([sys.executable, "-m", "renderer", "--help"], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("module", ["cli", "renderer"])
+def test_module_entry_point_help(module: str):
+    """Guards against `python -m cli` (or its older alias `python -m renderer`) breaking (missing __main__, an
+    import error at CLI import time, or a heavy import that makes --help slow)."""
+    result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     for command in COMMANDS:
         assert command in result.stdout
-    probe = "import sys, renderer.cli; print(sorted({'torch', 'moderngl', 'pygame'} & set(sys.modules)))"
+    probe = "import sys, cli.main; print(sorted({'torch', 'moderngl', 'pygame'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_subcommand_help(command: str, capsys):
-    """Guards against a subcommand missing from the DESIGN.md interface or an option without practical help."""
+    """Guards against a subcommand missing from the documented interface or an option without practical help."""
     assert run_main([command, "--help"]) == 0
     text = capsys.readouterr().out
     assert text.startswith(f"usage: restyler {command}")
@@ -118,13 +121,13 @@ def test_play_without_display_runs_headless_with_the_shipped_model(fake_run_play
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert run_main(["play"]) == 0
-    assert fake_run_play == [dict(style=None, headless=True, seconds=cli.HEADLESS_SECONDS, out=cli.HEADLESS_OUT,
-                                  seed=0, size=(256, 256), model=cli.DEFAULT_MODEL)]
+    assert fake_run_play == [dict(style=None, headless=True, seconds=play.HEADLESS_SECONDS, out=play.HEADLESS_OUT,
+                                  seed=0, size=(256, 256), model=DEFAULT_MODEL)]
     assert "headless" in capsys.readouterr().err
 
     monkeypatch.setenv("DISPLAY", ":0")
     assert run_main(["play", "--style", "neon night", "--seed", "7", "--size", "256x192", "--no-ai"]) == 0
-    assert fake_run_play[-1] == dict(style="neon night", headless=False, seconds=0.0, out=cli.HEADLESS_OUT, seed=7,
+    assert fake_run_play[-1] == dict(style="neon night", headless=False, seconds=0.0, out=play.HEADLESS_OUT, seed=7,
                                      size=(256, 192), model=None)
     assert run_main(["play", "--style", "an underwater castle"]) == 0   # with a model any prompt is a style
     assert fake_run_play[-1]["style"] == "an underwater castle"

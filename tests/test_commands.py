@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from bridge import FramePacket
 from bridge.video import Mp4Writer, read_video
-from renderer import cli
+from cli import main as cli
 
 BENCH_KEYS = {"device", "resolution", "steps", "chunk_frames", "first_frame_latency_ms", "latency_p50_ms",
               "latency_p95_ms", "throughput_fps", "game_fps", "mfu", "teacher_first_frame_latency_ms",
               "teacher_throughput_fps"}
 
 
+@pytest.mark.slow
 def test_restyle_writes_every_frame_at_the_input_size(random_model, tmp_path, capsys):
     """An odd frame count (a partial last chunk) and a size other than the model's: every input frame comes out,
     at the input's size, and the output is not the input."""
@@ -41,8 +43,10 @@ def test_restyle_refuses_a_file_that_is_not_a_video(random_model, tmp_path, caps
     assert not (tmp_path / "o.mp4").exists()
 
 
+@pytest.mark.slow
 def test_bench_reports_every_design_key(random_model):
-    """run_bench with a game-like producer: exactly DESIGN.md's keys, plausible values, teacher ratios."""
+    """run_bench with a game-like producer: exactly the bench keys of docs/design.md, plausible values, teacher
+    ratios."""
     from renderer.bench import run_bench, table
 
     rng = np.random.default_rng(0)
@@ -64,6 +68,7 @@ def test_bench_reports_every_design_key(random_model):
     assert "teacher first frame" in table(result)
 
 
+@pytest.mark.slow
 def test_bench_cli_writes_json_beside_its_details(random_model, tmp_path, capsys):
     """The command itself, with the demo game as the frame producer: FILE has exactly the keys, FILE_details.json
     the profile."""

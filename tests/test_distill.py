@@ -1,5 +1,5 @@
 """Distillation: the DMD gradient on toy distributions, the fake score, ODE pairs at the student's levels, both
-rollouts, the ode and dmd stages end to end with resume, and `restyler eval` writing every key of DESIGN.md."""
+rollouts, the ode and dmd stages end to end with resume, and `restyler eval` writing every key of docs/design.md."""
 
 import json
 
@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from models.network import flow
-from models.distill import StudentSampler, load_student, run_distill_stage, stream_clip
+from models.network.loading import load_student
+from models.network.streaming import StudentSampler, stream_clip
+from models.recipe.run import run_stage
 from models.network.dit import Conditioning, VideoDiT, make_config
-from models.dmd import DmdConfig, dmd_gradient, dmd_loss, fake_score_loss, rollout
-from models.network.sampling import sample_teacher, teacher_grid
-from models.train import TrainError
+from models.recipe.dmd import DmdConfig, dmd_gradient, dmd_loss, fake_score_loss, rollout
+from models.network.sampling import sample_teacher, teacher_levels
+from models.recipe.loop import TrainError
 
 
 def gaussian_x0(x_t: torch.Tensor, sigma: float, mean: float, std: float) -> torch.Tensor:
@@ -89,7 +91,7 @@ def test_ode_pairs_sit_exactly_at_the_student_levels(timesteps):
     teacher = tiny_model().eval()
     sampler = StudentSampler(timesteps=timesteps)
     levels = sampler.sigmas()[:-1]
-    grid = teacher_grid(10, 3.0, float(levels[0]), levels)
+    grid = teacher_levels(10, 3.0, float(levels[0]), levels)
     assert all(any(abs(g - float(s)) < 1e-7 for g in grid) for s in levels)
     assert grid[0] == pytest.approx(float(levels[0])) and grid[-1] == 0.0
     cond = tiny_cond(1, 8)
@@ -141,14 +143,17 @@ def test_ode_and_dmd_stages_write_students(tiny_run):
     assert logs[-1]["step"] == 2 and logs[-1]["fake"] > 0 and logs[-1]["real_gap"] > 0
 
 
-def test_dmd_resumes_and_refuses_changed_settings(tiny_run):
-    data, run = tiny_run
+def test_dmd_resumes_and_refuses_changed_settings(tiny_run, tmp_path):
+    import shutil
+
+    data, shared = tiny_run
+    run = shutil.copytree(shared, tmp_path / "run")   # resuming writes into the run: keep the shared one as it was
     with pytest.raises(TrainError, match="other settings"):
-        run_distill_stage("dmd", data, run, steps=3, batch=2, resume=True, dmd_cfg=DmdConfig(fake_updates=3))
+        run_stage("dmd", data, run, steps=3, batch=2, resume=True, dmd_cfg=DmdConfig(fake_updates=3))
     with pytest.raises(TrainError, match="--resume"):
-        run_distill_stage("dmd", data, run, steps=3, batch=2, dmd_cfg=DmdConfig(fake_updates=2))
-    run_distill_stage("dmd", data, run, steps=3, batch=2, resume=True, overrides={"sample_every": 1000},
-                      dmd_cfg=DmdConfig(fake_updates=2))
+        run_stage("dmd", data, run, steps=3, batch=2, dmd_cfg=DmdConfig(fake_updates=2))
+    run_stage("dmd", data, run, steps=3, batch=2, resume=True, overrides={"sample_every": 1000},
+              dmd_cfg=DmdConfig(fake_updates=2))
     assert json.loads((run / "student.json").read_text())["step"] == 3
 
 
@@ -159,11 +164,12 @@ def test_dmd_needs_the_ode_student_first(tmp_path, tiny_run):
     for suffix in (".safetensors", ".json"):
         (fresh / f"teacher{suffix}").write_bytes((run / f"teacher{suffix}").read_bytes())
     with pytest.raises(Exception, match="train ode|student_ode"):
-        run_distill_stage("dmd", data, fresh, steps=1, batch=2)
+        run_stage("dmd", data, fresh, steps=1, batch=2)
 
 
+@pytest.mark.slow
 def test_eval_cli_writes_every_key(tiny_run, tmp_path, egl_ctx):
-    from renderer.cli import main
+    from cli.main import main
 
     _, run = tiny_run
     out = tmp_path / "eval.json"
@@ -192,13 +198,15 @@ def test_eval_cli_writes_every_key(tiny_run, tmp_path, egl_ctx):
 
 
 def test_eval_refuses_training_seeds(tiny_run, tmp_path, capsys):
-    from renderer.cli import main
+    from cli.main import main
 
     _, run = tiny_run
     assert main(["eval", "--model", str(run), "--seeds", "5:6", "--json", str(tmp_path / "e.json")]) == 2
     assert "held-out" in capsys.readouterr().err
 
 
+@pytest.mark.torchrun
+@pytest.mark.slow
 def test_dmd_under_two_gloo_processes_matches_one_process(tiny_run, tmp_path):
     """`restyler train dmd` under torchrun (2 CPU processes, batch 1 each) takes the same steps as one process with
     batch 2: the rollout noise is drawn for the global batch and gradients are averaged by hand."""
@@ -220,22 +228,22 @@ def test_dmd_under_two_gloo_processes_matches_one_process(tiny_run, tmp_path):
                 (runs[name] / f"{stem}{suffix}").write_bytes((run / f"{stem}{suffix}").read_bytes())
     args = ["train", "dmd", "--data", str(data), "--steps", "2", "--batch", "2", "--fake-updates", "1",
             "--device", "cpu"]
-    from renderer.cli import main
+    from cli.main import main
 
     assert main([*args, "--out", str(runs["single"])]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             "-m", "renderer", *args, "--out", str(runs["ddp"])],
+                             "-m", "cli", *args, "--out", str(runs["ddp"])],
                             env=env, capture_output=True, text=True, timeout=300, cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = (checkpoint.load_checkpoint(runs[n] / "state", "dmd")[0] for n in ("single", "ddp"))
     for name in a:
-        if name.startswith(("model/", "fake/")):
+        if name.startswith(("model/", "critic/")):   # the student and the fake score
             torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
 def test_switch_frames_count_until_the_output_stays_with_the_new_style():
-    from models.evaluate import frames_to_switch
+    from models.evaluation.restyle import frames_to_switch
 
     assert frames_to_switch([True, True, True]) == 1
     assert frames_to_switch([False, False, True, True]) == 3
@@ -271,7 +279,7 @@ def test_recache_with_the_same_prompt_rebuilds_the_same_cache():
     """Re-encoding the held chunks under unchanged conditioning gives back the cache the stream built itself (before
     any eviction; afterwards deeper layers differ, since a chunk once attended to chunks now evicted), so the switch
     path changes only what the prompt changes. After evictions it re-encodes the sinks and the latest window."""
-    from models.distill import held_chunks, recache
+    from models.network.streaming import held_chunks, recache
     from models.network.sampling import sample_student_chunk
 
     model = tiny_model().eval()
@@ -308,7 +316,7 @@ def test_temporal_loss_is_zero_for_a_stream_that_follows_the_motion():
     import torch
 
     from models.io.data import normalize_depth
-    from models.dmd import temporal_loss
+    from models.recipe.dmd import temporal_loss
 
     torch.manual_seed(0)
     b, f, h, w = 1, 3, 16, 16
@@ -333,14 +341,14 @@ def test_dmd_init_fine_tunes_a_finished_student_with_the_temporal_term(tmp_path,
     temporal term logged."""
     import torch
 
-    from models.train import load_dit
+    from models.network.loading import load_dit
 
     data, run = tiny_run
     ode, dmd = load_dit(run, "student_ode")[0], load_dit(run, "student")[0]
     moved = max((a - b).abs().max().item() for a, b in zip(ode.parameters(), dmd.parameters()))
     assert moved > 1e-6   # so "starts from RUN's student" below is told apart from "starts from its ODE student"
     second = tmp_path / "second"
-    run_distill_stage("dmd", data, second, steps=1, batch=2, overrides={"sample_every": 1000, "lr": 1e-12},
+    run_stage("dmd", data, second, steps=1, batch=2, overrides={"sample_every": 1000, "lr": 1e-12},
                       dmd_cfg=DmdConfig(fake_updates=1, temporal=0.3), init=run)
     for name in ("teacher", "student_ode", "student"):
         assert (second / f"{name}.safetensors").is_file()
@@ -351,7 +359,7 @@ def test_dmd_init_fine_tunes_a_finished_student_with_the_temporal_term(tmp_path,
     for a, b in zip(before.parameters(), after.parameters()):   # a negligible lr: it started from RUN's student
         torch.testing.assert_close(a, b, atol=moved / 10, rtol=0)
     with pytest.raises(TrainError, match="only|train dmd"):
-        run_distill_stage("ode", data, tmp_path / "third", steps=1, batch=2, init=run)
+        run_stage("ode", data, tmp_path / "third", steps=1, batch=2, init=run)
 
 
 def test_reset_every_one_chunk_is_the_per_frame_student():
@@ -359,7 +367,7 @@ def test_reset_every_one_chunk_is_the_per_frame_student():
     reset due differs from it (the cache is used)."""
     import torch
 
-    from models.distill import StudentSampler, stream_clip
+    from models.network.streaming import StudentSampler, stream_clip
 
     torch.manual_seed(0)
     model = tiny_model()
@@ -367,11 +375,12 @@ def test_reset_every_one_chunk_is_the_per_frame_student():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
     cond = tiny_cond(1, 8)
-    per_frame = stream_clip(model, cond.low, cond, StudentSampler(), torch.Generator().manual_seed(1), per_frame=True)
+    no_context = stream_clip(model, cond.low, cond, StudentSampler(), torch.Generator().manual_seed(1),
+                             no_context=True)
     every = stream_clip(model, cond.low, cond, StudentSampler(reset_every=1), torch.Generator().manual_seed(1))
     never = stream_clip(model, cond.low, cond, StudentSampler(), torch.Generator().manual_seed(1))
-    torch.testing.assert_close(every, per_frame)
-    assert not torch.allclose(never, per_frame)
+    torch.testing.assert_close(every, no_context)
+    assert not torch.allclose(never, no_context)
     # every 2 chunks: the same as streaming each 2-chunk segment from an empty cache
     k = model.cfg.chunk_frames
     pairs = stream_clip(model, cond.low, cond, StudentSampler(reset_every=2), torch.Generator().manual_seed(1))

@@ -1,5 +1,5 @@
-"""The video transformer, its attention modes and the KV cache (models.dit, models.kv_cache), on tiny random
-models: behaviour does not depend on trained weights."""
+"""The video transformer, its attention modes and the KV cache (models.network.dit, models.network.kv_cache), on
+tiny random models: behaviour does not depend on trained weights."""
 
 import re
 from dataclasses import asdict
@@ -11,7 +11,7 @@ import torch
 from models.io import checkpoint
 from models.network.dit import Conditioning, VideoDiT, block_causal_mask, make_config
 from models.network.kv_cache import KVCache
-from models.train import load_dit
+from models.network.loading import load_dit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,6 +77,7 @@ def test_block_causal_mask_shape():
     assert torch.equal(mask, expected)
 
 
+@pytest.mark.slow
 def test_cache_rolls_with_sinks_and_flat_memory():
     """10,000 frames through the student's per-chunk step: the cache keeps its preallocated storage, holds at most
     sink + window chunks, keeps the first chunk as the sink, and the process does not grow."""

@@ -1,4 +1,4 @@
-"""Rectified-flow identities (models.flow): the pure functions every sampler and loss is built from."""
+"""Rectified-flow identities (models.network.flow): the pure functions every sampler and loss is built from."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""`restyler train gen` (models.gen_stage): teaching a finished student to generate without structure channels
+"""`restyler train gen` (models.recipe.gen): teaching a finished student to generate without structure channels
 while its restyling is held in place. Tiny models on synthetic clips; what the shipped model generates is in
 tests/test_generate_shipped.py."""
 
@@ -10,22 +10,25 @@ from dataclasses import replace
 import pytest
 import torch
 
-from models.distill import default_distill_config, load_student, run_distill_stage, teacher_stage_for
-from models.gen_stage import GenConfig, GenerationStage
-from models.train import TrainError, collate, load_dit
+from models.io.data import collate
+from models.network.loading import load_dit, load_student
+from models.recipe.clips import load_teacher
+from models.recipe.gen import GenConfig, GenerationStage
+from models.recipe.loop import StepInput, TrainError
+from models.recipe.run import default_config, run_stage
 
 
 def stage_for(data, run, gen_cfg: GenConfig) -> GenerationStage:
-    cfg = replace(default_distill_config("gen"), batch=4)
-    teacher_stage, _, _ = teacher_stage_for(run, data, cfg, torch.device("cpu"))
+    cfg = replace(default_config("gen"), batch=4)
+    clips, _, _ = load_teacher(run, data, cfg, torch.device("cpu"))
     student, meta = load_dit(run, "student")
-    return GenerationStage(teacher_stage, student, meta, gen_cfg, run)
+    return GenerationStage(clips, student, meta, gen_cfg, run)
 
 
 def test_gen_writes_a_complete_model_that_records_where_it_started(tiny_run, tmp_path):
     data, run = tiny_run
     out = tmp_path / "gen"
-    run_distill_stage("gen", data, out, steps=2, batch=4, overrides={"sample_every": 1000}, init=run)
+    run_stage("gen", data, out, steps=2, batch=4, overrides={"sample_every": 1000}, init=run)
     for name in ("teacher", "student"):
         assert (out / f"{name}.safetensors").is_file()
     _, sampler, meta = load_student(out)
@@ -38,7 +41,7 @@ def test_gen_writes_a_complete_model_that_records_where_it_started(tiny_run, tmp
 def test_gen_needs_a_finished_student(tiny_run, tmp_path):
     data, _ = tiny_run
     with pytest.raises(TrainError, match="--init RUN"):
-        run_distill_stage("gen", data, tmp_path / "x", steps=1, batch=4)
+        run_stage("gen", data, tmp_path / "x", steps=1, batch=4)
 
 
 def test_the_anchor_is_zero_where_the_student_still_restyles_as_it_did(tiny_run):
@@ -47,8 +50,8 @@ def test_the_anchor_is_zero_where_the_student_still_restyles_as_it_did(tiny_run)
     data, run = tiny_run
     stage = stage_for(data, run, GenConfig(generation_rows=0.0))
     items = collate([stage.dataset[i] for i in range(4)])
-    loss, _, counts = stage.loss(stage.model, items, torch.Generator().manual_seed(0), slice(0, 4), 4)
-    assert loss.item() == 0.0 and counts.sum() == 0
+    result = stage.loss(StepInput(items, torch.Generator().manual_seed(0), slice(0, 4), 4, critic_step=None))
+    assert result.loss.item() == 0.0 and result.bin_counts.sum() == 0
 
 
 def test_draws_give_clean_context_then_noised_chunks(tiny_run):
@@ -69,15 +72,15 @@ def test_draws_give_clean_context_then_noised_chunks(tiny_run):
 
 
 def test_export_ships_the_measured_generation_sampler(tiny_run, tmp_path):
-    """models.export --gen-steps/--gen-carry land in the student's JSON, and the generator uses them; a student
+    """models.recipe.export --gen-steps/--gen-carry land in the student's JSON, and the generator uses them; a student
     that was never trained to generate refuses them."""
     from models.io import checkpoint
-    from models.export import export_model
+    from models.recipe.export import export_model
     from renderer.generate import VideoGenerator
 
     data, run = tiny_run
     gen_run = tmp_path / "gen"
-    run_distill_stage("gen", data, gen_run, steps=1, batch=4, overrides={"sample_every": 1000}, init=run)
+    run_stage("gen", data, gen_run, steps=1, batch=4, overrides={"sample_every": 1000}, init=run)
     export_model(gen_run, tmp_path / "shipped", {"refresh": "last_step"}, {"steps": 3, "carry": 0.6})
     generator = VideoGenerator.from_pretrained(tmp_path / "shipped", "cpu")
     assert (generator.sampler.steps, generator.sampler.carry) == (3, 0.6)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bridge.video import Mp4Writer, read_video
-from renderer import cli
+from cli import main as cli
 
 
 def write_clip(path, frames: np.ndarray, fps: float = 24) -> None:
@@ -79,16 +79,25 @@ def test_an_extension_reads_only_the_frames_the_cache_holds(generator):
 
 
 def test_generation_streams_past_the_cache_window(random_model):
-    """More chunks than the cache holds roll through its window; the rollout matches models.generate."""
-    from models.network.generation import GenerationSampler, generate
-    from renderer.engine import load_bundle
+    """More chunks than the cache holds roll through its window: the API's clip is exactly the models-level rollout
+    (models.network.generation.generate) in pixels, and the rollout is causal, so a longer clip begins with the
+    shorter one."""
+    from models.network.generation import generate
+    from models.network.prompt import PromptEncoder
+    from renderer.engine import model_to_rgb
+    from renderer.generate import VideoGenerator
 
-    bundle = load_bundle(random_model)
-    sampler = GenerationSampler(steps=2)
-    style = torch.randn(1, 384)
-    frames = 2 * (sampler.window_chunks + sampler.sink_chunks + 2) * bundle.student.cfg.chunk_frames
-    out = generate(bundle.student, sampler, lambda _: style, frames, None, torch.Generator().manual_seed(0))
+    generator = VideoGenerator.from_pretrained(random_model, "cpu", steps=2)
+    student, sampler = generator.bundle.student, generator.sampler
+    chunks_held = sampler.window_chunks + sampler.sink_chunks
+    frames = 2 * (chunks_held + 2) * student.cfg.chunk_frames
+    style = PromptEncoder.shared().encode(["snowy winter village"])
+    out = generate(student, sampler, lambda _: style, frames, None, torch.Generator().manual_seed(0))
     assert out.shape == (1, frames, 3, 64, 64) and torch.isfinite(out).all()
+    video = generator.generate("snowy winter village", frames, seed=0)
+    assert np.array_equal(video, model_to_rgb(out, None))
+    short = frames // 2
+    assert np.array_equal(generator.generate("snowy winter village", short, seed=0), video[:short])
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -1,7 +1,7 @@
 """The shipped model generates (renderer.generate on models/weights/default), checked on a world no model saw
 (seed 1000) against the game's reference renders: image-to-video starts from the image, an extension continues
 without a jump, the prompt decides the style, and a prompt switch changes it. What the modes score over all the
-held-out worlds is in docs/generation.md (models.gen_eval)."""
+held-out worlds is in docs/generation.md (models.evaluation.generation)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import torch
 
 from renderer import DEFAULT_MODEL
 
-pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL / "student.safetensors").is_file(), reason="no model shipped")
+pytestmark = [pytest.mark.shipped,
+              pytest.mark.skipif(not (DEFAULT_MODEL / "student.safetensors").is_file(), reason="no model shipped")]
 
 FRAMES = 8
 FIRST_FRAME_DB = 30.0   # image-to-video: the video's first frame against the image (mp4 compression only)
@@ -47,7 +48,7 @@ def test_image_to_video_starts_from_the_image(generator, references, tmp_path):
 
     from bridge.video import read_video
     from models.evaluation.metrics import psnr
-    from renderer import cli
+    from cli import main as cli
 
     image = references["sunny summer"][0]
     Image.fromarray(image).save(tmp_path / "start.png")
@@ -63,19 +64,19 @@ def test_image_to_video_starts_from_the_image(generator, references, tmp_path):
 
 def test_extension_continues_without_a_jump(generator, references):
     from demo_game import STYLES
-    from models.gen_eval import mean_step
+    from models.evaluation.generation import mean_step
 
     for name, style in STYLES.items():
         clip = references[name][:generator.context_frames]
         video = generator.generate(style.prompts[0], FRAMES, extend=clip)
         step = (to_model(video[:1]) - to_model(clip[-1:])).abs().mean().item()
-        jump = step / mean_step(to_model(references[name]))   # models.gen_eval's extension jump
+        jump = step / mean_step(to_model(references[name]))   # models.evaluation.generation's extension jump
         assert jump <= JUMP, f"{name}: the first new frame jumps {jump:.2f}× the clip's own step"
 
 
 def signature(video: np.ndarray) -> torch.Tensor:
-    """The mean colour histogram of a clip (models.gen_eval's measure of style)."""
-    from models.gen_eval import colour_signature
+    """The mean colour histogram of a clip (models.evaluation.generation's measure of style)."""
+    from models.evaluation.generation import colour_signature
 
     return colour_signature(to_model(video)).mean(0)
 
@@ -85,7 +86,7 @@ def test_the_prompt_decides_the_style_of_text_to_video(generator):
     prompt's: the prompt, not the noise, decides what comes out. Three of the four styles must hold (chance is
     one in four each); at the last check "sunny summer day" came out as the same dark patch texture as neon night,
     a known failure of the weakest mode (docs/generation.md). Whether the colours match the game's reference
-    renders is scored by models.gen_eval."""
+    renders is scored by models.evaluation.generation."""
     from demo_game import STYLES
 
     prompts = [style.prompts[0] for style in STYLES.values()]

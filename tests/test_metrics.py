@@ -1,4 +1,4 @@
-"""Quality metrics (models.metrics) on synthetic cases whose answer is known."""
+"""Quality metrics (models.evaluation.metrics) on synthetic cases whose answer is known."""
 
 import math
 

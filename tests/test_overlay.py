@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from renderer.reproject import Reprojector
 
@@ -47,6 +48,7 @@ restyler.close()
 """
 
 
+@pytest.mark.slow
 def test_game_window_shows_the_stylized_stream(random_model):
     """With AI on, the window must really display the restyler's frames (read back from the screen): the whole
     picture in AI mode, the original on the left and the AI on the right in split mode, and the HUD on top with

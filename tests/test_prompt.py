@@ -1,4 +1,5 @@
-"""The MiniLM style prompt encoder (models.prompt): offline, normalised, and it groups paraphrases by style."""
+"""The MiniLM style prompt encoder (models.network.prompt): offline, normalised, and it groups paraphrases by
+style."""
 
 import pytest
 import torch

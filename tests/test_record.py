@@ -1,5 +1,5 @@
-"""Recording and reading training data: demo_game/record.py writes the format of docs/interfaces.md, models/data.py
-reads it back.
+"""Recording and reading training data: demo_game/record.py writes the format of docs/interfaces.md,
+models/io/data.py reads it back.
 
 Most tests run twice: against a small fake game session (fast, pins the recorder's own logic) and against the real
 GameSession (integration; skipped only while demo_game.session does not exist, or when EGL is unavailable).

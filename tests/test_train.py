@@ -1,4 +1,4 @@
-"""Training stages on a synthetic dataset with tiny models: files written, exact resume, DDP equivalence, errors."""
+"""Training stages on a synthetic dataset with tiny models: files written, exact resume, torchrun equivalence, errors."""
 
 import json
 import os
@@ -11,13 +11,15 @@ import torch
 from safetensors.torch import load_file
 
 from models.io import checkpoint
-from models.train import TrainError, batch_indices, lr_at, run_stage, TrainConfig
-from renderer.cli import main as cli_main
+from models.recipe.loop import TrainConfig, TrainError, batch_indices, lr_at
+from models.recipe.run import run_stage
+from cli.main import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = {"sunny summer": ["sunny summer day", "bright summer afternoon"],
            "snowy winter": ["snowy winter village", "frozen winter scene"]}
 # Small and fast: 4-frame clips, 2-step sample grids, every step logged.
+TINY = {"size": "tiny", "prompts": PROMPTS}
 QUICK = {"clip_frames": 4, "sample_steps": 2, "log_every": 1, "checkpoint_every": 2, "warmup": 2}
 
 
@@ -27,7 +29,7 @@ def state_weights(run: Path, stage: str = "teacher") -> dict[str, torch.Tensor]:
 
 def test_teacher_stage_writes_checkpoint_logs_and_samples(synthetic_clips, tmp_path):
     run = tmp_path / "run"
-    record = run_stage("teacher", synthetic_clips, run, "tiny", PROMPTS, steps=3, batch=2, overrides=QUICK)
+    record = run_stage("teacher", synthetic_clips, run, steps=3, batch=2, overrides=QUICK, **TINY)
     assert record["step"] == 3 and record["loss"] > 0
     meta = json.loads((run / "teacher.json").read_text())
     assert meta["kind"] == "teacher" and meta["step"] == 3 and meta["prompts"] == PROMPTS
@@ -38,19 +40,19 @@ def test_teacher_stage_writes_checkpoint_logs_and_samples(synthetic_clips, tmp_p
     assert (run / "samples" / "teacher_000003.png").stat().st_size > 0
     # refuses to overwrite a run without --resume
     with pytest.raises(TrainError, match="--resume"):
-        run_stage("teacher", synthetic_clips, run, "tiny", PROMPTS, steps=3, batch=2, overrides=QUICK)
+        run_stage("teacher", synthetic_clips, run, **TINY, steps=3, batch=2, overrides=QUICK)
 
 
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(synthetic_clips, tmp_path, monkeypatch):
     """Exact resume: the batch and every random draw of step n depend on (seed, n) only, and the optimizer and EMA
     state are checkpointed."""
     straight = tmp_path / "straight"
-    run_stage("teacher", synthetic_clips, straight, "tiny", PROMPTS, steps=4, batch=2, overrides=QUICK)
+    run_stage("teacher", synthetic_clips, straight, **TINY, steps=4, batch=2, overrides=QUICK)
 
-    from models import train as train_module
+    from models.recipe import teacher as teacher_module
 
     interrupted = tmp_path / "interrupted"
-    original = train_module.TeacherStage.loss
+    original = teacher_module.TeacherStage.loss
     calls = {"n": 0}
 
     def crash_on_third_step(self, *args):
@@ -59,18 +61,20 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(synthetic_clips
             raise KeyboardInterrupt
         return original(self, *args)
 
-    monkeypatch.setattr(train_module.TeacherStage, "loss", crash_on_third_step)
+    monkeypatch.setattr(teacher_module.TeacherStage, "loss", crash_on_third_step)
     with pytest.raises(KeyboardInterrupt):
-        run_stage("teacher", synthetic_clips, interrupted, "tiny", PROMPTS, steps=4, batch=2, overrides=QUICK)
-    monkeypatch.setattr(train_module.TeacherStage, "loss", original)
+        run_stage("teacher", synthetic_clips, interrupted, **TINY, steps=4, batch=2, overrides=QUICK)
+    monkeypatch.setattr(teacher_module.TeacherStage, "loss", original)
     assert json.loads((interrupted / "state" / "teacher.json").read_text())["step"] == 2
-    run_stage("teacher", synthetic_clips, interrupted, "tiny", PROMPTS, steps=4, batch=2, resume=True,
+    run_stage("teacher", synthetic_clips, interrupted, **TINY, steps=4, batch=2, resume=True,
               overrides=QUICK)
     a, b = state_weights(straight), state_weights(interrupted)
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=0, rtol=0, msg=name)
 
 
+@pytest.mark.torchrun
+@pytest.mark.slow
 def test_two_gloo_processes_take_the_steps_of_one_process_with_the_whole_batch(synthetic_clips, tmp_path):
     """`restyler train` unchanged under torchrun with 2 CPU processes (batch 2 each) against 1 process with batch 4:
     the same loss and gradient norm (a sum instead of a mean over ranks would double it) and the same weights."""
@@ -78,12 +82,12 @@ def test_two_gloo_processes_take_the_steps_of_one_process_with_the_whole_batch(s
 
     single = tmp_path / "single"
     game_prompts = {style.name: list(style.prompts) for style in STYLES.values()}  # what the CLI trains on
-    run_stage("teacher", synthetic_clips, single, "tiny", game_prompts, steps=3, batch=4)
+    run_stage("teacher", synthetic_clips, single, size="tiny", prompts=game_prompts, steps=3, batch=4)
     ddp = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "renderer", "train", "teacher", "--data", str(synthetic_clips), "--out", str(ddp), "--size", "tiny",
+         "-m", "cli", "train", "teacher", "--data", str(synthetic_clips), "--out", str(ddp), "--size", "tiny",
          "--steps", "3", "--batch", "4", "--device", "cpu"],
         env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -99,21 +103,21 @@ def test_two_gloo_processes_take_the_steps_of_one_process_with_the_whole_batch(s
 
 def test_autoencoder_stage_and_latent_teacher(synthetic_clips, tmp_path):
     run = tmp_path / "run"
-    run_stage("autoencoder", synthetic_clips, run, "tiny", PROMPTS, steps=2, batch=4,
+    run_stage("autoencoder", synthetic_clips, run, **TINY, steps=2, batch=4,
               overrides={"log_every": 1, "sample_every": 2})
     tensors, meta = checkpoint.load_checkpoint(run, "autoencoder")
     assert meta["kind"] == "autoencoder"
     # the latent statistics were measured, not left at their identity defaults
     assert not torch.equal(tensors["latent_std"], torch.ones_like(tensors["latent_std"]))
     assert (run / "samples" / "autoencoder_000002.png").is_file()
-    run_stage("teacher", synthetic_clips, run, "tiny", PROMPTS, steps=1, batch=2, overrides={**QUICK, "space": "latent"})
+    run_stage("teacher", synthetic_clips, run, **TINY, steps=1, batch=2, space="latent", overrides=QUICK)
     assert json.loads((run / "teacher.json").read_text())["config"]["space"] == "latent"
 
 
 def test_latent_teacher_without_autoencoder_says_how_to_get_one(synthetic_clips, tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="restyler train autoencoder"):
-        run_stage("teacher", synthetic_clips, tmp_path / "run", "tiny", PROMPTS, steps=1, batch=2,
-                  overrides={**QUICK, "space": "latent"})
+        run_stage("teacher", synthetic_clips, tmp_path / "run", **TINY, steps=1, batch=2,
+                  space="latent", overrides=QUICK)
 
 
 def test_cli_train_errors_are_one_line(synthetic_clips, tmp_path, capsys):
@@ -138,16 +142,16 @@ def test_schedule_and_batches():
 def test_resume_with_other_settings_is_refused(synthetic_clips, tmp_path):
     """A different batch or seed would silently break exact resume."""
     run = tmp_path / "run"
-    run_stage("teacher", synthetic_clips, run, "tiny", PROMPTS, steps=1, batch=2, overrides=QUICK)
+    run_stage("teacher", synthetic_clips, run, **TINY, steps=1, batch=2, overrides=QUICK)
     with pytest.raises(TrainError, match="batch: 2 -> 4"):
-        run_stage("teacher", synthetic_clips, run, "tiny", PROMPTS, steps=2, batch=4, resume=True, overrides=QUICK)
+        run_stage("teacher", synthetic_clips, run, **TINY, steps=2, batch=4, resume=True, overrides=QUICK)
 
 
 def test_init_starts_a_new_run_from_another_runs_weights(synthetic_clips, tmp_path):
     first = tmp_path / "first"
-    run_stage("teacher", synthetic_clips, first, "tiny", PROMPTS, steps=2, batch=2, overrides=QUICK)
+    run_stage("teacher", synthetic_clips, first, **TINY, steps=2, batch=2, overrides=QUICK)
     second = tmp_path / "second"
-    run_stage("teacher", synthetic_clips, second, "tiny", PROMPTS, steps=1, batch=2, init=first,
+    run_stage("teacher", synthetic_clips, second, **TINY, steps=1, batch=2, init=first,
               overrides={**QUICK, "loss_min_sigma": 0.5, "lr": 0.0})
     a, _ = checkpoint.load_checkpoint(first, "teacher")
     b, meta = checkpoint.load_checkpoint(second, "teacher")

@@ -17,14 +17,14 @@ prompt of its style as the prompt:
                     style_hits: frames whose colour histogram is nearest the prompted style's average over the
                     reference renders (a 4-way choice: chance is 0.25)
                     spectrum_gap: mean |difference| of the average radial log power spectra of the frames and of
-                    the style's reference renders (the spectral measure of docs/evaluation.md, over sets: there is no same-scene
-                    reference); blur shows as missing high-frequency power
+                    the style's reference renders (the spectral measure of docs/evaluation.md, over sets: there
+                    is no same-scene reference); blur shows as missing high-frequency power
     switch          text-to-video with the next style's prompt from the middle: style_hits of the frames after
                     the switch against the new style
     motion          every run: mean frame-to-frame difference of the new frames over the clip's own (0 = a still)
 
-`python -m models.evaluation.generation MODEL CLIPS_DIR --steps 4 8 16 --carry 1 0.9 --json FILE` scores each sampler setting
-(docs/generation.md).
+`python -m models.evaluation.generation MODEL CLIPS_DIR --steps 4 8 16 --carry 1 0.9 --json FILE` scores each
+sampler setting (docs/generation.md).
 """
 
 from __future__ import annotations

@@ -228,7 +228,7 @@ def _strip(outputs: dict[str, torch.Tensor], ref: torch.Tensor, rows: list[str])
 
 
 @torch.no_grad()
-def style_switch(m: _Models, data: ClipDataset, frames: int, style_table: torch.Tensor, gen: torch.Generator,
+def style_switch(m: _Models, data: ClipDataset, frames: int, style_table: torch.Tensor, rng: torch.Generator,
                  device: torch.device | str, switch: str = "reset") -> list[dict[str, Any]]:
     """For every clip: stream it with its style's prompt, switch to the next style's prompt at the chunk boundary
     nearest the middle, and count the frames from the switch until the output is closer (PSNR) to the new style's
@@ -248,7 +248,7 @@ def style_switch(m: _Models, data: ClipDataset, frames: int, style_table: torch.
         low = m.encode(items["low"].to(device))
         gb = gbuffers_of(items).to(device)
         cache = m.student.new_cache(len(old), m.sampler.window_chunks, m.sampler.sink_chunks)
-        noise = m.sampler.stream_noise(low[:, :k], gen)
+        noise = m.sampler.stream_noise(low[:, :k], rng)
         chunks = []
         for s in range(0, frames, k):
             style = style_table[old if s < switch_at else new].to(device)
@@ -261,12 +261,12 @@ def style_switch(m: _Models, data: ClipDataset, frames: int, style_table: torch.
                                            for x0, c in held])
             cond = Conditioning(low=low[:, s:s + k], gbuffers=gb[:, s:s + k], style=style)
             chunks.append(sample_student_chunk(m.student, low[:, s:s + k], cond, cache, m.sampler.sigmas(),
-                                               m.sampler.refresh, gen, noise))
+                                               m.sampler.refresh, rng, noise))
         output = m.decode(torch.cat(chunks, 1)).cpu()
         # control: the same world streamed with the new style from the start. If even that is not closer to the
         # new reference than to the old one, the two styles are not told apart there, whatever the switch does.
         control_cond = Conditioning(low=low, gbuffers=gb, style=style_table[new].to(device))
-        control = m.decode(stream_clip(m.student, low, control_cond, m.sampler, gen)).cpu()
+        control = m.decode(stream_clip(m.student, low, control_cond, m.sampler, rng)).cpu()
         ref_old, ref_new = items["style"], items["style"].roll(-1, 0)
 
         def closer_to_new(video: torch.Tensor, i: int) -> list[bool]:
@@ -283,7 +283,7 @@ def style_switch(m: _Models, data: ClipDataset, frames: int, style_table: torch.
 
 @torch.no_grad()
 def long_stream_drift(m: _Models, drift_dir: Path, style_table: torch.Tensor, style_names: list[str],
-                      gen: torch.Generator, device: torch.device | str, progress: Callable[[str], None],
+                      rng: torch.Generator, device: torch.device | str, progress: Callable[[str], None],
                       no_context: bool = False) -> dict[str, Any]:
     """PSNR of one long stream's first and last DRIFT_WINDOW frames (the first style of the recorded clip),
     streamed through one KV cache in pieces so memory stays flat."""
@@ -301,8 +301,8 @@ def long_stream_drift(m: _Models, drift_dir: Path, style_table: torch.Tensor, st
         cond = Conditioning(low=m.encode(items["low"].to(device)), gbuffers=gbuffers_of(items).to(device),
                             style=style)
         if noise is None:
-            noise = m.sampler.stream_noise(cond.low, gen)
-        out = m.decode(stream_clip(m.student, cond.low, cond, m.sampler, gen, cache=cache, noise=noise,
+            noise = m.sampler.stream_noise(cond.low, rng)
+        out = m.decode(stream_clip(m.student, cond.low, cond, m.sampler, rng, cache=cache, noise=noise,
                                    no_context=no_context)).cpu()
         scores.extend(metrics.psnr(out[0], items["style"][0]).tolist())
         if (i + 1) % 500 == 0:

@@ -1,8 +1,9 @@
 """Training data as tensors: windows of consecutive frames from the clips `restyler record-data` wrote.
 
 Called by the training stages, evaluation, the runtime (normalize_depth) and tests. It reads the "Recorded data"
-format of docs/interfaces.md on its own (models/ imports nothing from the game, the bridge or the renderer). Shards are opened lazily and memory-mapped,
-and a window reads only its own frames, so a dataset larger than memory trains fine.
+format of docs/interfaces.md on its own (models/ imports nothing from the game, the bridge or the renderer). Shards
+are opened lazily and memory-mapped, and a window reads only its own frames, so a dataset larger than memory trains
+fine.
 
 Every item is a dict of tensors, frame-major as inside the models, (F, C, H, W):
     low          float32 (F, 3, H, W)  low-detail pass in [-1, 1]

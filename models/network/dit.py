@@ -1,7 +1,7 @@
 """The video transformer: one DiT-style network used as the bidirectional teacher and the block-causal student.
 
-Called by the training recipe (models.recipe), evaluation and the streaming runtime. Built bottom-up: small layers first,
-the model last; `DiTConfig` holds every size and is saved beside the weights, and `SIZES` names the presets.
+Called by the training recipe (models.recipe), evaluation and the streaming runtime. Built bottom-up: small layers
+first, the model last; `DiTConfig` holds every size and is saved beside the weights, and `SIZES` names the presets.
 
 Legend for shape comments: B batch, F frames, K frames per chunk, C channels, H×W frame (model space: pixels, or
 latents for a latent-space model), T tokens per frame, L tokens in a sequence (F·T), D hidden width,
@@ -264,9 +264,6 @@ class Conditioning:
         """The same conditioning for a slice of frames (a chunk)."""
         return replace(self, low=None if self.low is None else self.low[:, index],
                        gbuffers=None if self.gbuffers is None else self.gbuffers[:, index])
-
-    def without_style(self) -> "Conditioning":
-        return replace(self, style=None, keep_style=None)
 
 
 def _keep_mask(keep: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | float:

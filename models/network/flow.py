@@ -87,11 +87,6 @@ def guided_x0(x0_cond: torch.Tensor, x0_uncond: torch.Tensor, scale: float) -> t
     return x0_uncond + scale * (x0_cond - x0_uncond)
 
 
-def sigma_bin_edges(bins: int) -> torch.Tensor:
-    """Edges of `bins` equal-width noise-level bins over [0, 1], for per-timestep loss logging."""
-    return torch.linspace(0.0, 1.0, bins + 1)
-
-
 def loss_by_sigma_bin(loss: torch.Tensor, sigma: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of loss and count per σ bin: (bins,), (bins,). Sums (not means) so they add up across steps and ranks."""
     loss, sigma = loss.detach().float().cpu(), sigma.detach().cpu()  # a few numbers: logged on the CPU

@@ -21,8 +21,8 @@ anchored to the image. A prompt can change at any chunk: by default the cache is
 starts from noise, a cut to the new style (GenerationSampler.on_switch; re-encoding the held chunks under the new
 prompt, models.network.streaming.recache, is the other choice, measured worse).
 
-Restyling runs the distilled one or two levels; generation has no incoming frame to lean on and takes more,
-smaller steps. Both `steps` and `carry` are measured per model (models.evaluation.generation, docs/generation.md) and shipped
+Restyling runs the distilled one or two levels; generation has no incoming frame to lean on and takes more, smaller
+steps. Both `steps` and `carry` are measured per model (models.evaluation.generation, docs/generation.md) and shipped
 in its JSON.
 
 Called by `restyler generate` (renderer/generate.py), the generation training stage's sample grids, and tests.

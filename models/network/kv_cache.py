@@ -1,7 +1,7 @@
 """The student's key/value cache: preallocated, with a rolling window of recent chunks plus sink chunks.
 
-Called by the block-causal student (models.network.dit.VideoDiT.step) and by the streaming runtime, which owns one cache per
-stream. Memory is allocated once in __init__ and never grows, so a stream can run forever:
+Called by the block-causal student (models.network.dit.VideoDiT.step) and by the streaming runtime, which owns one
+cache per stream. Memory is allocated once in __init__ and never grows, so a stream can run forever:
 
     slots  [ sink 0 .. sink S-1 | window 0 .. window W-1 ]      each slot holds one chunk: K frames × T tokens
     - the first S chunks ever appended become sinks and stay until reset() (StreamingLLM's attention sinks: the

@@ -98,8 +98,8 @@ def stream_chunk(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sa
                  cache: KVCache, generator: torch.Generator | None = None, noise: list[torch.Tensor] | None = None,
                  sigmas: torch.Tensor | None = None) -> torch.Tensor:
     """One chunk of a stream under `sampler`'s policy: the scheduled cache reset, then its few steps and refresh
-    (models.network.sampling.sample_student_chunk). Evaluation (stream_clip) and the runtime (renderer.engine) both stream
-    through this, so the product runs exactly what was scored."""
+    (models.network.sampling.sample_student_chunk). Evaluation (stream_clip) and the runtime (renderer.engine)
+    both stream through this, so the product runs exactly what was scored."""
     if sampler.due_reset(cache):
         cache.reset()
     sigmas = sampler.sigmas() if sigmas is None else sigmas

@@ -89,8 +89,8 @@ def dmd_loss(x0: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
 
 def temporal_loss(x0: torch.Tensor, motion: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
     """Mean |x0_t − warp(x0_{t−1})| over the pixels seen in both frames, with warp_ratio's own warp and depth
-    test (models.evaluation.metrics.warp_previous). x0 (B, F, C, H, W) in pixel space, motion (B, F, 2, H, W) pixels to the
-    previous frame, depth (B, F, 1, H, W) normalised. The earlier frame is detached: a later frame is pulled to
+    test (models.evaluation.metrics.warp_previous). x0 (B, F, C, H, W) in pixel space, motion (B, F, 2, H, W)
+    pixels to the previous frame, depth (B, F, 1, H, W) normalised. The earlier frame is detached: a later frame is pulled to
     follow the earlier one, as a causal stream shows them, never the reverse."""
     total, count = x0.new_zeros(()), 0
     linear = denormalize_depth(depth[:, :, 0])                                   # (B, F, H, W) blocks
@@ -132,8 +132,8 @@ def rollout(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sigmas:
         the cache the way the runtime does (`refresh`), so later chunks see the past they will see when streaming.
     parallel: every chunk takes a random level; the states at each level come from no-grad block-causal passes
         over the whole clip, then one block-causal pass with grad denoises every chunk from its level at once.
-    Under DDP `incoming` holds rows `rows` of a global batch of `global_batch` clips: noise is drawn for the whole
-    batch and sliced, so N processes roll out exactly what one process with the whole batch would.
+    Under torchrun `incoming` holds rows `rows` of a global batch of `global_batch` clips: noise is drawn for the
+    whole batch and sliced, so N processes roll out exactly what one process with the whole batch would.
     """
     b, f = incoming.shape[:2]
     k = model.cfg.chunk_frames

@@ -77,7 +77,7 @@ class GenerationStage(Stage):
         return self.gen_cfg
 
     def draw(self, b: int, rng: torch.Generator) -> dict[str, torch.Tensor]:
-        """Every random choice of a step for the global batch (so DDP ranks agree)."""
+        """Every random choice of a step for the global batch (so torchrun ranks agree)."""
         cfg, k = self.gen_cfg, self.model.cfg.chunk_frames
         f = self.clips.cfg.clip_frames
         n = f // k
