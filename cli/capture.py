@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.args import (PROG, parse_region, add_model, add_steps, add_worker, default_style, error, has_display,
-                      mp4_path, positive_float)
+from cli.args import (PROG, add_model, add_steps, add_worker, default_style, error, has_display, mp4_path,
+                      parse_region, positive_float)
 
 
 def add_parser(sub) -> None:

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.args import (PROG, positive_float, add_model, add_steps, add_worker, error, has_display, non_negative_int,
-                      parse_size)
+from cli.args import (PROG, add_model, add_steps, add_worker, error, has_display, non_negative_int, parse_size,
+                      positive_float)
 from renderer import DEFAULT_MODEL
 
 

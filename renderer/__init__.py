@@ -1,7 +1,8 @@
-"""Restyler's plugin side: the streaming runtime, the overlay, benchmarks and the `restyler` CLI.
+"""Restyler's plugin side: the streaming runtime, the overlay, capture and restyle, benchmarks and generation.
 
-Games import this package to restyle their frames; it knows no particular game. Importing it stays cheap (no torch,
-no GL) so that the CLI starts instantly: `StreamingRestyler` loads renderer.runtime (and torch) on first use.
+Games import this package to restyle their frames; it knows no particular game and imports nothing of the training
+recipe (models.network and models.io only). Importing it stays cheap (no torch, no GL) so that the `restyler` command
+(cli/) starts instantly: `StreamingRestyler` loads renderer.runtime (and torch) on first use.
 """
 
 from __future__ import annotations

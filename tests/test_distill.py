@@ -157,6 +157,21 @@ def test_dmd_resumes_and_refuses_changed_settings(tiny_run, tmp_path):
     assert json.loads((run / "student.json").read_text())["step"] == 3
 
 
+def test_dmd_state_of_an_earlier_layout_is_one_clear_error(tiny_run, tmp_path):
+    """A dmd state saved before the critic moved into the training loop cannot be resumed; it says so in one line
+    instead of failing on a missing tensor."""
+    import shutil
+
+    data, shared = tiny_run
+    run = shutil.copytree(shared, tmp_path / "run")
+    meta_path = run / "state" / "dmd.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["critic_optimizer"]
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(TrainError, match="earlier version of the recipe"):
+        run_stage("dmd", data, run, steps=3, batch=2, resume=True, dmd_cfg=DmdConfig(fake_updates=2))
+
+
 def test_dmd_needs_the_ode_student_first(tmp_path, tiny_run):
     data, run = tiny_run
     fresh = tmp_path / "run"

@@ -308,8 +308,12 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
             raise TrainError(f"{run} already holds a {stage.name} run; pass --resume to continue it, or choose "
                              "another --out")
         tensors, meta = checkpoint.load_checkpoint(state_dir, stage.name)
+        if critic is not None and "critic_optimizer" not in meta:
+            raise TrainError(f"{state_dir}/{stage.name} was written by an earlier version of the recipe, which kept "
+                             f"the critic elsewhere; it cannot be resumed: start a new --out (or --init from the "
+                             f"run's finished student)")
         check_resumable(TrainConfig(**meta["train"]), cfg, run, say)
-        if settings is not None:
+        if settings is not None and "stage" in meta:  # states of earlier versions did not record the settings
             check_resumable(checkpoint.config_from_json(type(settings), meta["stage"]), settings, run, say)
         checkpoint.load_into(model, _prefixed(tensors, "model/"), "state")
         checkpoint.load_into(ema, _prefixed(tensors, "ema/"), "state")
