@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
                    help="frames per world; longer runs expose drift")
     p.add_argument("--json", type=Path, required=True, metavar="FILE",
                    help="where to write the scores; FILE.md (table), FILE_details.json and FILE_media/ (strips, "
-                        "an mp4 per row) go beside it")
+                        "a full-size side_by_side.png, an mp4 per row) go beside it")
     p.add_argument("--drift-frames", type=int, default=3000, metavar="N",
                    help="length of the drift stream (0 skips it); docs/evaluation.md defines drift over 3000")
     p.add_argument("--teacher-steps", type=positive_int, default=None, metavar="N",
@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_eval(path: Path, result: Any, table: str) -> None:
-    """FILE (the scores), FILE.md, FILE_details.json and FILE_media/ with a strip per world and an mp4 per row."""
+    """FILE (the scores), FILE.md, FILE_details.json and FILE_media/ with a strip per world, the full-size
+    side_by_side.png of the first world (a line per style: every row, then the reference) and an mp4 per row."""
     import json
 
     import numpy as np
@@ -95,6 +96,8 @@ def _write_eval(path: Path, result: Any, table: str) -> None:
     media.mkdir(exist_ok=True)
     for name, strip in result.strips:
         save_grid(media / f"strip_{name}.png", [strip[None]])
+    if result.side_by_side is not None:
+        save_grid(media / "side_by_side.png", [result.side_by_side[None]])
     for row, frames in result.videos.items():
         if not frames:
             continue

@@ -196,7 +196,7 @@ def test_eval_cli_writes_every_key(tiny_run, tmp_path, egl_ctx):
     assert set(scores) == {"rows", "drift", "style_switch_frames"}
     assert set(scores["rows"]) == {"input", "teacher", "student", "no_dmd", "per_frame"}
     for values in scores["rows"].values():
-        assert set(values) == {"psnr", "ssim", "spectral", "warp_ratio"}
+        assert set(values) == {"psnr", "ssim", "spectral", "blockiness", "warp_ratio"}
         assert all(isinstance(v, float) for v in values.values())
     assert set(scores["drift"]) == {"psnr_first", "psnr_last", "frames"} and scores["drift"]["frames"] == 16
     # a 3-step model may never settle on the new style: then the key is null, otherwise a count within the stream
@@ -206,6 +206,14 @@ def test_eval_cli_writes_every_key(tiny_run, tmp_path, egl_ctx):
     media = tmp_path / "eval_media"
     assert (tmp_path / "eval.md").read_text().startswith("| row |")
     assert len(list(media.glob("strip_*.png"))) == 1
+    from PIL import Image
+
+    with Image.open(media / "side_by_side.png") as image:   # full size: 4 styles × (5 rows + reference) of 64²
+        assert image.size == (6 * 64, 4 * 64)
+    for rows_of_style in details["scores_by_style"].values():   # every style, every row, every per-frame metric
+        assert set(rows_of_style) == set(scores["rows"])
+        assert all(set(v) == {"psnr", "ssim", "spectral", "blockiness"} for v in rows_of_style.values())
+    assert details["reference_blockiness"] > 0 and details["blockiness_period"] == 16
     from bridge.video import read_video
 
     for row in ("input", "teacher", "student", "no_dmd", "per_frame"):

@@ -69,3 +69,20 @@ def test_disocclusions_are_masked_by_depth():
     depth[0, 0, 0] = 50.0  # a far surface appeared here
     _, visible = metrics.warp_previous(prev, torch.zeros(2, 4, 4), depth, depth_prev)
     assert not visible[0, 0] and visible.sum() == 15
+
+
+def test_blockiness_sees_a_patch_grid_and_nothing_else():
+    """Guards the metric for the 16×16 grid a patch model draws: piecewise-constant cells score far above 1; noise,
+    a smooth ramp and a flat frame score 1; a grid at another period is not this one's."""
+    g = torch.Generator().manual_seed(0)
+    cells = torch.rand(2, 3, 4, 4, generator=g) * 2 - 1
+    blocky = cells.repeat_interleave(16, -1).repeat_interleave(16, -2)
+    blocky = blocky + 0.05 * torch.randn(blocky.shape, generator=g)
+    assert bool((metrics.blockiness(blocky, 16) > 5).all())
+    assert metrics.blockiness(frames(size=64), 16).sub(1).abs().max() < 0.1
+    ramp = torch.linspace(-1, 1, 64).expand(1, 3, 64, 64)
+    assert float(metrics.blockiness(ramp, 16)) == pytest.approx(1.0, abs=1e-4)
+    assert float(metrics.blockiness(torch.zeros(1, 3, 32, 32), 16)) == 1.0
+    assert bool((metrics.blockiness(blocky, 10) < 1.5).all())   # lines at 10, 20, ... miss the 16-pixel grid
+    with pytest.raises(ValueError, match="no cell boundary"):
+        metrics.blockiness(torch.zeros(1, 3, 8, 8), 16)

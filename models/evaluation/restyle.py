@@ -1,10 +1,10 @@
 """The restyling scores of docs/evaluation.md, computed on held-out clips already rendered to disk: the rows
-`input`, `teacher`, `student`, `no_dmd` and `per_frame` with psnr / ssim / spectral / warp_ratio, the long-stream
-`drift`, and `style_switch_frames`.
+`input`, `teacher`, `student`, `no_dmd` and `per_frame` with psnr / ssim / spectral / blockiness / warp_ratio
+(overall, and per style in the details), the long-stream `drift`, and `style_switch_frames`.
 
 Called by `restyler eval` (cli/evaluate.py), which renders the held-out worlds with the game into recorded-data
 directories first; this module only reads them (models/ knows nothing of the game). Returns the scores, the
-details behind them, side-by-side strips and each row's frames for the caller to write.
+details behind them, strips, a full-size side-by-side and each row's frames for the caller to write.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from models.network.sampling import sample_student_chunk, sample_teacher
 from models.network.streaming import StudentSampler, held_chunks, recache, stream_clip
 
 ROWS = ("input", "teacher", "student", "no_dmd", "per_frame")
-METRICS = ("psnr", "ssim", "spectral", "warp_ratio")
+METRICS = ("psnr", "ssim", "spectral", "blockiness", "warp_ratio")
+FRAME_METRICS = METRICS[:4]  # scored per frame against the reference; warp_ratio is scored over a clip
 DRIFT_WINDOW = 300  # frames at each end of the drift stream (docs/evaluation.md)
 SWITCHES = ("reset", "recache", "keep")
 
@@ -41,6 +42,7 @@ class EvalResult:
     scores: dict[str, Any]  # the eval JSON of docs/design.md: rows, drift, style_switch_frames
     details: dict[str, Any]  # per style, per stream, timings and settings
     strips: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # (name, image (3, H, W) in [-1, 1])
+    side_by_side: torch.Tensor | None = None  # the first world, a row per style: each row's output, then reference
     videos: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # row -> frames (H, W, 3) uint8
 
 
@@ -73,10 +75,11 @@ def load_models(model_dir: Path, device: torch.device | str = "cpu") -> _Models:
     return _Models(teacher, teacher_meta["sampler"], student, sampler, no_dmd, meta["prompts"], autoencoder)
 
 
-def _frame_scores(out: torch.Tensor, ref: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-frame psnr / ssim / spectral of (F, 3, H, W) clips."""
+def _frame_scores(out: torch.Tensor, ref: torch.Tensor, period: int) -> dict[str, torch.Tensor]:
+    """Per-frame psnr / ssim / spectral / blockiness of (F, 3, H, W) clips; `period` is the model's token cell in
+    pixels, the grid a patch-based model would draw."""
     return {"psnr": metrics.psnr(out, ref), "ssim": metrics.ssim(out, ref),
-            "spectral": metrics.spectral_distance(out, ref)}
+            "spectral": metrics.spectral_distance(out, ref), "blockiness": metrics.blockiness(out, period)}
 
 
 @torch.no_grad()
@@ -117,6 +120,8 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
     result = EvalResult({}, {})
     result.videos = {r: [] for r in rows}
     n_styles = len(data.style_indices)
+    period = m.student.cfg.patch * m.student.cfg.down
+    reference_blockiness: list[float] = []
 
     def rng_for(world: int, row: str) -> torch.Generator:
         """Noise of one row on one world, independent of which other rows run (ablations compare exactly)."""
@@ -150,14 +155,17 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
             seconds[row] += time.perf_counter() - tick
         for i in range(b):
             temporal["reference"].append(float(metrics.temporal_error(ref[i], items["motion"][i], depth[i])))
+            reference_blockiness.append(float(metrics.blockiness(ref[i], period).mean()))
             for row in rows:
-                scores = {k2: float(v.mean()) for k2, v in _frame_scores(outputs[row][i], ref[i]).items()}
+                scores = {k2: float(v.mean()) for k2, v in _frame_scores(outputs[row][i], ref[i], period).items()}
                 per_clip[row].append({**scores, "style": data.style_names[int(items["style_index"][i])],
                                       "seed": int(items["seed"][i])})
                 temporal[row].append(float(metrics.temporal_error(outputs[row][i], items["motion"][i], depth[i])))
                 result.videos[row].extend(to_uint8(outputs[row][i]).unbind(0))
         if len(result.strips) < 4:
             result.strips.append((f"seed{int(items['seed'][0])}", _strip(outputs, ref, rows)))
+        if result.side_by_side is None:
+            result.side_by_side = _side_by_side(outputs, ref, rows)
         progress(f"eval: world {int(items['seed'][0])} done ({first // n_styles + 1} of {len(data) // n_styles})")
 
     def mean(values: list[float]) -> float:
@@ -169,9 +177,10 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
         if row not in rows:
             scores_rows[row] = {name: None for name in METRICS}
             continue
-        scores_rows[row] = {name: mean([c[name] for c in per_clip[row]]) for name in METRICS[:3]}
+        scores_rows[row] = {name: mean([c[name] for c in per_clip[row]]) for name in FRAME_METRICS}
         scores_rows[row]["warp_ratio"] = mean(temporal[row]) / max(reference_error, 1e-8)
-    by_style = {name: {row: mean([c["psnr"] for c in per_clip[row] if c["style"] == name]) for row in rows}
+    by_style = {name: {row: {metric: mean([c[metric] for c in per_clip[row] if c["style"] == name])
+                             for metric in FRAME_METRICS} for row in rows}
                 for name in data.style_names}
     clips = len(per_clip["input"])
     result.details = {
@@ -179,7 +188,11 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
         "teacher_steps": steps, "teacher_guidance": m.teacher_sampler["guidance"],
         "sampler": {"timesteps": list(m.sampler.timesteps), "shift": m.sampler.shift, "refresh": m.sampler.refresh,
                     "window_chunks": m.sampler.window_chunks, "sink_chunks": m.sampler.sink_chunks},
-        "psnr_by_style": by_style,
+        "psnr_by_style": {name: {row: v["psnr"] for row, v in of_style.items()}
+                          for name, of_style in by_style.items()},
+        "scores_by_style": by_style,
+        # the reference renderer's own score: what "no grid" looks like on these worlds
+        "blockiness_period": period, "reference_blockiness": mean(reference_blockiness),
         "seconds_per_frame": {row: seconds[row] / (clips * frames) for row in rows if row != "input"},
         "rows_not_run": [r for r in ROWS if r not in rows],
     }
@@ -216,6 +229,14 @@ def frames_to_switch(closer_to_new: list[bool]) -> int | None:
         if all(closer_to_new[j:]):
             return j + 1
     return None
+
+
+def _side_by_side(outputs: dict[str, torch.Tensor], ref: torch.Tensor, rows: list[str]) -> torch.Tensor:
+    """One world at full model resolution: a line per style at the clip's middle frame, with every row that ran
+    (input first) and then the reference, side by side. What a player would see, not a thumbnail."""
+    t = ref.shape[1] // 2
+    lines = [torch.cat([*(outputs[r][s, t] for r in rows), ref[s, t]], -1) for s in range(ref.shape[0])]
+    return torch.cat(lines, -2)
 
 
 def _strip(outputs: dict[str, torch.Tensor], ref: torch.Tensor, rows: list[str]) -> torch.Tensor:
@@ -314,7 +335,7 @@ def long_stream_drift(m: _Models, drift_dir: Path, style_table: torch.Tensor, st
 
 def markdown_table(result: EvalResult) -> str:
     """The scores as the Markdown table the README and notes quote."""
-    lines = ["| row | psnr | ssim | spectral | warp_ratio |", "|---|---|---|---|---|"]
+    lines = ["| row | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
     for row, values in result.scores["rows"].items():
         cells = ["n/a" if values[m] is None else f"{values[m]:.3f}" if m != "psnr" else f"{values[m]:.2f}"
                  for m in METRICS]
@@ -336,4 +357,10 @@ def markdown_table(result: EvalResult) -> str:
     lines.append("")
     lines.append(f"{d['clips']} clips of {d['frames']} frames from worlds {d['worlds']}; teacher {d['teacher_steps']} "
                  f"steps, guidance {d['teacher_guidance']}; student sampler {d['sampler']}")
+    lines.append(f"blockiness over {d['blockiness_period']}-pixel cells; the reference renderer scores "
+                 f"{d['reference_blockiness']:.3f}")
+    lines.append("")
+    lines.append("psnr by style: " + "; ".join(
+        f"{style} " + ", ".join(f"{row} {v['psnr']:.2f}" for row, v in of_style.items())
+        for style, of_style in d["scores_by_style"].items()))
     return "\n".join(lines) + "\n"
