@@ -247,10 +247,13 @@ class Conditioning:
     """What a frame is conditioned on besides its noisy sample. Any part may be None (absent at run time: screen
     capture has no G-buffers; guidance's unconditional branch has no style).
 
-    low       (B, F, C, H, W)  the low-detail frame in model space (pixels, or its latents)
-    gbuffers  (B, F, 4, Hpx, Wpx)  log depth + normals at full pixel resolution
-    style     (B, 384)  MiniLM style embedding
-    keep_*    (B,) bool  training-time dropout: False replaces that sample's part by its "absent" embedding
+    low        (B, F, C, H, W)  the low-detail frame in model space (pixels, or its latents)
+    gbuffers   (B, F, 4, Hpx, Wpx)  log depth + normals at full pixel resolution
+    style      (B, 384)  MiniLM style embedding
+    history    (B, F, 4, H, W)  the previous output warped to this frame and where that is valid (backbone v2 only)
+    keep_*     (B,) bool  training-time dropout: False replaces that sample's part by its "absent" embedding
+    structure  per-level features of the structure parts, filled by the model's `prepare` (backbone v2) so every
+               denoising step of a chunk reuses them; None until then
     """
 
     low: torch.Tensor | None = None
@@ -259,11 +262,17 @@ class Conditioning:
     keep_low: torch.Tensor | None = None
     keep_gbuffers: torch.Tensor | None = None
     keep_style: torch.Tensor | None = None
+    history: torch.Tensor | None = None
+    keep_history: torch.Tensor | None = None
+    structure: list[torch.Tensor] | None = None
 
     def frames(self, index: slice) -> "Conditioning":
         """The same conditioning for a slice of frames (a chunk)."""
-        return replace(self, low=None if self.low is None else self.low[:, index],
-                       gbuffers=None if self.gbuffers is None else self.gbuffers[:, index])
+        def part(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[:, index]
+
+        return replace(self, low=part(self.low), gbuffers=part(self.gbuffers), history=part(self.history),
+                       structure=None if self.structure is None else [part(x) for x in self.structure])
 
 
 def _keep_mask(keep: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | float:
@@ -396,6 +405,10 @@ class VideoDiT(nn.Module):
             if self.cfg.down > 1:  # latent space: average the G-buffers over each latent cell
                 gbuffers = F.avg_pool2d(gbuffers.flatten(0, 1), self.cfg.down).view(b, f, GBUFFER_CHANNELS, h, w)
         return low, gbuffers
+
+    def prepare(self, cond: Conditioning, b: int | None = None, f: int | None = None) -> Conditioning:
+        """Nothing to precompute for this model (backbone v2 computes its structure features here)."""
+        return cond
 
     # -- whole clips ------------------------------------------------------------------------------------------
 

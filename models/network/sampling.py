@@ -27,7 +27,9 @@ def predict_x0(model: VideoDiT, x_t: torch.Tensor, sigma: torch.Tensor, cond: Co
 
     both = Conditioning(low=twice(cond.low), gbuffers=twice(cond.gbuffers), style=twice(cond.style),
                         keep_low=twice(cond.keep_low), keep_gbuffers=twice(cond.keep_gbuffers),
-                        keep_style=torch.cat([ones if cond.keep_style is None else cond.keep_style, ~ones]))
+                        keep_style=torch.cat([ones if cond.keep_style is None else cond.keep_style, ~ones]),
+                        history=twice(cond.history), keep_history=twice(cond.keep_history),
+                        structure=None if cond.structure is None else [twice(x) for x in cond.structure])
     x0 = model(torch.cat([x_t, x_t]), torch.cat([sigma, sigma]), both, mode)
     x0_cond, x0_uncond = x0.chunk(2)
     return flow.guided_x0(x0_cond, x0_uncond, guidance)
@@ -57,6 +59,7 @@ def sample_teacher(model: VideoDiT, cond: Conditioning, shape: tuple[int, ...], 
     Returns the clean sample and the state at every σ in `keep_sigmas` (inserted into the grid, so the states sit
     exactly at those levels; σ = 0 is the clean sample)."""
     levels = teacher_levels(steps, shift, start_sigma, keep_sigmas)
+    cond = model.prepare(cond, *shape[:2])  # per-frame work shared by every step (backbone v2's structure)
     x = (torch.randn(shape, generator=generator) if start is None else start.cpu()).to(device)
     wanted = {round(float(s), 6) for s in (keep_sigmas if keep_sigmas is not None else [])}
     kept: dict[float, torch.Tensor] = {}
@@ -106,6 +109,7 @@ def sample_student_chunk(model: VideoDiT, incoming: torch.Tensor, cond: Conditio
         """The noise level `sigma` for every frame of the chunk, (B, K)."""
         return torch.full((b, k), sigma, device=incoming.device)
 
+    cond = model.prepare(cond, b, k)  # per-frame work shared by every step (backbone v2's structure)
     x = flow.add_noise(incoming, noise_like(incoming), level(levels[0]))
     for i, sigma in enumerate(levels[:-1]):
         last = i == len(levels) - 2

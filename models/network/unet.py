@@ -1,0 +1,362 @@
+"""Backbone v2: a convolutional U-Net at full resolution around a coarse video transformer, so that the picture can
+draw the game's edges inside a token, not just between tokens.
+
+Legend: B batch, F frames, K frames per chunk, C channels, H×W frame in pixels, L levels of the U-Net (level l is
+at 1/2^l resolution, l = 0..L−1), T tokens per frame, D transformer width.
+
+    structure  low-detail frame, G-buffers, warped history ──► structure encoder (convs, levels 0..L−1)
+               (each droppable: zeroed, and a presence flag       runs once per frame: `prepare`, shared by
+               per part tells the network what is missing)        every denoising step
+                                                                          │ added at every level
+    sample x_t ──► stem conv ──► [FiLM res block ──► down] × (L−1) ──► level L−1 (1/8) ──► 2×2 patches = tokens
+                                                                                              │
+               transformer at 1/16: adaLN from (noise level + style), 2D sin-cos positions, rotary time over
+               frames, block-causal attention over chunks and a KV cache (the blocks of models.network.dit)
+                                                                                              │
+    x0 ◄── out conv ◄── [FiLM res block ◄── up ◄── + skip] × (L−1) ◄── level L−1 ◄── tokens back to cells
+
+Every convolution works on one frame: frames meet only in attention, so a chunk's output depends on its own frames
+and the cache, never on later ones (the student's causality), and the per-frame structure features can be computed
+once and reused by every denoising step. Predicts x0, like every model of the project.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.network.dit import (GBUFFER_CHANNELS, TEXT_DIM, Block, Conditioning, block_causal_mask,
+                                frame_positions, modulate, rotary_tables, shift_time, sincos_2d, timestep_features)
+from models.network.kv_cache import KVCache
+
+HISTORY_CHANNELS = 4  # the previous output warped to this frame (RGB) and where that warp is valid (1)
+PRESENCE_FLAGS = 3  # low-detail frame, G-buffers, history: 1 where given, 0 where absent or dropped
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    size: str = "S"
+    frame_size: tuple[int, int] = (128, 128)  # (H, W) in pixels
+    channels: int = 3
+    widths: tuple[int, ...] = (16, 32, 64, 128)  # conv channels at levels 0..L−1 (full, 1/2, 1/4, 1/8 resolution)
+    token_patch: int = 2  # cells of the last level per token side: tokens at 1/(2^(L−1)·token_patch) = 1/16
+    hidden: int = 192
+    depth: int = 6
+    heads: int = 6
+    mlp_ratio: float = 4.0
+    chunk_frames: int = 2  # K: the student's chunk
+    clip_frames: int = 8  # the teacher's clip
+    rope_base: float = 100.0
+    text_dim: int = TEXT_DIM
+    space: str = "pixel"  # the U-Net always works on pixels; the name is shared with DiTConfig
+    down: int = 1
+
+    def __post_init__(self) -> None:
+        h, w = self.frame_size
+        if h % self.token_size or w % self.token_size:
+            raise ValueError(f"frame size {w}x{h} must be a multiple of the token size {self.token_size}")
+        if self.hidden % self.heads or (self.hidden // self.heads) % 2:
+            raise ValueError(f"hidden {self.hidden} must split into {self.heads} heads of even width")
+        if self.clip_frames % self.chunk_frames:
+            raise ValueError(f"clip_frames {self.clip_frames} must be a multiple of chunk_frames {self.chunk_frames}")
+
+    @property
+    def token_size(self) -> int:
+        """Pixels per token side."""
+        return 2 ** (len(self.widths) - 1) * self.token_patch
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return self.frame_size[0] // self.token_size, self.frame_size[1] // self.token_size
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def sample_size(self) -> tuple[int, int]:
+        return self.frame_size
+
+
+# Named sizes. tiny is for tests.
+SIZES: dict[str, dict] = {
+    "tiny": dict(widths=(8, 16), token_patch=2, hidden=32, depth=2, heads=2, frame_size=(32, 32)),
+    "S": dict(widths=(16, 32, 64, 128), hidden=192, depth=6, heads=6, frame_size=(128, 128)),
+}
+
+
+def make_config(size: str, **overrides) -> UNetConfig:
+    if size not in SIZES:
+        raise ValueError(f"unknown model size {size!r}; choose one of {sorted(SIZES)}")
+    return UNetConfig(size=size, **{**SIZES[size], **overrides})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Convolutional pieces; all work on frames flattened into the batch, (B·F, C, h, w)
+
+
+def _groups(channels: int) -> int:
+    return math.gcd(8, channels)
+
+
+class ResBlock(nn.Module):
+    """Two 3×3 convolutions with a residual; with `cond_dim`, FiLM from the per-frame condition (noise level +
+    style) scales and shifts the features between them. The second convolution starts at zero (identity)."""
+
+    def __init__(self, channels: int, cond_dim: int | None = None):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(channels), channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(_groups(channels), channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.film = nn.Linear(cond_dim, 2 * channels) if cond_dim else None
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.norm2(h)
+        if self.film is not None:
+            scale, shift = self.film(F.silu(c)).chunk(2, -1)  # (B·F, channels) each
+            h = h * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+        return x + self.conv2(F.silu(h))
+
+
+class StructureEncoder(nn.Module):
+    """Low-detail frame, G-buffers, warped history and their presence flags -> features at every level."""
+
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        inputs = cfg.channels + GBUFFER_CHANNELS + HISTORY_CHANNELS + PRESENCE_FLAGS
+        self.stem = nn.Conv2d(inputs, cfg.widths[0], 3, padding=1)
+        self.blocks = nn.ModuleList(ResBlock(w) for w in cfg.widths)
+        self.downs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(cfg.widths, cfg.widths[1:]))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = self.blocks[0](self.stem(x))
+        features = [h]
+        for down, block in zip(self.downs, self.blocks[1:]):
+            h = block(down(h))
+            features.append(h)
+        return features
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The model
+
+
+class UNetDiT(nn.Module):
+    """x0-predicting video model: forward() runs a whole clip in either attention mode, step() one chunk of the
+    block-causal student against a KVCache; `prepare` computes a conditioning's structure features once."""
+
+    def __init__(self, cfg: UNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, widths = cfg.hidden, cfg.widths
+        self.structure_encoder = StructureEncoder(cfg)
+        self.time_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
+        self.style_embed = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.SiLU(), nn.Linear(d, d))
+        self.absent_style = nn.Parameter(torch.zeros(d))
+        self.stem = nn.Conv2d(cfg.channels, widths[0], 3, padding=1)
+        self.encoder = nn.ModuleList(ResBlock(w, d) for w in widths)
+        self.downs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths, widths[1:]))
+        token_in = widths[-1] * cfg.token_patch ** 2
+        self.token_in = nn.Linear(token_in, d)
+        self.register_buffer("pos_embed", sincos_2d(cfg.grid, d), persistent=False)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.final_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.final_modulation = nn.Linear(d, 2 * d)
+        self.token_out = nn.Linear(d, token_in)
+        self.ups = nn.ModuleList(nn.Conv2d(b, a, 3, padding=1) for a, b in zip(widths, widths[1:]))
+        self.decoder = nn.ModuleList(ResBlock(w, d) for w in widths)
+        self.out = nn.Conv2d(widths[0], cfg.channels, 3, padding=1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.absent_style, std=0.02)
+        # adaLN-Zero and a zero output: the untrained model predicts x0 = 0 (the data mean)
+        for block in self.blocks:
+            nn.init.zeros_(block.modulation.weight)
+            nn.init.zeros_(block.modulation.bias)
+        nn.init.zeros_(self.final_modulation.weight)
+        nn.init.zeros_(self.final_modulation.bias)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    # -- conditioning -------------------------------------------------------------------------------------------
+
+    def structure_inputs(self, cond: Conditioning, b: int, f: int, device: torch.device, dtype: torch.dtype
+                         ) -> torch.Tensor:
+        """(B·F, inputs, H, W): every structure part, zero where absent or dropped, and a presence flag each."""
+        h, w = self.cfg.frame_size
+        parts, flags = [], []
+        for tensor, keep, channels in ((cond.low, cond.keep_low, self.cfg.channels),
+                                       (cond.gbuffers, cond.keep_gbuffers, GBUFFER_CHANNELS),
+                                       (cond.history, cond.keep_history, HISTORY_CHANNELS)):
+            if tensor is None:
+                parts.append(torch.zeros(b, f, channels, h, w, device=device, dtype=dtype))
+                flags.append(torch.zeros(b, 1, 1, 1, 1, device=device, dtype=dtype))
+                continue
+            present = (torch.ones(b, device=device, dtype=dtype) if keep is None else keep.to(dtype))
+            present = present.view(b, 1, 1, 1, 1)
+            parts.append(tensor.to(dtype) * present)
+            flags.append(present)
+        flag_maps = torch.cat(flags, 2).expand(b, f, PRESENCE_FLAGS, h, w)
+        return torch.cat([*parts, flag_maps], 2).flatten(0, 1)
+
+    def prepare(self, cond: Conditioning, b: int | None = None, f: int | None = None) -> Conditioning:
+        """`cond` with its structure features computed (once per frame): every denoising step then reuses them.
+        `b` and `f` give the batch and frame count when no structure part is there to tell them."""
+        if cond.structure is not None:
+            return cond
+        if b is None or f is None:
+            given = next((t for t in (cond.low, cond.gbuffers, cond.history) if t is not None), None)
+            if given is None:
+                raise ValueError("prepare() needs the batch and frame count when no structure part is given")
+            b, f = given.shape[:2]
+        weight = self.stem.weight
+        features = self.structure_encoder(self.structure_inputs(cond, b, f, weight.device, weight.dtype))
+        return replace(cond, structure=[x.view(b, f, *x.shape[1:]) for x in features])
+
+    def embed_condition(self, sigma: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """Per-frame modulation c (B, F, D) from the noise level and the style (or its learned absence)."""
+        b = sigma.shape[0]
+        c = self.time_embed(timestep_features(sigma, 256))
+        if cond.style is None:
+            style = self.absent_style.expand(b, -1)
+        else:
+            style = self.style_embed(cond.style)
+            if cond.keep_style is not None:
+                keep = cond.keep_style.view(-1, 1).to(style.dtype)
+                style = style * keep + self.absent_style * (1 - keep)
+        return c + style[:, None]
+
+    # -- the two halves of the U-Net ------------------------------------------------------------------------------
+
+    def encode(self, x_t: torch.Tensor, c: torch.Tensor, structure: list[torch.Tensor]
+               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """x_t (B, F, C, H, W) -> tokens (B, F, T, D) and the skips of every level (B·F, w, h, w)."""
+        b, f = x_t.shape[:2]
+        cf = c.flatten(0, 1)
+        h = self.stem(x_t.flatten(0, 1)) + structure[0].flatten(0, 1)
+        skips = []
+        for level, block in enumerate(self.encoder):
+            if level:
+                h = self.downs[level - 1](h) + structure[level].flatten(0, 1)
+            h = block(h, cf)
+            skips.append(h)
+        p = self.cfg.token_patch
+        n, ch, hh, ww = h.shape
+        cells = h.view(n, ch, hh // p, p, ww // p, p).permute(0, 2, 4, 1, 3, 5).reshape(n, -1, ch * p * p)
+        tokens = self.token_in(cells).view(b, f, -1, self.cfg.hidden) + self.pos_embed
+        return tokens, skips
+
+    def decode(self, tokens: torch.Tensor, c: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """Final tokens (B, F, T, D) and the skips -> x0 (B, F, C, H, W)."""
+        b, f = tokens.shape[:2]
+        shift, scale = self.final_modulation(F.silu(c)).chunk(2, -1)
+        cells = self.token_out(modulate(self.final_norm(tokens), shift, scale))  # (B, F, T, w·p·p)
+        p, (gh, gw) = self.cfg.token_patch, self.cfg.grid
+        ch = self.cfg.widths[-1]
+        h = cells.view(b * f, gh, gw, ch, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b * f, ch, gh * p, gw * p)
+        cf = c.flatten(0, 1)
+        for level in range(len(self.decoder) - 1, -1, -1):
+            if level < len(self.decoder) - 1:
+                h = self.ups[level](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+            h = self.decoder[level](h + skips[level], cf)
+        return self.out(F.silu(h)).view(b, f, self.cfg.channels, *self.cfg.frame_size)
+
+    # -- whole clips and chunks -------------------------------------------------------------------------------
+
+    def forward(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Conditioning,
+                mode: str = "bidirectional") -> torch.Tensor:
+        """x_t (B, F, C, H, W) at noise levels sigma (B, F) -> predicted x0 (B, F, C, H, W)."""
+        b, f = x_t.shape[:2]
+        t = self.cfg.tokens_per_frame
+        cond = self.prepare(cond, b, f)
+        c = self.embed_condition(sigma, cond)
+        x, skips = self.encode(x_t, c, cond.structure)
+        rope = rotary_tables(frame_positions(f, t, device=x.device), self.cfg.head_dim, self.cfg.rope_base, x.dtype)
+        if mode == "bidirectional":
+            mask = None
+        elif mode == "block_causal":
+            mask = block_causal_mask(f, self.cfg.chunk_frames, t, device=x.device)
+        else:
+            raise ValueError(f"unknown attention mode {mode!r}; use 'bidirectional' or 'block_causal'")
+        for block in self.blocks:
+            x, _ = block(x, c, rope, mask)
+        return self.decode(x, c, skips)
+
+    def new_cache(self, batch: int, window_chunks: int, sink_chunks: int, device=None,
+                  dtype: torch.dtype | None = None) -> KVCache:
+        cfg = self.cfg
+        return KVCache(layers=cfg.depth, batch=batch, heads=cfg.heads, head_dim=cfg.head_dim,
+                       chunk_frames=cfg.chunk_frames, tokens_per_frame=cfg.tokens_per_frame,
+                       window_chunks=window_chunks, sink_chunks=sink_chunks,
+                       device=device or self.out.weight.device, dtype=dtype or self.out.weight.dtype,
+                       shift_keys=lambda keys, frames: shift_time(keys, frames, cfg.rope_base))
+
+    def step(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Conditioning, cache: KVCache,
+             write: bool = False) -> torch.Tensor:
+        """One block-causal chunk x_t (B, K, C, H, W) at sigma (B, K) against `cache` -> x0; with write=True its
+        K/V are appended afterwards (as models.network.dit.VideoDiT.step)."""
+        b, k = x_t.shape[:2]
+        if k != self.cfg.chunk_frames:
+            raise ValueError(f"step() takes one chunk of {self.cfg.chunk_frames} frames; got {k}")
+        t = self.cfg.tokens_per_frame
+        cond = self.prepare(cond, b, k)
+        c = self.embed_condition(sigma, cond)
+        x, skips = self.encode(x_t, c, cond.structure)
+        rope = rotary_tables(frame_positions(k, t, start=cache.frames, device=x.device), self.cfg.head_dim,
+                             self.cfg.rope_base, x.dtype)
+        new_k, new_v = [], []
+        for layer, block in enumerate(self.blocks):
+            past = cache.view(layer)
+            if torch.is_grad_enabled():
+                past = (past[0].detach().clone(), past[1].detach().clone())
+            x, (key, value) = block(x, c, rope, None, past)
+            new_k.append(key)
+            new_v.append(value)
+        if write:
+            cache.append(torch.stack(new_k).detach(), torch.stack(new_v).detach())
+        return self.decode(x, c, skips)
+
+
+def flops_per_frame(cfg: UNetConfig, context_frames: int, steps: int = 1) -> float:
+    """Forward FLOPs per frame (multiply-add = 2): the structure encoder once, then per denoising step the
+    sample's encoder, the transformer (each frame attending to `context_frames` frames) and the decoder. Counts
+    convolutions, linear layers and attention; norms and activations are left out (a few percent)."""
+    h, w = cfg.frame_size
+    widths = cfg.widths
+
+    def conv(cin: int, cout: int, level: int, kernel: int = 3) -> float:
+        return 2.0 * cin * cout * kernel * kernel * (h >> level) * (w >> level)
+
+    def res_block(ch: int, level: int) -> float:
+        return 2 * conv(ch, ch, level)
+
+    structure_in = cfg.channels + GBUFFER_CHANNELS + HISTORY_CHANNELS + PRESENCE_FLAGS
+    structure = conv(structure_in, widths[0], 0) + sum(res_block(c, lvl) for lvl, c in enumerate(widths))
+    structure += sum(conv(a, b, lvl + 1) for lvl, (a, b) in enumerate(zip(widths, widths[1:])))
+    d, t = cfg.hidden, cfg.tokens_per_frame
+    film = sum(2 * d * 2 * c for c in widths) * 2  # encoder and decoder blocks, per frame
+    encoder = conv(cfg.channels, widths[0], 0) + sum(res_block(c, lvl) for lvl, c in enumerate(widths))
+    encoder += sum(conv(a, b, lvl + 1) for lvl, (a, b) in enumerate(zip(widths, widths[1:])))
+    decoder = sum(res_block(c, lvl) for lvl, c in enumerate(widths)) + conv(widths[0], cfg.channels, 0)
+    decoder += sum(conv(b, a, lvl) for lvl, (a, b) in enumerate(zip(widths, widths[1:])))
+    token_in = widths[-1] * cfg.token_patch ** 2
+    per_token_block = 2 * (4 * d * d + 2 * cfg.mlp_ratio * d * d + 6 * d * d / t) + 2 * 2 * context_frames * t * d
+    transformer = t * (cfg.depth * per_token_block + 2 * 2 * d * token_in) + 2 * 2 * d * d
+    return float(structure + steps * (film + encoder + transformer + decoder))

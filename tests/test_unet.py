@@ -1,0 +1,140 @@
+"""Backbone v2 (models.network.unet): the U-Net around a coarse transformer, on tiny random models. Behaviour does
+not depend on trained weights: causality, the KV-cached path, absent structure, the structure computed once per
+frame, and the FLOP count."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.network import flow
+from models.network.dit import Conditioning
+from models.network.unet import UNetDiT, flops_per_frame, make_config
+
+
+def tiny_model(seed: int = 0) -> UNetDiT:
+    """A tiny model with every weight perturbed: a fresh one starts with zero outputs and residuals, which would
+    hide what its inputs do."""
+    torch.manual_seed(seed)
+    model = UNetDiT(make_config("tiny")).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def tiny_cond(b: int, f: int, seed: int = 1, history: bool = True) -> Conditioning:
+    g = torch.Generator().manual_seed(seed)
+    h, w = make_config("tiny").frame_size
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g)
+
+    return Conditioning(low=rand(b, f, 3, h, w), gbuffers=rand(b, f, 4, h, w), style=rand(b, 384),
+                        history=rand(b, f, 4, h, w) if history else None)
+
+
+def sample(b: int, f: int, seed: int = 2) -> torch.Tensor:
+    h, w = make_config("tiny").frame_size
+    return torch.randn(b, f, 3, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def test_chunks_through_the_kv_cache_equal_the_masked_full_forward():
+    model = tiny_model()
+    k = model.cfg.chunk_frames
+    x, cond = sample(2, 4 * k), tiny_cond(2, 4 * k)
+    sigma = torch.rand(2, 4 * k, generator=torch.Generator().manual_seed(3))
+    full = model(x, sigma, cond, "block_causal")
+    cache = model.new_cache(2, window_chunks=4, sink_chunks=0)
+    chunks = []
+    for start in range(0, 4 * k, k):
+        frames = slice(start, start + k)
+        chunks.append(model.step(x[:, frames], sigma[:, frames], cond.frames(frames), cache, write=True))
+    torch.testing.assert_close(torch.cat(chunks, 1), full, atol=1e-5, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_a_chunk_does_not_depend_on_later_frames():
+    model = tiny_model()
+    k = model.cfg.chunk_frames
+    x, cond = sample(1, 3 * k), tiny_cond(1, 3 * k)
+    sigma = torch.full((1, 3 * k), 0.5)
+    out = model(x, sigma, cond, "block_causal")
+    later = slice(2 * k, 3 * k)
+    x2, low2 = x.clone(), cond.low.clone()
+    x2[:, later] += 1.0
+    low2[:, later] -= 1.0
+    changed = model(x2, sigma, Conditioning(low=low2, gbuffers=cond.gbuffers, style=cond.style,
+                                             history=cond.history), "block_causal")
+    torch.testing.assert_close(changed[:, :2 * k], out[:, :2 * k])
+    assert not torch.allclose(changed[:, later], out[:, later])
+    # bidirectionally every frame sees the clip
+    both = model(x, sigma, cond, "bidirectional"), model(x2, sigma, replace_low(cond, low2), "bidirectional")
+    assert not torch.allclose(both[0][:, :k], both[1][:, :k])
+
+
+def replace_low(cond: Conditioning, low: torch.Tensor) -> Conditioning:
+    return Conditioning(low=low, gbuffers=cond.gbuffers, style=cond.style, history=cond.history)
+
+
+@torch.no_grad()
+def test_absent_structure_works_and_equals_dropping_it():
+    """Screen capture has no G-buffers and the first frame no history: None runs, matters, and is exactly what
+    training-time dropout (keep_* False) shows the network."""
+    model = tiny_model()
+    x, cond = sample(2, 4), tiny_cond(2, 4)
+    sigma = torch.full((2, 4), 0.7)
+    given = model(x, sigma, cond)
+    for part in ("gbuffers", "history", "low"):
+        absent = Conditioning(**{**vars(cond), part: None})
+        dropped = Conditioning(**{**vars(cond), f"keep_{part}": torch.tensor([False, False])})
+        out = model(x, sigma, absent)
+        assert torch.isfinite(out).all() and not torch.allclose(out, given)
+        torch.testing.assert_close(model(x, sigma, dropped), out)
+    bare = model(x, sigma, Conditioning(style=cond.style), "bidirectional")   # a prompt alone
+    assert bare.shape == x.shape and torch.isfinite(bare).all()
+    with pytest.raises(ValueError, match="batch and frame count"):
+        model.prepare(Conditioning(style=cond.style))
+
+
+@torch.no_grad()
+def test_the_structure_encoder_runs_once_per_frame_however_many_steps():
+    from models.network.sampling import sample_student_chunk, sample_teacher
+
+    model = tiny_model()
+    calls = []
+    model.structure_encoder.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    k = model.cfg.chunk_frames
+    cond = tiny_cond(1, k)
+    cache = model.new_cache(1, 2, 1)
+    sigmas = flow.student_sigmas((1000, 750, 500, 250), 3.0)   # 4 levels and a clean refresh: 5 passes
+    sample_student_chunk(model, cond.low, cond, cache, sigmas, refresh="clean", generator=torch.Generator())
+    assert calls == [k]   # one batch of the chunk's K frames
+    calls.clear()
+    sample_teacher(model, tiny_cond(1, 8), (1, 8, 3, *model.cfg.frame_size), steps=6, guidance=1.5,
+                   generator=torch.Generator().manual_seed(0))
+    assert calls == [8]
+
+
+def test_flops_per_frame_matches_a_counted_forward():
+    """The formula against torch's own count of every convolution, linear layer and attention product (attention
+    in its math form, so the products are visible to the counter)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = tiny_model()
+    f = 8
+    with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+        model(sample(1, f), torch.full((1, f), 0.5), tiny_cond(1, f))
+    assert counter.get_total_flops() / f == pytest.approx(flops_per_frame(model.cfg, context_frames=f), rel=0.005)
+    # every further denoising step costs everything but the structure encoder again
+    one, two = flops_per_frame(model.cfg, f, steps=1), flops_per_frame(model.cfg, f, steps=2)
+    assert 0 < two - one < one
+
+
+def test_configs_refuse_sizes_that_do_not_tile():
+    with pytest.raises(ValueError, match="multiple of the token size"):
+        make_config("tiny", frame_size=(30, 32))
+    with pytest.raises(ValueError, match="unknown model size"):
+        make_config("XL")
