@@ -44,7 +44,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from demo_game.record import RecordError, record_dataset
     from models.evaluation.restyle import EvalError, evaluate, markdown_table
-    from models.io.checkpoint import CheckpointError, config_from_json, load_checkpoint
+    from models.io.checkpoint import CheckpointError, config_from_json, exists, load_checkpoint
     from models.io.data import DataError
     from models.network.prompt import PromptEncoderError
     from models.network.streaming import StudentSampler
@@ -56,17 +56,25 @@ def run(args: argparse.Namespace) -> int:
         return error("eval", "--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and cuda_available()) else "cpu"
     try:
-        meta = load_checkpoint(args.model, "student", hint="a model for eval holds a teacher and a student; train "
-                               f"them with `restyler train teacher|ode|dmd --out {args.model}`")[1]
+        # the frame size from whichever network the directory holds; the student's sampler when there is one
+        held = [name for name in ("student", "teacher", "regression") if exists(args.model, name)]
+        if not held:
+            return error("eval", f"{args.model} holds no student, teacher or regression network to score; train "
+                                 f"them with `restyler train teacher|ode|dmd --out {args.model}` (or `restyler "
+                                 "train regression` for the baseline)")
+        meta = load_checkpoint(args.model, held[0])[1]
         height, width = meta["config"]["frame_size"]
         changes = sampler_changes(args)
+        if changes and held[0] != "student":
+            return error("eval", f"--timesteps, --refresh, --noise and --reset-every change the student's sampler, "
+                                 f"but {args.model} holds no student")
         sampler = replace(config_from_json(StudentSampler, meta["sampler"]), **changes) if changes else None
         # the held-out worlds, rendered by the game once and kept for later evals
         seeds = f"{args.seeds.start}-{args.seeds.stop - 1}"
         clips = args.worlds / f"{width}x{height}_{args.frames}f_seeds{seeds}"
         record_dataset(clips, args.seeds, args.frames, (width, height), force_eval_seeds=True)
         drift = None
-        if args.drift_frames > 0:
+        if args.drift_frames > 0 and "student" in held:   # the drift stream is the student's
             drift = args.worlds / f"drift_{width}x{height}_{args.drift_frames}f_seed{args.seeds.start}"
             record_dataset(drift, [args.seeds[0]], args.drift_frames, (width, height), force_eval_seeds=True)
         result = evaluate(args.model, clips, args.frames, drift, args.teacher_steps, sampler, device=device,

@@ -12,10 +12,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="run one stage of the training recipe",
                        description="Train one stage; all stages of a recipe share one --out run directory, and "
                                    "a finished run directory is a model for --model.")
-    p.add_argument("stage", choices=["autoencoder", "teacher", "ode", "dmd", "gen"],
+    p.add_argument("stage", choices=["autoencoder", "teacher", "ode", "dmd", "gen", "regression"],
                    help="recipe stage, in order: autoencoder, teacher, ode (student init), dmd (distillation), "
                         "gen (teaches a finished student --init RUN to generate without structure, for "
-                        "`restyler generate`)")
+                        "`restyler generate`); and regression, the backbone trained by a pixel loss alone, the "
+                        "baseline `restyler eval` scores beside the diffusion rows")
     p.add_argument("--data", type=Path, required=True, metavar="DIR", help="dataset from `restyler record-data`")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="run directory shared by all stages; each stage reads what the earlier ones wrote")

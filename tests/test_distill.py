@@ -194,10 +194,11 @@ def test_eval_cli_writes_every_key(tiny_run, tmp_path, egl_ctx):
     assert code == 0
     scores = json.loads(out.read_text())
     assert set(scores) == {"rows", "drift", "style_switch_frames"}
-    assert set(scores["rows"]) == {"input", "teacher", "student", "no_dmd", "per_frame"}
-    for values in scores["rows"].values():
+    assert set(scores["rows"]) == {"input", "regression", "teacher", "student", "no_dmd", "per_frame"}
+    for row, values in scores["rows"].items():
         assert set(values) == {"psnr", "ssim", "spectral", "blockiness", "warp_ratio"}
-        assert all(isinstance(v, float) for v in values.values())
+        # the run holds no regression baseline: its row is there, null
+        assert all(isinstance(v, float) if row != "regression" else v is None for v in values.values())
     assert set(scores["drift"]) == {"psnr_first", "psnr_last", "frames"} and scores["drift"]["frames"] == 16
     # a 3-step model may never settle on the new style: then the key is null, otherwise a count within the stream
     assert scores["style_switch_frames"] is None or 1 <= scores["style_switch_frames"] <= 4
@@ -210,14 +211,42 @@ def test_eval_cli_writes_every_key(tiny_run, tmp_path, egl_ctx):
 
     with Image.open(media / "side_by_side.png") as image:   # full size: 4 styles × (5 rows + reference) of 64²
         assert image.size == (6 * 64, 4 * 64)
-    for rows_of_style in details["scores_by_style"].values():   # every style, every row, every per-frame metric
-        assert set(rows_of_style) == set(scores["rows"])
+    for rows_of_style in details["scores_by_style"].values():   # every style, every row run, every metric
+        assert set(rows_of_style) == set(scores["rows"]) - {"regression"}
         assert all(set(v) == {"psnr", "ssim", "spectral", "blockiness"} for v in rows_of_style.values())
     assert details["reference_blockiness"] > 0 and details["blockiness_period"] == 16
     from bridge.video import read_video
 
     for row in ("input", "teacher", "student", "no_dmd", "per_frame"):
         assert read_video(media / f"{row}.mp4").shape[0] == 8 * 4  # 8 frames × 4 styles of one world
+
+
+@pytest.mark.slow
+def test_eval_scores_the_regression_baseline_without_a_student(tiny_run, tmp_path, egl_ctx):
+    """A run before distillation (a teacher and the regression baseline, no student) is scored on the rows it
+    can run; asking for a row whose network is missing is one clear error."""
+    from cli.main import main
+    from models.recipe.run import run_stage
+
+    data, shared = tiny_run
+    run = tmp_path / "run"
+    run.mkdir()
+    for suffix in (".safetensors", ".json"):
+        (run / f"teacher{suffix}").write_bytes((shared / f"teacher{suffix}").read_bytes())
+    prompts = json.loads((run / "teacher.json").read_text())["prompts"]
+    run_stage("regression", data, run, size="tiny", prompts=prompts, steps=2, batch=1,
+              overrides={"sample_every": 1000})
+    out = tmp_path / "eval.json"
+    argv = ["eval", "--model", str(run), "--seeds", "1000:1001", "--frames", "8", "--json", str(out),
+            "--teacher-steps", "2", "--worlds", str(tmp_path / "worlds"), "--device", "cpu"]
+    assert main([*argv, "--rows", "input,regression,teacher"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert all(isinstance(rows[r]["psnr"], float) for r in ("input", "regression", "teacher"))
+    assert all(rows[r]["psnr"] is None for r in ("student", "no_dmd", "per_frame"))
+    assert main(argv) == 0   # every row the run can score
+    assert json.loads(out.read_text())["rows"]["regression"]["psnr"] is not None
+    assert not any(p.name.startswith("drift") for p in (tmp_path / "worlds").iterdir())   # no student: no stream
+    assert main([*argv, "--rows", "student"]) == 2
 
 
 def test_eval_refuses_training_seeds(tiny_run, tmp_path, capsys):

@@ -22,11 +22,18 @@ from models.io import checkpoint
 from models.io.data import ClipDataset, collate, denormalize_depth, gbuffers_of
 from models.network.dit import Conditioning, VideoDiT
 from models.network.prompt import PromptEncoder
-from models.network.loading import load_autoencoder, load_dit, load_student
+from models.network.loading import load_autoencoder, load_dit, load_student, load_unet
 from models.network.sampling import sample_student_chunk, sample_teacher
 from models.network.streaming import StudentSampler, held_chunks, recache, stream_clip
+from models.network.unet import UNetDiT, regress
 
-ROWS = ("input", "teacher", "student", "no_dmd", "per_frame")
+ROWS = ("input", "regression", "teacher", "student", "no_dmd", "per_frame")
+# Each row's noise comes from its own generator, seeded by this fixed number (not its place in ROWS), so adding a
+# row never changes another row's numbers.
+_NOISE_STREAM = {"input": 0, "teacher": 1, "student": 2, "no_dmd": 3, "per_frame": 4, "regression": 5}
+# The networks each row needs.
+_NEEDS = {"regression": "regression", "teacher": "teacher", "student": "student", "no_dmd": "student_ode",
+          "per_frame": "student"}
 METRICS = ("psnr", "ssim", "spectral", "blockiness", "warp_ratio")
 FRAME_METRICS = METRICS[:4]  # scored per frame against the reference; warp_ratio is scored over a clip
 DRIFT_WINDOW = 300  # frames at each end of the drift stream (docs/evaluation.md)
@@ -48,13 +55,24 @@ class EvalResult:
 
 @dataclass
 class _Models:
-    teacher: VideoDiT
-    teacher_sampler: dict[str, Any]
-    student: VideoDiT
-    sampler: StudentSampler
+    """The networks a model directory holds; a run before distillation has no student, a shipped model no
+    student_ode, and only a run that trained it has the regression baseline."""
+
+    teacher: VideoDiT | None
+    teacher_sampler: dict[str, Any] | None
+    student: VideoDiT | None
+    sampler: StudentSampler | None
     no_dmd: VideoDiT | None
+    regression: UNetDiT | None
     prompts: dict[str, list[str]]
     autoencoder: Any
+
+    def has(self, row: str) -> bool:
+        name = _NEEDS.get(row)
+        return name is None or getattr(self, {"student_ode": "no_dmd"}.get(name, name)) is not None
+
+    def any_network(self) -> Any:
+        return next(n for n in (self.student, self.teacher, self.regression) if n is not None)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         return frames if self.autoencoder is None else self.autoencoder.encode_video(frames)
@@ -64,15 +82,32 @@ class _Models:
 
 
 def load_models(model_dir: Path, device: torch.device | str = "cpu") -> _Models:
-    for name in ("teacher", "student"):
-        if not checkpoint.exists(model_dir, name):
-            raise EvalError(f"{model_dir} holds no {name}; a model directory for eval has teacher and student "
-                            f"(train them with `restyler train teacher|ode|dmd --out {model_dir}`)")
-    teacher, teacher_meta = load_dit(model_dir, "teacher", device)
-    student, sampler, meta = load_student(model_dir, "student", device)
-    no_dmd = load_student(model_dir, "student_ode", device)[0] if checkpoint.exists(model_dir, "student_ode") else None
-    autoencoder = load_autoencoder(model_dir, device) if student.cfg.space == "latent" else None
-    return _Models(teacher, teacher_meta["sampler"], student, sampler, no_dmd, meta["prompts"], autoencoder)
+    if not any(checkpoint.exists(model_dir, name) for name in ("teacher", "student", "regression")):
+        raise EvalError(f"{model_dir} holds no teacher, student or regression network to score; train them with "
+                        f"`restyler train teacher|ode|dmd|regression --out {model_dir}`")
+    metas: list[dict[str, Any]] = []
+    teacher = teacher_meta = student = sampler = no_dmd = regression = None
+    if checkpoint.exists(model_dir, "teacher"):
+        teacher, teacher_meta = load_dit(model_dir, "teacher", device)
+        metas.append(teacher_meta)
+    if checkpoint.exists(model_dir, "student"):
+        student, sampler, meta = load_student(model_dir, "student", device)
+        metas.append(meta)
+    if checkpoint.exists(model_dir, "student_ode"):
+        no_dmd = load_student(model_dir, "student_ode", device)[0]
+    if checkpoint.exists(model_dir, "regression"):
+        regression, meta = load_unet(model_dir, "regression", device)
+        metas.append(meta)
+    latent = any(n is not None and n.cfg.space == "latent" for n in (teacher, student))
+    autoencoder = load_autoencoder(model_dir, device) if latent else None
+    return _Models(teacher, None if teacher_meta is None else teacher_meta["sampler"], student, sampler, no_dmd,
+                   regression, metas[0]["prompts"], autoencoder)
+
+
+def token_pixels(network: Any) -> int:
+    """Pixels per token side of a network: the grid it would draw if its tokens showed."""
+    cfg = network.cfg
+    return cfg.token_size if hasattr(cfg, "token_size") else cfg.patch * cfg.down
 
 
 def _frame_scores(out: torch.Tensor, ref: torch.Tensor, period: int) -> dict[str, torch.Tensor]:
@@ -85,47 +120,52 @@ def _frame_scores(out: torch.Tensor, ref: torch.Tensor, period: int) -> dict[str
 @torch.no_grad()
 def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | None = None,
              teacher_steps: int | None = None, sampler: StudentSampler | None = None, seed: int = 0,
-             device: torch.device | str = "cpu", rows: tuple[str, ...] = ROWS, switch: str = "reset",
+             device: torch.device | str = "cpu", rows: tuple[str, ...] | None = None, switch: str = "reset",
              progress: Callable[[str], None] = print) -> EvalResult:
     """Score every row on the first `frames` frames of every clip and style in `clips_dir`; the drift on the one
     clip of `drift_dir` (skipped when None); the style switch on every clip, each style switching to the next.
     `sampler` overrides the student's own (ablations of t*, steps and cache refresh at evaluation time); `rows`
-    limits the rows run (ablations skip the slow teacher), the others score None."""
-    unknown = [r for r in rows if r not in ROWS]
+    limits the rows run (ablations skip the slow teacher), the others score None. By default every row whose
+    network the model directory holds runs; the drift and the style switch need a student."""
+    unknown = [r for r in (rows or ()) if r not in ROWS]
     if unknown:
         raise EvalError(f"unknown rows {unknown}; the rows are {', '.join(ROWS)}")
     m = load_models(model_dir, device)
-    if sampler is not None:
+    lacking = [r for r in (rows or ()) if not m.has(r)]
+    if lacking:
+        raise EvalError(f"{model_dir} holds no {_NEEDS[lacking[0]]} for the {lacking[0]} row; train it with "
+                        f"`restyler train` or leave the row out of --rows")
+    if sampler is not None and m.student is not None:
         m.sampler = sampler
-    window = m.teacher.cfg.clip_frames
-    k = m.student.cfg.chunk_frames
-    if frames % window or frames % k:
-        raise EvalError(f"--frames must be a multiple of the teacher's {window}-frame clip; got {frames}")
+    window = (m.teacher or m.regression or m.student).cfg.clip_frames
+    if frames % window or (m.student is not None and frames % m.student.cfg.chunk_frames):
+        raise EvalError(f"--frames must be a multiple of the {window}-frame clip the models work on; got {frames}")
     data = ClipDataset(clips_dir, clip_frames=frames, stride=1 << 30)
     missing = [s for s in data.style_names if s not in m.prompts]
     if missing:
         raise EvalError(f"the model knows no prompts for styles {missing} of {clips_dir}")
     frame_size = tuple(data.size[::-1])
-    if frame_size != m.student.cfg.frame_size:
-        raise EvalError(f"the model works at {m.student.cfg.frame_size[1]}x{m.student.cfg.frame_size[0]} but "
-                        f"{clips_dir} holds {frame_size[1]}x{frame_size[0]} frames")
+    model_size = m.any_network().cfg.frame_size
+    if frame_size != model_size:
+        raise EvalError(f"the model works at {model_size[1]}x{model_size[0]} but {clips_dir} holds "
+                        f"{frame_size[1]}x{frame_size[0]} frames")
     encoder = PromptEncoder.shared()
     style_table = encoder.encode([m.prompts[name][0] for name in data.style_names])  # the first training prompt
-    steps = teacher_steps or m.teacher_sampler["steps"]
-    wanted = set(rows) | {"input"}
-    rows = [r for r in ROWS if r in wanted and (r != "no_dmd" or m.no_dmd is not None)]
+    steps = None if m.teacher is None else teacher_steps or m.teacher_sampler["steps"]
+    wanted = set(rows or ROWS) | {"input"}
+    rows = [r for r in ROWS if r in wanted and m.has(r)]
     per_clip: dict[str, list[dict[str, float]]] = {r: [] for r in rows}
     temporal: dict[str, list[float]] = {r: [] for r in [*rows, "reference"]}
     seconds = {r: 0.0 for r in rows}
     result = EvalResult({}, {})
     result.videos = {r: [] for r in rows}
     n_styles = len(data.style_indices)
-    period = m.student.cfg.patch * m.student.cfg.down
+    period = token_pixels(m.any_network())
     reference_blockiness: list[float] = []
 
     def rng_for(world: int, row: str) -> torch.Generator:
         """Noise of one row on one world, independent of which other rows run (ablations compare exactly)."""
-        return torch.Generator().manual_seed(seed * 1_000_003 + world * 101 + ROWS.index(row))
+        return torch.Generator().manual_seed(seed * 1_000_003 + world * 101 + _NOISE_STREAM[row])
 
     for first in range(0, len(data), n_styles):  # one world (all its styles) per batch
         items = collate([data[i] for i in range(first, first + n_styles)])
@@ -137,9 +177,14 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
         outputs: dict[str, torch.Tensor] = {"input": items["low"]}
         b = len(ref)
         world = int(items["seed"][0])
-        shape = (b, window, m.teacher.cfg.channels, *m.teacher.cfg.sample_size)
+        tick = time.perf_counter()
+        if "regression" in rows:
+            outputs["regression"] = torch.cat([regress(m.regression, cond.frames(slice(s, s + window)), b, window)
+                                               .clamp(-1, 1).cpu() for s in range(0, frames, window)], 1)
+            seconds["regression"] += time.perf_counter() - tick
         tick = time.perf_counter()
         if "teacher" in rows:
+            shape = (b, window, m.teacher.cfg.channels, *m.teacher.cfg.sample_size)
             outputs["teacher"] = torch.cat([m.decode(sample_teacher(
                 m.teacher, cond.frames(slice(s, s + window)), shape, steps, m.teacher_sampler["shift"],
                 m.teacher_sampler["guidance"], rng_for(world, "teacher"), device)[0]).cpu()
@@ -185,9 +230,10 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
     clips = len(per_clip["input"])
     result.details = {
         "clips": clips, "frames": frames, "worlds": sorted({c["seed"] for c in per_clip["input"]}),
-        "teacher_steps": steps, "teacher_guidance": m.teacher_sampler["guidance"],
-        "sampler": {"timesteps": list(m.sampler.timesteps), "shift": m.sampler.shift, "refresh": m.sampler.refresh,
-                    "window_chunks": m.sampler.window_chunks, "sink_chunks": m.sampler.sink_chunks},
+        "teacher_steps": steps, "teacher_guidance": None if m.teacher is None else m.teacher_sampler["guidance"],
+        "sampler": None if m.sampler is None else {
+            "timesteps": list(m.sampler.timesteps), "shift": m.sampler.shift, "refresh": m.sampler.refresh,
+            "window_chunks": m.sampler.window_chunks, "sink_chunks": m.sampler.sink_chunks},
         "psnr_by_style": {name: {row: v["psnr"] for row, v in of_style.items()}
                           for name, of_style in by_style.items()},
         "scores_by_style": by_style,
@@ -197,10 +243,11 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
         "rows_not_run": [r for r in ROWS if r not in rows],
     }
     result.details["switch"] = switch
-    switch = style_switch(m, data, frames, style_table, torch.Generator().manual_seed(seed + 1), device, switch)
+    switch = [] if m.student is None else style_switch(m, data, frames, style_table,
+                                                       torch.Generator().manual_seed(seed + 1), device, switch)
     result.details["style_switch"] = switch
     drift = {"psnr_first": None, "psnr_last": None, "frames": 0}
-    if drift_dir is not None:
+    if drift_dir is not None and m.student is not None:
         drift = long_stream_drift(m, drift_dir, style_table, data.style_names,
                                   torch.Generator().manual_seed(seed + 2), device, progress)
         # control: the same stream with the cache emptied every chunk cannot drift, so a change it shows too comes
@@ -351,12 +398,18 @@ def markdown_table(result: EvalResult) -> str:
                          f"{control['psnr_first']:.2f} -> {control['psnr_last']:.2f}")
     switch = result.scores["style_switch_frames"]
     scored = result.details.get("style_switch_streams_scored", "")
-    lines.append(f"style switch: {switch} frames (worst of {scored} streams whose styles the student tells apart)"
-                 if switch is not None else "style switch: some streams never settled on the new style (see details)")
+    if not result.details.get("style_switch"):
+        lines.append("style switch: not measured (no student)")
+    elif switch is not None:
+        lines.append(f"style switch: {switch} frames (worst of {scored} streams whose styles the student tells apart)")
+    else:
+        lines.append("style switch: some streams never settled on the new style (see details)")
     d = result.details
     lines.append("")
     lines.append(f"{d['clips']} clips of {d['frames']} frames from worlds {d['worlds']}; teacher {d['teacher_steps']} "
-                 f"steps, guidance {d['teacher_guidance']}; student sampler {d['sampler']}")
+                 f"steps, guidance {d['teacher_guidance']}; student sampler {d['sampler']}"
+                 if d["sampler"] is not None or d["teacher_steps"] is not None
+                 else f"{d['clips']} clips of {d['frames']} frames from worlds {d['worlds']}")
     lines.append(f"blockiness over {d['blockiness_period']}-pixel cells; the reference renderer scores "
                  f"{d['reference_blockiness']:.3f}")
     lines.append("")

@@ -16,9 +16,11 @@ from models.io import checkpoint
 from models.network.autoencoder import AEConfig, Autoencoder
 from models.network.dit import DiTConfig, VideoDiT
 from models.network.streaming import StudentSampler
+from models.network.unet import UNetConfig, UNetDiT
 
 # The recipe stage that writes each network, for the error that says how to get a missing one.
-WRITTEN_BY = {"autoencoder": "autoencoder", "teacher": "teacher", "student_ode": "ode", "student": "dmd"}
+WRITTEN_BY = {"autoencoder": "autoencoder", "teacher": "teacher", "student_ode": "ode", "student": "dmd",
+              "regression": "regression"}
 
 
 def load_autoencoder(run: Path | str, device: torch.device | str = "cpu") -> Autoencoder:
@@ -34,6 +36,15 @@ def load_dit(run: Path | str, name: str, device: torch.device | str = "cpu") -> 
     stage = WRITTEN_BY.get(name, name)
     tensors, meta = checkpoint.load_checkpoint(run, name, hint=f"train it with `restyler train {stage} --out {run}`")
     model = VideoDiT(checkpoint.config_from_json(DiTConfig, meta["config"]))
+    checkpoint.load_into(model, {k: v.float() for k, v in tensors.items()}, f"{run}/{name}.safetensors")
+    return model.to(device).eval(), meta
+
+
+def load_unet(run: Path | str, name: str, device: torch.device | str = "cpu") -> tuple[UNetDiT, dict[str, Any]]:
+    """A trained backbone-v2 network (`regression`) and its metadata, fp32, eval mode."""
+    stage = WRITTEN_BY.get(name, name)
+    tensors, meta = checkpoint.load_checkpoint(run, name, hint=f"train it with `restyler train {stage} --out {run}`")
+    model = UNetDiT(checkpoint.config_from_json(UNetConfig, meta["config"]))
     checkpoint.load_into(model, {k: v.float() for k, v in tensors.items()}, f"{run}/{name}.safetensors")
     return model.to(device).eval(), meta
 

@@ -88,7 +88,7 @@ class UNetConfig:
 
 # Named sizes. tiny is for tests.
 SIZES: dict[str, dict] = {
-    "tiny": dict(widths=(8, 16), token_patch=2, hidden=32, depth=2, heads=2, frame_size=(32, 32)),
+    "tiny": dict(widths=(8, 8, 16), token_patch=2, hidden=32, depth=2, heads=2, frame_size=(64, 64)),
     "S": dict(widths=(16, 32, 64, 128), hidden=192, depth=6, heads=6, frame_size=(128, 128)),
 }
 
@@ -138,7 +138,8 @@ class StructureEncoder(nn.Module):
         inputs = cfg.channels + GBUFFER_CHANNELS + HISTORY_CHANNELS + PRESENCE_FLAGS
         self.stem = nn.Conv2d(inputs, cfg.widths[0], 3, padding=1)
         self.blocks = nn.ModuleList(ResBlock(w) for w in cfg.widths)
-        self.downs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(cfg.widths, cfg.widths[1:]))
+        widths = cfg.widths
+        self.downs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths, widths[1:]))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         h = self.blocks[0](self.stem(x))
@@ -332,6 +333,13 @@ class UNetDiT(nn.Module):
         if write:
             cache.append(torch.stack(new_k).detach(), torch.stack(new_v).detach())
         return self.decode(x, c, skips)
+
+
+def regress(model: UNetDiT, cond: Conditioning, b: int, f: int) -> torch.Tensor:
+    """The backbone as a plain regression model: one pass with an empty sample (zeros at σ = 1), so the output
+    comes from the structure and the style alone. x0 (B, F, C, H, W)."""
+    x_t = torch.zeros(b, f, model.cfg.channels, *model.cfg.frame_size, device=model.out.weight.device)
+    return model(x_t, torch.ones(b, f, device=x_t.device), cond, "bidirectional")
 
 
 def flops_per_frame(cfg: UNetConfig, context_frames: int, steps: int = 1) -> float:

@@ -7,6 +7,7 @@
     ode.py          the student's ODE initialisation from the teacher's trajectories
     dmd.py          distribution matching on the student's own rollouts (generator and critic steps)
     gen.py          generation without structure (text/image-to-video, extension)
+    regression.py   beside the recipe: backbone v2 trained by a pixel loss alone, the baseline of `restyler eval`
     export.py       a finished run -> a shipped fp16 model directory
     run.py          `restyler train STAGE`: builds a stage and runs it
 

@@ -2,6 +2,8 @@
 
     autoencoder → teacher → ode → dmd → gen      (then models.recipe.export ships the run)
 
+and beside them `regression`, the non-generative baseline every diffusion row is measured against.
+
 It builds the stage from what the earlier stages left in the run directory, applies the stage's recipe defaults
 and the caller's overrides, and runs it in the one training loop (models.recipe.loop), on one process or under
 torchrun. `init` fine-tunes: for autoencoder and teacher it starts from the same stage's weights in another run;
@@ -20,22 +22,23 @@ import torch
 
 from models.io import checkpoint
 from models.network.autoencoder import AEConfig
+from models.network import unet
 from models.network.dit import make_config
 from models.network.loading import load_autoencoder, load_dit
 from models.network.streaming import StudentSampler
-from models.recipe import autoencoder, dmd, gen, ode
+from models.recipe import autoencoder, dmd, gen, ode, regression
 from models.recipe.clips import RecipeData, load_teacher
 from models.recipe.loop import (Distributed, Stage, TrainConfig, TrainError, close_distributed, setup_distributed,
                                 train)
 from models.recipe.teacher import TeacherStage
 
-STAGES = ("autoencoder", "teacher", "ode", "dmd", "gen")
+STAGES = ("autoencoder", "teacher", "ode", "dmd", "gen", "regression")
 
 
 def default_config(stage: str) -> TrainConfig:
     """The recipe's settings of `stage` before any override."""
     defaults = {"autoencoder": autoencoder.default_config, "teacher": TrainConfig, "ode": ode.default_config,
-                "dmd": dmd.default_config, "gen": gen.default_config}
+                "dmd": dmd.default_config, "gen": gen.default_config, "regression": regression.default_config}
     if stage not in defaults:
         raise TrainError(f"unknown stage {stage!r}; the recipe's stages are {', '.join(STAGES)}")
     return defaults[stage]()
@@ -48,7 +51,7 @@ def run_stage(stage: str, data: Path, run: Path, *, size: str = "S", prompts: di
               gen_cfg: gen.GenConfig | None = None, progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Train `stage` into `run` from the recorded clips in `data`; returns the last log record.
 
-    size, prompts, space   the teacher's model size, style prompts and space (pixel or the run's latents)
+    size, prompts, space   the teacher's (or regression's) model size, style prompts and space (pixel or latents)
     overrides              TrainConfig fields (None values are ignored)
     sampler                ode only: how the student will stream (its levels fix which teacher states are kept)
     pair_clips             ode only: teacher trajectories to make
@@ -70,7 +73,7 @@ def run_stage(stage: str, data: Path, run: Path, *, size: str = "S", prompts: di
     dist_info = setup_distributed(device)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank and every fresh start
     try:
-        if stage in ("autoencoder", "teacher"):
+        if stage in ("autoencoder", "teacher", "regression"):
             built = _first_stage(stage, data, run, cfg, size, prompts or {}, space, dist_info)
             if init is not None and not checkpoint.exists(run / "state", built.name):
                 tensors, meta = checkpoint.load_checkpoint(init, built.name,
@@ -100,20 +103,34 @@ def run_stage(stage: str, data: Path, run: Path, *, size: str = "S", prompts: di
 
 def _first_stage(stage: str, data: Path, run: Path, cfg: TrainConfig, size: str, prompts: dict[str, list[str]],
                  space: str, dist_info: Distributed) -> Stage:
-    """The autoencoder or teacher stage, which start from nothing (or from `--init` weights)."""
+    """The autoencoder, teacher or regression stage, which start from nothing (or from `--init` weights)."""
     run.mkdir(parents=True, exist_ok=True)
     if stage == "autoencoder":
         return autoencoder.AutoencoderStage(data, cfg, AEConfig(), dist_info.device)
+    if stage == "regression":
+        if space != "pixel":
+            raise TrainError("the regression backbone works on pixels; drop --space latent")
+        try:
+            model_cfg = unet.make_config(size, clip_frames=cfg.clip_frames)
+        except ValueError as exc:
+            raise TrainError(f"the regression backbone: {exc}") from None
+        built = regression.RegressionStage(RecipeData(data, run, cfg, model_cfg, prompts, dist_info.device))
+        _check_frame_size(built.dataset, built.clips.dit_cfg, size, data)
+        return built
     extra: dict[str, Any] = {"clip_frames": cfg.clip_frames}
     if space == "latent":
         ae_cfg = load_autoencoder(run).cfg
         extra.update(space="latent", down=ae_cfg.down, channels=ae_cfg.latent_channels, patch=2)
     built = TeacherStage(RecipeData(data, run, cfg, make_config(size, **extra), prompts, dist_info.device))
-    frame = tuple(built.dataset.size[::-1])
-    if frame != built.dit_cfg.frame_size:
-        raise TrainError(f"size {size} models {built.dit_cfg.frame_size[1]}x{built.dit_cfg.frame_size[0]} frames "
-                         f"but {data} holds {frame[1]}x{frame[0]}; record data at the model's size")
+    _check_frame_size(built.dataset, built.dit_cfg, size, data)
     return built
+
+
+def _check_frame_size(dataset: Any, model_cfg: Any, size: str, data: Path) -> None:
+    frame = tuple(dataset.size[::-1])
+    if frame != model_cfg.frame_size:
+        raise TrainError(f"size {size} models {model_cfg.frame_size[1]}x{model_cfg.frame_size[0]} frames "
+                         f"but {data} holds {frame[1]}x{frame[0]}; record data at the model's size")
 
 
 def _ode_stage(run: Path, clips: RecipeData, teacher: Any, teacher_meta: dict[str, Any],
