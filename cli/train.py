@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch", type=positive_int, default=None, metavar="N",
                    help="global batch (clips for the teacher, frames for the autoencoder), split over torchrun "
                         "processes; default: the recipe's value; halve it if memory runs out")
+    p.add_argument("--arch", choices=["dit", "unet"], default="dit",
+                   help="teacher only: the shipped video transformer (dit), or backbone v2 (unet: a full-resolution "
+                        "U-Net around the transformer, docs/model.md); the later stages take the teacher's")
     p.add_argument("--space", choices=["pixel", "latent"], default="pixel",
                    help="teacher only: model pixels (16x16 patches, no decoder) or the run's autoencoder latents; "
                         "docs/model.md has the measurement behind the pixel default")
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     # --loss-min-sigma and --space are the teacher's; the later stages keep their own recipe values
     overrides = {"lr": args.lr, "loss_min_sigma": args.loss_min_sigma if args.stage == "teacher" else None}
     try:
-        run_stage(args.stage, args.data, args.out, size=args.size, prompts=prompts, space=args.space,
+        run_stage(args.stage, args.data, args.out, size=args.size, prompts=prompts, space=args.space, arch=args.arch,
                   steps=args.steps, batch=args.batch, resume=args.resume, device=args.device, overrides=overrides,
                   init=args.init, sampler=StudentSampler(**changes) if changes else None,
                   pair_clips=args.pair_clips, dmd_cfg=dmd_cfg)

@@ -155,9 +155,9 @@ def bench_teacher(model_dir: Path, device: torch.device, frames: list[FramePacke
     from models.network.dit import Conditioning
     from models.network.prompt import PromptEncoder
     from models.network.sampling import sample_teacher
-    from models.network.loading import load_dit
+    from models.network.loading import load_network
 
-    teacher, meta = load_dit(model_dir, "teacher", device)
+    teacher, meta = load_network(model_dir, "teacher", device)
     f = teacher.cfg.clip_frames
     probe = StreamEngine(load_bundle(model_dir, device), device)
     probe.set_style(STYLE)

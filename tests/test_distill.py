@@ -393,10 +393,10 @@ def test_dmd_init_fine_tunes_a_finished_student_with_the_temporal_term(tmp_path,
     temporal term logged."""
     import torch
 
-    from models.network.loading import load_dit
+    from models.network.loading import load_network
 
     data, run = tiny_run
-    ode, dmd = load_dit(run, "student_ode")[0], load_dit(run, "student")[0]
+    ode, dmd = load_network(run, "student_ode")[0], load_network(run, "student")[0]
     moved = max((a - b).abs().max().item() for a, b in zip(ode.parameters(), dmd.parameters()))
     assert moved > 1e-6   # so "starts from RUN's student" below is told apart from "starts from its ODE student"
     second = tmp_path / "second"
@@ -407,7 +407,7 @@ def test_dmd_init_fine_tunes_a_finished_student_with_the_temporal_term(tmp_path,
     assert json.loads((second / "student.json").read_text())["init"]["run"] == str(run)
     log = json.loads((second / "logs" / "dmd.jsonl").read_text().splitlines()[-1])
     assert log["temporal"] > 0
-    before, after = load_dit(run, "student")[0], load_dit(second, "student")[0]
+    before, after = load_network(run, "student")[0], load_network(second, "student")[0]
     for a, b in zip(before.parameters(), after.parameters()):   # a negligible lr: it started from RUN's student
         torch.testing.assert_close(a, b, atol=moved / 10, rtol=0)
     with pytest.raises(TrainError, match="only|train dmd"):

@@ -11,7 +11,7 @@ import torch
 from models.io import checkpoint
 from models.network.dit import Conditioning, VideoDiT, block_causal_mask, make_config
 from models.network.kv_cache import KVCache
-from models.network.loading import load_dit
+from models.network.loading import load_network
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -167,7 +167,7 @@ def test_checkpoint_round_trip(tmp_path):
     model = random_model(seed=5)
     checkpoint.save_checkpoint(tmp_path, "teacher", model.state_dict(), {"kind": "teacher",
                                                                          "config": asdict(model.cfg)})
-    loaded, meta = load_dit(tmp_path, "teacher")
+    loaded, meta = load_network(tmp_path, "teacher")
     assert loaded.cfg == model.cfg and meta["kind"] == "teacher"
     x, sigma, cond = clip(model, 2)
     with torch.no_grad():
@@ -175,23 +175,23 @@ def test_checkpoint_round_trip(tmp_path):
     # fp16 shipping copy loads back into fp32 compute
     checkpoint.save_checkpoint(tmp_path / "half", "teacher", model.state_dict(), {"config": asdict(model.cfg)},
                                dtype=torch.float16)
-    half, _ = load_dit(tmp_path / "half", "teacher")
+    half, _ = load_network(tmp_path / "half", "teacher")
     assert half.out.weight.dtype == torch.float32
     assert (tmp_path / "half" / "teacher.safetensors").stat().st_size < (tmp_path / "teacher.safetensors").stat().st_size
 
 
 def test_missing_and_corrupt_checkpoints_give_one_clear_error(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="missing checkpoint file .*teacher.safetensors.*restyler train"):
-        load_dit(tmp_path, "teacher")
+        load_network(tmp_path, "teacher")
     model = random_model()
     checkpoint.save_checkpoint(tmp_path, "teacher", model.state_dict(), {"config": asdict(model.cfg)})
     weights = tmp_path / "teacher.safetensors"
     weights.write_bytes(weights.read_bytes()[:200])
     with pytest.raises(checkpoint.CheckpointError, match="corrupt or unreadable"):
-        load_dit(tmp_path, "teacher")
+        load_network(tmp_path, "teacher")
     (tmp_path / "teacher.json").write_text("{not json")
     with pytest.raises(checkpoint.CheckpointError, match="not valid JSON"):
-        load_dit(tmp_path, "teacher")
+        load_network(tmp_path, "teacher")
 
 
 def test_a_checkpoint_of_another_size_is_refused(tmp_path):
@@ -199,7 +199,7 @@ def test_a_checkpoint_of_another_size_is_refused(tmp_path):
     other = VideoDiT(make_config("tiny", hidden=32, heads=2))
     checkpoint.save_checkpoint(tmp_path, "teacher", other.state_dict(), {"config": asdict(model.cfg)})
     with pytest.raises(checkpoint.CheckpointError, match="does not match this model"):
-        load_dit(tmp_path, "teacher")
+        load_network(tmp_path, "teacher")
 
 
 def test_no_pickle_anywhere_in_models():
@@ -254,7 +254,7 @@ def test_a_half_replaced_checkpoint_pair_is_refused(tmp_path):
     checkpoint.save_checkpoint(tmp_path / "b", "teacher", model.state_dict(), {"config": asdict(model.cfg)})
     (tmp_path / "a" / "teacher.json").write_bytes((tmp_path / "b" / "teacher.json").read_bytes())
     with pytest.raises(checkpoint.CheckpointError, match="different saves"):
-        load_dit(tmp_path / "a", "teacher")
+        load_network(tmp_path / "a", "teacher")
     assert (tmp_path / "b" / "teacher.safetensors").stat().st_mode & 0o044  # readable by others, like any file
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from models.io.data import collate
-from models.network.loading import load_dit, load_student
+from models.network.loading import load_network, load_student
 from models.recipe.clips import load_teacher
 from models.recipe.gen import GenConfig, GenerationStage
 from models.recipe.loop import StepInput, TrainError
@@ -21,7 +21,7 @@ from models.recipe.run import default_config, run_stage
 def stage_for(data, run, gen_cfg: GenConfig) -> GenerationStage:
     cfg = replace(default_config("gen"), batch=4)
     clips, _, _ = load_teacher(run, data, cfg, torch.device("cpu"))
-    student, meta = load_dit(run, "student")
+    student, meta = load_network(run, "student")
     return GenerationStage(clips, student, meta, gen_cfg, run)
 
 

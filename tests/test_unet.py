@@ -138,3 +138,30 @@ def test_configs_refuse_sizes_that_do_not_tile():
         make_config("tiny", frame_size=(30, 32))
     with pytest.raises(ValueError, match="unknown model size"):
         make_config("XL")
+
+
+@pytest.mark.slow
+def test_the_recipe_runs_on_backbone_v2(tmp_path):
+    """teacher (--arch unet) -> ode -> dmd on tiny sizes: every stage builds, loads and saves the new architecture,
+    and the student streams through its KV cache like the DiT's."""
+    from conftest import write_synthetic_clips
+
+    from models.network.loading import load_network, load_student
+    from models.network.streaming import stream_clip
+    from models.network.unet import UNetDiT
+    from models.recipe.dmd import DmdConfig
+    from models.recipe.run import run_stage
+
+    prompts = {"sunny summer": ["sunny summer day"], "snowy winter": ["snowy winter village"]}
+    data = write_synthetic_clips(tmp_path / "data", seeds=(0, 1), frames=8)
+    run = tmp_path / "run"
+    quick = {"sample_every": 1000, "sample_steps": 2}
+    run_stage("teacher", data, run, size="tiny", prompts=prompts, arch="unet", steps=2, batch=2, overrides=quick)
+    run_stage("ode", data, run, steps=2, batch=2, pair_clips=2, overrides=quick)
+    run_stage("dmd", data, run, steps=1, batch=2, overrides=quick, dmd_cfg=DmdConfig(fake_updates=1))
+    teacher, meta = load_network(run, "teacher")
+    student, sampler, _ = load_student(run)
+    assert isinstance(teacher, UNetDiT) and isinstance(student, UNetDiT) and meta["architecture"] == "unet"
+    cond = tiny_cond(1, 4, history=False)
+    out = stream_clip(student, cond.low, cond, sampler, torch.Generator().manual_seed(0))
+    assert out.shape == (1, 4, 3, 64, 64) and torch.isfinite(out).all()

@@ -22,7 +22,7 @@ from models.io import checkpoint
 from models.io.data import ClipDataset, collate, denormalize_depth, gbuffers_of
 from models.network.dit import Conditioning, VideoDiT
 from models.network.prompt import PromptEncoder
-from models.network.loading import load_autoencoder, load_dit, load_student, load_unet
+from models.network.loading import load_autoencoder, load_network, load_student
 from models.network.sampling import sample_student_chunk, sample_teacher
 from models.network.streaming import StudentSampler, held_chunks, recache, stream_clip
 from models.network.unet import UNetDiT, regress
@@ -88,7 +88,7 @@ def load_models(model_dir: Path, device: torch.device | str = "cpu") -> _Models:
     metas: list[dict[str, Any]] = []
     teacher = teacher_meta = student = sampler = no_dmd = regression = None
     if checkpoint.exists(model_dir, "teacher"):
-        teacher, teacher_meta = load_dit(model_dir, "teacher", device)
+        teacher, teacher_meta = load_network(model_dir, "teacher", device)
         metas.append(teacher_meta)
     if checkpoint.exists(model_dir, "student"):
         student, sampler, meta = load_student(model_dir, "student", device)
@@ -96,7 +96,7 @@ def load_models(model_dir: Path, device: torch.device | str = "cpu") -> _Models:
     if checkpoint.exists(model_dir, "student_ode"):
         no_dmd = load_student(model_dir, "student_ode", device)[0]
     if checkpoint.exists(model_dir, "regression"):
-        regression, meta = load_unet(model_dir, "regression", device)
+        regression, meta = load_network(model_dir, "regression", device)
         metas.append(meta)
     latent = any(n is not None and n.cfg.space == "latent" for n in (teacher, student))
     autoencoder = load_autoencoder(model_dir, device) if latent else None

@@ -19,7 +19,7 @@ from models.evaluation.metrics import psnr
 from models.io.data import ClipDataset, collate, gbuffers_of
 from models.io.images import save_grid
 from models.network.dit import Conditioning
-from models.network.loading import load_autoencoder, load_dit
+from models.network.loading import load_autoencoder, load_network
 from models.network.prompt import PromptEncoder
 from models.network.sampling import sample_teacher
 
@@ -27,7 +27,7 @@ from models.network.sampling import sample_teacher
 @torch.no_grad()
 def score_teacher(run: Path, data: Path, frames: int | None = None, steps: int | None = None,
                   guidance: float | None = None, batch: int = 4, grid: Path | None = None) -> dict:
-    teacher, meta = load_dit(run, "teacher")
+    teacher, meta = load_network(run, "teacher")
     cfg = teacher.cfg
     sampler = meta["sampler"]
     steps = steps or sampler["steps"]

@@ -31,20 +31,25 @@ def load_autoencoder(run: Path | str, device: torch.device | str = "cpu") -> Aut
     return model.to(device).eval()
 
 
-def load_dit(run: Path | str, name: str, device: torch.device | str = "cpu") -> tuple[VideoDiT, dict[str, Any]]:
-    """A trained video transformer (`teacher`, `student_ode`, `student`) and its metadata, fp32, eval mode."""
-    stage = WRITTEN_BY.get(name, name)
-    tensors, meta = checkpoint.load_checkpoint(run, name, hint=f"train it with `restyler train {stage} --out {run}`")
-    model = VideoDiT(checkpoint.config_from_json(DiTConfig, meta["config"]))
-    checkpoint.load_into(model, {k: v.float() for k, v in tensors.items()}, f"{run}/{name}.safetensors")
-    return model.to(device).eval(), meta
+def network_for(cfg: DiTConfig | UNetConfig) -> VideoDiT | UNetDiT:
+    """A fresh network of the architecture `cfg` configures."""
+    return UNetDiT(cfg) if isinstance(cfg, UNetConfig) else VideoDiT(cfg)
 
 
-def load_unet(run: Path | str, name: str, device: torch.device | str = "cpu") -> tuple[UNetDiT, dict[str, Any]]:
-    """A trained backbone-v2 network (`regression`) and its metadata, fp32, eval mode."""
+def architecture_of(cfg: DiTConfig | UNetConfig) -> dict[str, str]:
+    """What a checkpoint's JSON says about its architecture: nothing for the DiT (every earlier checkpoint is one),
+    "unet" for backbone v2."""
+    return {"architecture": "unet"} if isinstance(cfg, UNetConfig) else {}
+
+
+def load_network(run: Path | str, name: str, device: torch.device | str = "cpu"
+                 ) -> tuple[VideoDiT | UNetDiT, dict[str, Any]]:
+    """A trained video network (`teacher`, `student_ode`, `student`, `regression`) and its metadata, fp32, eval mode;
+    the DiT, or backbone v2 when its JSON says "architecture": "unet"."""
     stage = WRITTEN_BY.get(name, name)
     tensors, meta = checkpoint.load_checkpoint(run, name, hint=f"train it with `restyler train {stage} --out {run}`")
-    model = UNetDiT(checkpoint.config_from_json(UNetConfig, meta["config"]))
+    config = UNetConfig if meta.get("architecture") == "unet" else DiTConfig
+    model = network_for(checkpoint.config_from_json(config, meta["config"]))
     checkpoint.load_into(model, {k: v.float() for k, v in tensors.items()}, f"{run}/{name}.safetensors")
     return model.to(device).eval(), meta
 
@@ -52,11 +57,12 @@ def load_unet(run: Path | str, name: str, device: torch.device | str = "cpu") ->
 def load_student(run: Path | str, name: str = "student", device: torch.device | str = "cpu",
                  ) -> tuple[VideoDiT, StudentSampler, dict[str, Any]]:
     """A student and how it streams (the sampler saved with it)."""
-    model, meta = load_dit(run, name, device)
+    model, meta = load_network(run, name, device)
     return model, checkpoint.config_from_json(StudentSampler, meta["sampler"]), meta
 
 
-def student_meta(teacher_meta: dict[str, Any], cfg: DiTConfig, sampler: StudentSampler) -> dict[str, Any]:
+def student_meta(teacher_meta: dict[str, Any], cfg: DiTConfig | UNetConfig, sampler: StudentSampler
+                 ) -> dict[str, Any]:
     """The JSON a student is saved with: its config and sampler, and the prompts and styles of its teacher."""
-    return {"kind": "student", "config": asdict(cfg), "prompts": teacher_meta["prompts"],
+    return {"kind": "student", "config": asdict(cfg), **architecture_of(cfg), "prompts": teacher_meta["prompts"],
             "styles": teacher_meta["styles"], "sampler": asdict(sampler), "teacher_sampler": teacher_meta["sampler"]}

@@ -18,7 +18,7 @@ import torch
 from models.io.data import ClipDataset, collate, gbuffers_of
 from models.io.images import save_grid
 from models.network.dit import Conditioning, DiTConfig, VideoDiT
-from models.network.loading import load_autoencoder, load_dit
+from models.network.loading import load_autoencoder, load_network
 from models.network.prompt import PromptEncoder
 from models.network.streaming import StudentSampler, stream_clip
 from models.recipe.loop import TrainConfig, TrainError
@@ -91,7 +91,7 @@ def load_teacher(run: Path, data: Path, cfg: TrainConfig, device: torch.device
                  ) -> tuple[RecipeData, VideoDiT, dict[str, Any]]:
     """The trained teacher of `run` (frozen, eval mode) with the recorded data and prompts it was trained on: what
     the stages after it start from. Its clip length and shift override `cfg`'s."""
-    teacher, meta = load_dit(run, "teacher", device)
+    teacher, meta = load_network(run, "teacher", device)
     cfg = replace(cfg, clip_frames=teacher.cfg.clip_frames, shift=meta["sampler"]["shift"])
     clips = RecipeData(data, run, cfg, teacher.cfg, meta["prompts"], device)
     frame = tuple(clips.dataset.size[::-1])

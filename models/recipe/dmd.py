@@ -33,7 +33,7 @@ from models.io import checkpoint
 from models.io.data import denormalize_depth
 from models.network import flow
 from models.network.dit import Conditioning, VideoDiT
-from models.network.loading import load_dit, student_meta
+from models.network.loading import load_network, student_meta
 from models.network.sampling import predict_x0
 from models.network.streaming import StudentSampler
 from models.recipe.clips import RecipeData, student_grid
@@ -205,8 +205,8 @@ class DmdStage(Stage):
         if dmd_cfg.rollout not in ROLLOUTS:
             raise TrainError(f"--rollout must be one of {', '.join(ROLLOUTS)}; got {dmd_cfg.rollout!r}")
         device = clips.device
-        student, start_meta = (load_dit(init, "student", device) if init is not None
-                               else load_dit(run, "student_ode", device))
+        student, start_meta = (load_network(init, "student", device) if init is not None
+                               else load_network(run, "student_ode", device))
         if dmd_cfg.temporal > 0 and student.cfg.space != "pixel":
             raise TrainError("--temporal warps frames in pixel space; a latent-space student would need them decoded")
         self.clips, self.teacher, self.teacher_meta, self.dmd_cfg = clips, teacher, teacher_meta, dmd_cfg

@@ -20,7 +20,7 @@ from models.io.atomic import write_atomic
 from models.io.data import ClipDataset, collate
 from models.network import flow
 from models.network.dit import VideoDiT
-from models.network.loading import student_meta
+from models.network.loading import network_for, student_meta
 from models.network.sampling import sample_teacher
 from models.network.streaming import StudentSampler
 from models.recipe.clips import RecipeData, student_grid
@@ -150,7 +150,7 @@ class OdeStage(Stage):
         self.sampler = sampler
         self.cfg = clips.cfg
         self.dataset = OdePairs(pairs, clips.dataset)
-        self.model = VideoDiT(teacher.cfg).to(clips.device)
+        self.model = network_for(teacher.cfg).to(clips.device)
         self.model.load_state_dict(teacher.state_dict())  # the student starts from the teacher's weights
         self.device = clips.device
 

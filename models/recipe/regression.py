@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from models.io.images import save_grid
+from models.network.loading import architecture_of
 from models.network.unet import UNetDiT, regress
 from models.recipe.clips import RecipeData
 from models.recipe.loop import Stage, StepInput, StepLoss, TrainConfig
@@ -52,7 +53,7 @@ class RegressionStage(Stage):
         return StepLoss(F.l1_loss(pred, items["style"].to(self.device)))
 
     def meta(self):
-        return {"kind": "regression", "architecture": "unet", "config": asdict(self.clips.dit_cfg),
+        return {"kind": "regression", **architecture_of(self.clips.dit_cfg), "config": asdict(self.clips.dit_cfg),
                 "prompts": self.clips.prompts, "styles": self.dataset.style_names}
 
     @torch.no_grad()

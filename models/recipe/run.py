@@ -24,7 +24,7 @@ from models.io import checkpoint
 from models.network.autoencoder import AEConfig
 from models.network import unet
 from models.network.dit import make_config
-from models.network.loading import load_autoencoder, load_dit
+from models.network.loading import load_autoencoder, load_network
 from models.network.streaming import StudentSampler
 from models.recipe import autoencoder, dmd, gen, ode, regression
 from models.recipe.clips import RecipeData, load_teacher
@@ -45,13 +45,15 @@ def default_config(stage: str) -> TrainConfig:
 
 
 def run_stage(stage: str, data: Path, run: Path, *, size: str = "S", prompts: dict[str, list[str]] | None = None,
-              space: str = "pixel", steps: int | None = None, batch: int | None = None, resume: bool = False,
-              device: str = "auto", overrides: dict[str, Any] | None = None, init: Path | None = None,
-              sampler: StudentSampler | None = None, pair_clips: int = 128, dmd_cfg: dmd.DmdConfig | None = None,
-              gen_cfg: gen.GenConfig | None = None, progress: Callable[[str], None] = print) -> dict[str, Any]:
+              space: str = "pixel", arch: str = "dit", steps: int | None = None, batch: int | None = None,
+              resume: bool = False, device: str = "auto", overrides: dict[str, Any] | None = None,
+              init: Path | None = None, sampler: StudentSampler | None = None, pair_clips: int = 128,
+              dmd_cfg: dmd.DmdConfig | None = None, gen_cfg: gen.GenConfig | None = None,
+              progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Train `stage` into `run` from the recorded clips in `data`; returns the last log record.
 
     size, prompts, space   the teacher's (or regression's) model size, style prompts and space (pixel or latents)
+    arch                   the teacher's architecture: "dit" (the shipped one) or "unet" (backbone v2)
     overrides              TrainConfig fields (None values are ignored)
     sampler                ode only: how the student will stream (its levels fix which teacher states are kept)
     pair_clips             ode only: teacher trajectories to make
@@ -74,7 +76,7 @@ def run_stage(stage: str, data: Path, run: Path, *, size: str = "S", prompts: di
     torch.manual_seed(cfg.seed)  # same initial weights on every rank and every fresh start
     try:
         if stage in ("autoencoder", "teacher", "regression"):
-            built = _first_stage(stage, data, run, cfg, size, prompts or {}, space, dist_info)
+            built = _first_stage(stage, data, run, cfg, size, prompts or {}, space, arch, dist_info)
             if init is not None and not checkpoint.exists(run / "state", built.name):
                 tensors, meta = checkpoint.load_checkpoint(init, built.name,
                                                            hint="--init takes a run directory that holds it")
@@ -93,7 +95,7 @@ def run_stage(stage: str, data: Path, run: Path, *, size: str = "S", prompts: di
         if stage == "dmd":
             built = dmd.DmdStage(clips, teacher, teacher_meta, run, dmd_cfg or dmd.DmdConfig(), init)
             return train(built, run, cfg, dist_info, resume, progress)
-        student, meta = load_dit(init, "student", dist_info.device)
+        student, meta = load_network(init, "student", dist_info.device)
         del teacher
         return train(gen.GenerationStage(clips, student, meta, gen_cfg or gen.GenConfig(), init), run, cfg,
                      dist_info, resume, progress)
@@ -102,20 +104,23 @@ def run_stage(stage: str, data: Path, run: Path, *, size: str = "S", prompts: di
 
 
 def _first_stage(stage: str, data: Path, run: Path, cfg: TrainConfig, size: str, prompts: dict[str, list[str]],
-                 space: str, dist_info: Distributed) -> Stage:
+                 space: str, arch: str, dist_info: Distributed) -> Stage:
     """The autoencoder, teacher or regression stage, which start from nothing (or from `--init` weights)."""
     run.mkdir(parents=True, exist_ok=True)
     if stage == "autoencoder":
         return autoencoder.AutoencoderStage(data, cfg, AEConfig(), dist_info.device)
-    if stage == "regression":
+    if arch not in ("dit", "unet"):
+        raise TrainError(f"--arch must be dit or unet; got {arch!r}")
+    if stage == "regression" or arch == "unet":
         if space != "pixel":
-            raise TrainError("the regression backbone works on pixels; drop --space latent")
+            raise TrainError("backbone v2 works on pixels; drop --space latent")
         try:
             model_cfg = unet.make_config(size, clip_frames=cfg.clip_frames)
         except ValueError as exc:
-            raise TrainError(f"the regression backbone: {exc}") from None
-        built = regression.RegressionStage(RecipeData(data, run, cfg, model_cfg, prompts, dist_info.device))
-        _check_frame_size(built.dataset, built.clips.dit_cfg, size, data)
+            raise TrainError(f"backbone v2: {exc}") from None
+        clips = RecipeData(data, run, cfg, model_cfg, prompts, dist_info.device)
+        built = regression.RegressionStage(clips) if stage == "regression" else TeacherStage(clips)
+        _check_frame_size(built.dataset, model_cfg, size, data)
         return built
     extra: dict[str, Any] = {"clip_frames": cfg.clip_frames}
     if space == "latent":

@@ -16,7 +16,7 @@ import torch
 
 from models.network import flow
 from models.io.images import save_grid
-from models.network.dit import VideoDiT
+from models.network.loading import architecture_of, network_for
 from models.network.sampling import sample_teacher
 from models.recipe.clips import RecipeData
 from models.recipe.loop import LOSS_BINS, Stage, StepInput, StepLoss
@@ -31,7 +31,7 @@ class TeacherStage(Stage):
         self.dit_cfg = clips.dit_cfg
         self.dataset = clips.dataset
         self.device = clips.device
-        self.model = VideoDiT(clips.dit_cfg).to(clips.device)
+        self.model = network_for(clips.dit_cfg).to(clips.device)
 
     def draw(self, b: int, rng: torch.Generator) -> dict[str, torch.Tensor]:
         """Every random choice of a step for a global batch of b clips (so ranks agree): noise levels, noise,
@@ -63,7 +63,8 @@ class TeacherStage(Stage):
         return StepLoss(frame_loss.mean(), *flow.loss_by_sigma_bin(frame_loss.cpu(), sigma.cpu(), LOSS_BINS))
 
     def meta(self):
-        return {"kind": "teacher", "config": asdict(self.dit_cfg), "prompts": self.clips.prompts,
+        return {"kind": "teacher", "config": asdict(self.dit_cfg), **architecture_of(self.dit_cfg),
+                "prompts": self.clips.prompts,
                 "styles": self.dataset.style_names,
                 "sampler": {"steps": self.cfg.sample_steps, "shift": self.cfg.shift, "guidance": self.cfg.guidance}}
 
