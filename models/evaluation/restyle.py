@@ -31,9 +31,10 @@ ROWS = ("input", "regression", "teacher", "student", "no_dmd", "per_frame")
 # Each row's noise comes from its own generator, seeded by this fixed number (not its place in ROWS), so adding a
 # row never changes another row's numbers.
 _NOISE_STREAM = {"input": 0, "teacher": 1, "student": 2, "no_dmd": 3, "per_frame": 4, "regression": 5}
-# The networks each row needs.
-_NEEDS = {"regression": "regression", "teacher": "teacher", "student": "student", "no_dmd": "student_ode",
-          "per_frame": "student"}
+# The network each row runs (a _Models field) and the checkpoint it comes from.
+_NETWORK = {"regression": "regression", "teacher": "teacher", "student": "student", "no_dmd": "no_dmd",
+            "per_frame": "student"}
+_CHECKPOINT = {"no_dmd": "student_ode"}
 METRICS = ("psnr", "ssim", "spectral", "blockiness", "warp_ratio")
 FRAME_METRICS = METRICS[:4]  # scored per frame against the reference; warp_ratio is scored over a clip
 DRIFT_WINDOW = 300  # frames at each end of the drift stream (docs/evaluation.md)
@@ -68,8 +69,8 @@ class _Models:
     autoencoder: Any
 
     def has(self, row: str) -> bool:
-        name = _NEEDS.get(row)
-        return name is None or getattr(self, {"student_ode": "no_dmd"}.get(name, name)) is not None
+        """Whether the directory holds the network `row` runs (the input row needs none)."""
+        return row not in _NETWORK or getattr(self, _NETWORK[row]) is not None
 
     def any_network(self) -> Any:
         return next(n for n in (self.student, self.teacher, self.regression) if n is not None)
@@ -133,8 +134,9 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
     m = load_models(model_dir, device)
     lacking = [r for r in (rows or ()) if not m.has(r)]
     if lacking:
-        raise EvalError(f"{model_dir} holds no {_NEEDS[lacking[0]]} for the {lacking[0]} row; train it with "
-                        f"`restyler train` or leave the row out of --rows")
+        network = _CHECKPOINT.get(lacking[0], _NETWORK[lacking[0]])
+        raise EvalError(f"{model_dir} holds no {network} for the {lacking[0]} row; train it with `restyler train` "
+                        f"or leave the row out of --rows")
     if sampler is not None and m.student is not None:
         m.sampler = sampler
     window = (m.teacher or m.regression or m.student).cfg.clip_frames
