@@ -434,12 +434,8 @@ class VideoDiT(nn.Module):
     def new_cache(self, batch: int, window_chunks: int, sink_chunks: int, device=None,
                   dtype: torch.dtype | None = None) -> KVCache:
         """A cache for this model's sizes, on its device and in its dtype unless told otherwise."""
-        cfg = self.cfg
-        return KVCache(layers=cfg.depth, batch=batch, heads=cfg.heads, head_dim=cfg.head_dim,
-                       chunk_frames=cfg.chunk_frames, tokens_per_frame=cfg.tokens_per_frame,
-                       window_chunks=window_chunks, sink_chunks=sink_chunks,
-                       device=device or self.out.weight.device, dtype=dtype or self.out.weight.dtype,
-                       shift_keys=lambda keys, frames: shift_time(keys, frames, cfg.rope_base))
+        return cache_for(self.cfg, batch, window_chunks, sink_chunks, device or self.out.weight.device,
+                         dtype or self.out.weight.dtype)
 
     def step(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Conditioning, cache: KVCache,
              write: bool = False) -> torch.Tensor:
@@ -458,17 +454,37 @@ class VideoDiT(nn.Module):
         # cached frames sit at positions 0..frames-1 (see KVCache), so this chunk comes right after them
         rope = rotary_tables(frame_positions(k, t, start=cache.frames, device=x.device), self.cfg.head_dim,
                              self.cfg.rope_base, x.dtype)
-        new_k, new_v = [], []
-        for layer, block in enumerate(self.blocks):
-            past = cache.view(layer)
-            if torch.is_grad_enabled():
-                past = (past[0].detach().clone(), past[1].detach().clone())
-            x, (key, value) = block(x, c, rope, None, past)
-            new_k.append(key)
-            new_v.append(value)
-        if write:
-            cache.append(torch.stack(new_k).detach(), torch.stack(new_v).detach())
+        x = attend_cached(self.blocks, x, c, rope, cache, write)
         return self.head(x, c, x_t, cond)
+
+
+def cache_for(cfg, batch: int, window_chunks: int, sink_chunks: int, device: torch.device | str,
+              dtype: torch.dtype) -> KVCache:
+    """A KV cache sized for a model config (any with depth, heads, head_dim, chunk_frames, tokens_per_frame and
+    rope_base: the DiT's and backbone v2's), whose keys re-rotate when its window rolls."""
+    return KVCache(layers=cfg.depth, batch=batch, heads=cfg.heads, head_dim=cfg.head_dim,
+                   chunk_frames=cfg.chunk_frames, tokens_per_frame=cfg.tokens_per_frame,
+                   window_chunks=window_chunks, sink_chunks=sink_chunks, device=device, dtype=dtype,
+                   shift_keys=lambda keys, frames: shift_time(keys, frames, cfg.rope_base))
+
+
+def attend_cached(blocks: nn.ModuleList, x: torch.Tensor, c: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+                  cache: KVCache, write: bool) -> torch.Tensor:
+    """One chunk's tokens x (B, K, T, D) through the transformer blocks, each attending to the chunk and its layer
+    of `cache`; with write=True the chunk's K/V are appended afterwards. Autograd: the cache is storage written in
+    place, so when grad is enabled the cached views are detached copies (training rollouts treat the past as
+    given)."""
+    new_k, new_v = [], []
+    for layer, block in enumerate(blocks):
+        past = cache.view(layer)
+        if torch.is_grad_enabled():
+            past = (past[0].detach().clone(), past[1].detach().clone())
+        x, (key, value) = block(x, c, rope, None, past)
+        new_k.append(key)
+        new_v.append(value)
+    if write:
+        cache.append(torch.stack(new_k).detach(), torch.stack(new_v).detach())
+    return x
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.network.dit import (GBUFFER_CHANNELS, TEXT_DIM, Block, Conditioning, block_causal_mask,
-                                frame_positions, modulate, rotary_tables, shift_time, sincos_2d, timestep_features)
+from models.network.dit import (GBUFFER_CHANNELS, TEXT_DIM, Block, Conditioning, attend_cached, block_causal_mask,
+                                cache_for, frame_positions, modulate, rotary_tables, sincos_2d, timestep_features)
 from models.network.kv_cache import KVCache
 
 HISTORY_CHANNELS = 4  # the previous output warped to this frame (RGB) and where that warp is valid (1)
@@ -302,12 +302,8 @@ class UNetDiT(nn.Module):
 
     def new_cache(self, batch: int, window_chunks: int, sink_chunks: int, device=None,
                   dtype: torch.dtype | None = None) -> KVCache:
-        cfg = self.cfg
-        return KVCache(layers=cfg.depth, batch=batch, heads=cfg.heads, head_dim=cfg.head_dim,
-                       chunk_frames=cfg.chunk_frames, tokens_per_frame=cfg.tokens_per_frame,
-                       window_chunks=window_chunks, sink_chunks=sink_chunks,
-                       device=device or self.out.weight.device, dtype=dtype or self.out.weight.dtype,
-                       shift_keys=lambda keys, frames: shift_time(keys, frames, cfg.rope_base))
+        return cache_for(self.cfg, batch, window_chunks, sink_chunks, device or self.out.weight.device,
+                         dtype or self.out.weight.dtype)
 
     def step(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Conditioning, cache: KVCache,
              write: bool = False) -> torch.Tensor:
@@ -322,16 +318,7 @@ class UNetDiT(nn.Module):
         x, skips = self.encode(x_t, c, cond.structure)
         rope = rotary_tables(frame_positions(k, t, start=cache.frames, device=x.device), self.cfg.head_dim,
                              self.cfg.rope_base, x.dtype)
-        new_k, new_v = [], []
-        for layer, block in enumerate(self.blocks):
-            past = cache.view(layer)
-            if torch.is_grad_enabled():
-                past = (past[0].detach().clone(), past[1].detach().clone())
-            x, (key, value) = block(x, c, rope, None, past)
-            new_k.append(key)
-            new_v.append(value)
-        if write:
-            cache.append(torch.stack(new_k).detach(), torch.stack(new_v).detach())
+        x = attend_cached(self.blocks, x, c, rope, cache, write)
         return self.decode(x, c, skips)
 
 
