@@ -366,7 +366,6 @@ class VideoDiT(nn.Module):
     def embed(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens (B, F, T, D) and per-frame modulation c (B, F, D)."""
         cfg = self.cfg
-        b, f = x_t.shape[:2]
         tokens = self.x_embed(patchify(x_t, cfg.patch))  # (B, F, T, D)
         if cond.low is None:
             tokens = tokens + self.absent_low
@@ -377,14 +376,7 @@ class VideoDiT(nn.Module):
         else:
             g = self.gbuffer_embed(patchify(cond.gbuffers, cfg.patch * cfg.down))
             tokens = tokens + _select(cond.keep_gbuffers, g, self.absent_gbuffers)
-        tokens = tokens + self.pos_embed
-
-        c = self.time_embed(timestep_features(sigma, 256))  # (B, F, D)
-        if cond.style is None:
-            style = self.absent_style.expand(b, -1)
-        else:
-            style = _select(cond.keep_style, self.style_embed(cond.style), self.absent_style)  # (B, D)
-        return tokens, c + style[:, None]
+        return tokens + self.pos_embed, frame_modulation(self, sigma, cond)
 
     def head(self, x: torch.Tensor, c: torch.Tensor, x_t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """Final tokens (B, F, T, D) -> x0 (B, F, C, H, W)."""
@@ -415,19 +407,8 @@ class VideoDiT(nn.Module):
     def forward(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Conditioning,
                 mode: AttentionMode = "bidirectional") -> torch.Tensor:
         """x_t (B, F, C, H, W) at noise levels sigma (B, F) -> predicted x0 (B, F, C, H, W)."""
-        b, f = x_t.shape[:2]
-        t = self.cfg.tokens_per_frame
         x, c = self.embed(x_t, sigma, cond)
-        rope = rotary_tables(frame_positions(f, t, device=x.device), self.cfg.head_dim, self.cfg.rope_base, x.dtype)
-        if mode == "bidirectional":
-            mask = None
-        elif mode == "block_causal":
-            mask = block_causal_mask(f, self.cfg.chunk_frames, t, device=x.device)
-        else:
-            raise ValueError(f"unknown attention mode {mode!r}; use 'bidirectional' or 'block_causal'")
-        for block in self.blocks:
-            x, _ = block(x, c, rope, mask)
-        return self.head(x, c, x_t, cond)
+        return self.head(attend_clip(self.blocks, self.cfg, x, c, mode), c, x_t, cond)
 
     # -- one chunk of a stream --------------------------------------------------------------------------------
 
@@ -449,13 +430,8 @@ class VideoDiT(nn.Module):
         b, k = x_t.shape[:2]
         if k != self.cfg.chunk_frames:
             raise ValueError(f"step() takes one chunk of {self.cfg.chunk_frames} frames; got {k}")
-        t = self.cfg.tokens_per_frame
         x, c = self.embed(x_t, sigma, cond)
-        # cached frames sit at positions 0..frames-1 (see KVCache), so this chunk comes right after them
-        rope = rotary_tables(frame_positions(k, t, start=cache.frames, device=x.device), self.cfg.head_dim,
-                             self.cfg.rope_base, x.dtype)
-        x = attend_cached(self.blocks, x, c, rope, cache, write)
-        return self.head(x, c, x_t, cond)
+        return self.head(attend_cached(self.blocks, self.cfg, x, c, cache, write), c, x_t, cond)
 
 
 def cache_for(cfg, batch: int, window_chunks: int, sink_chunks: int, device: torch.device | str,
@@ -468,12 +444,49 @@ def cache_for(cfg, batch: int, window_chunks: int, sink_chunks: int, device: tor
                    shift_keys=lambda keys, frames: shift_time(keys, frames, cfg.rope_base))
 
 
-def attend_cached(blocks: nn.ModuleList, x: torch.Tensor, c: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                  cache: KVCache, write: bool) -> torch.Tensor:
+# The transformer half, shared by the DiT and backbone v2: both hand it tokens (B, F, T, D) and the per-frame
+# modulation c (B, F, D), and their configs name the same sizes (depth, heads, head_dim, chunk_frames,
+# tokens_per_frame, rope_base).
+
+
+def frame_modulation(model: nn.Module, sigma: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+    """Per-frame modulation c (B, F, D): the noise level's embedding plus the style's (or its learned absence), from
+    the model's time_embed, style_embed and absent_style."""
+    b = sigma.shape[0]
+    c = model.time_embed(timestep_features(sigma, 256))  # (B, F, D)
+    if cond.style is None:
+        style = model.absent_style.expand(b, -1)
+    else:
+        style = _select(cond.keep_style, model.style_embed(cond.style), model.absent_style)  # (B, D)
+    return c + style[:, None]
+
+
+def attend_clip(blocks: nn.ModuleList, cfg, x: torch.Tensor, c: torch.Tensor, mode: str) -> torch.Tensor:
+    """A whole clip's tokens x (B, F, T, D) through the transformer blocks: every frame sees the clip
+    ("bidirectional", the teacher) or its own and earlier chunks ("block_causal", the student in training)."""
+    f, t = x.shape[1], cfg.tokens_per_frame
+    rope = rotary_tables(frame_positions(f, t, device=x.device), cfg.head_dim, cfg.rope_base, x.dtype)
+    if mode == "bidirectional":
+        mask = None
+    elif mode == "block_causal":
+        mask = block_causal_mask(f, cfg.chunk_frames, t, device=x.device)
+    else:
+        raise ValueError(f"unknown attention mode {mode!r}; use 'bidirectional' or 'block_causal'")
+    for block in blocks:
+        x, _ = block(x, c, rope, mask)
+    return x
+
+
+def attend_cached(blocks: nn.ModuleList, cfg, x: torch.Tensor, c: torch.Tensor, cache: KVCache,
+                  write: bool) -> torch.Tensor:
     """One chunk's tokens x (B, K, T, D) through the transformer blocks, each attending to the chunk and its layer
-    of `cache`; with write=True the chunk's K/V are appended afterwards. Autograd: the cache is storage written in
+    of `cache`; with write=True the chunk's K/V are appended afterwards. Cached frames sit at positions
+    0..frames-1 (see KVCache), so the chunk comes right after them. Autograd: the cache is storage written in
     place, so when grad is enabled the cached views are detached copies (training rollouts treat the past as
     given)."""
+    k, t = x.shape[1], cfg.tokens_per_frame
+    rope = rotary_tables(frame_positions(k, t, start=cache.frames, device=x.device), cfg.head_dim, cfg.rope_base,
+                         x.dtype)
     new_k, new_v = [], []
     for layer, block in enumerate(blocks):
         past = cache.view(layer)

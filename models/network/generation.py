@@ -95,8 +95,9 @@ def generate(model: VideoDiT, sampler: GenerationSampler, style_at: Callable[[in
 
     if context is not None:
         # only what the cache can hold matters; the oldest of it becomes the sink
+        given = model.prepare(no_structure(style), 1, k)
         for chunk in context_chunks(context.to(device), k)[-cache.max_chunks:]:
-            model.step(chunk, level(0.0), no_structure(style), cache, write=True)
+            model.step(chunk, level(0.0), given, cache, write=True)
             history.append(chunk)
     shape = (1, k, model.cfg.channels, *model.cfg.sample_size)
     out = []
@@ -109,6 +110,7 @@ def generate(model: VideoDiT, sampler: GenerationSampler, style_at: Callable[[in
         elif switched and cache.chunks:
             recache(model, cache, [(x0, no_structure(now)) for x0 in held_chunks(cache, history)])
         style = now
+        cond = model.prepare(no_structure(style), 1, k)  # per-frame work shared by the chunk's steps
         x = torch.randn(shape, generator=generator).to(device)
         # a chunk after a prompt switch starts from noise: a carried frame would hold the old style's colours
         start_sigma = sampler.carry if history and not switched else 1.0
@@ -116,9 +118,9 @@ def generate(model: VideoDiT, sampler: GenerationSampler, style_at: Callable[[in
             x = flow.add_noise(history[-1][:, -1:].expand(shape), x, level(start_sigma))
         levels = sampler.levels(start_sigma)
         for sigma, sigma_next in zip(levels[:-1], levels[1:]):
-            x0 = model.step(x, level(sigma), no_structure(style), cache)
+            x0 = model.step(x, level(sigma), cond, cache)
             x = flow.euler_step(x, x0, level(sigma), level(sigma_next))
-        model.step(x, level(0.0), no_structure(style), cache, write=True)  # the clean refresh
+        model.step(x, level(0.0), cond, cache, write=True)  # the clean refresh
         history.append(x)
         if len(history) > cache.max_chunks:
             del history[cache.sink_chunks]  # the oldest chunk past the sinks has left the cache's window

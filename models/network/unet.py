@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.network.dit import (GBUFFER_CHANNELS, TEXT_DIM, Block, Conditioning, attend_cached, block_causal_mask,
-                                cache_for, frame_positions, modulate, rotary_tables, sincos_2d, timestep_features)
+from models.network.dit import (GBUFFER_CHANNELS, TEXT_DIM, Block, Conditioning, attend_cached, attend_clip,
+                                cache_for, frame_modulation, modulate, sincos_2d)
 from models.network.kv_cache import KVCache
 
 HISTORY_CHANNELS = 4  # the previous output warped to this frame (RGB) and where that warp is valid (1)
@@ -231,19 +231,6 @@ class UNetDiT(nn.Module):
         features = self.structure_encoder(self.structure_inputs(cond, b, f, weight.device, weight.dtype))
         return replace(cond, structure=[x.view(b, f, *x.shape[1:]) for x in features])
 
-    def embed_condition(self, sigma: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        """Per-frame modulation c (B, F, D) from the noise level and the style (or its learned absence)."""
-        b = sigma.shape[0]
-        c = self.time_embed(timestep_features(sigma, 256))
-        if cond.style is None:
-            style = self.absent_style.expand(b, -1)
-        else:
-            style = self.style_embed(cond.style)
-            if cond.keep_style is not None:
-                keep = cond.keep_style.view(-1, 1).to(style.dtype)
-                style = style * keep + self.absent_style * (1 - keep)
-        return c + style[:, None]
-
     # -- the two halves of the U-Net ------------------------------------------------------------------------------
 
     def encode(self, x_t: torch.Tensor, c: torch.Tensor, structure: list[torch.Tensor]
@@ -285,20 +272,10 @@ class UNetDiT(nn.Module):
                 mode: str = "bidirectional") -> torch.Tensor:
         """x_t (B, F, C, H, W) at noise levels sigma (B, F) -> predicted x0 (B, F, C, H, W)."""
         b, f = x_t.shape[:2]
-        t = self.cfg.tokens_per_frame
         cond = self.prepare(cond, b, f)
-        c = self.embed_condition(sigma, cond)
+        c = frame_modulation(self, sigma, cond)
         x, skips = self.encode(x_t, c, cond.structure)
-        rope = rotary_tables(frame_positions(f, t, device=x.device), self.cfg.head_dim, self.cfg.rope_base, x.dtype)
-        if mode == "bidirectional":
-            mask = None
-        elif mode == "block_causal":
-            mask = block_causal_mask(f, self.cfg.chunk_frames, t, device=x.device)
-        else:
-            raise ValueError(f"unknown attention mode {mode!r}; use 'bidirectional' or 'block_causal'")
-        for block in self.blocks:
-            x, _ = block(x, c, rope, mask)
-        return self.decode(x, c, skips)
+        return self.decode(attend_clip(self.blocks, self.cfg, x, c, mode), c, skips)
 
     def new_cache(self, batch: int, window_chunks: int, sink_chunks: int, device=None,
                   dtype: torch.dtype | None = None) -> KVCache:
@@ -312,14 +289,10 @@ class UNetDiT(nn.Module):
         b, k = x_t.shape[:2]
         if k != self.cfg.chunk_frames:
             raise ValueError(f"step() takes one chunk of {self.cfg.chunk_frames} frames; got {k}")
-        t = self.cfg.tokens_per_frame
         cond = self.prepare(cond, b, k)
-        c = self.embed_condition(sigma, cond)
+        c = frame_modulation(self, sigma, cond)
         x, skips = self.encode(x_t, c, cond.structure)
-        rope = rotary_tables(frame_positions(k, t, start=cache.frames, device=x.device), self.cfg.head_dim,
-                             self.cfg.rope_base, x.dtype)
-        x = attend_cached(self.blocks, x, c, rope, cache, write)
-        return self.decode(x, c, skips)
+        return self.decode(attend_cached(self.blocks, self.cfg, x, c, cache, write), c, skips)
 
 
 def regress(model: UNetDiT, cond: Conditioning, b: int, f: int) -> torch.Tensor:

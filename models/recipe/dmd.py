@@ -150,6 +150,7 @@ def rollout(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sigmas:
         return torch.full((b, frames), level, device=incoming.device)
 
     if mode == "parallel":
+        cond = model.prepare(cond, b, f)  # per-frame work shared by every pass (backbone v2's structure)
         states = [flow.add_noise(incoming, noise(incoming), full(levels[0], f))]
         with torch.no_grad():
             for i in range(1, steps):
@@ -167,7 +168,7 @@ def rollout(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sigmas:
     out = []
     for c in range(chunks):
         frames = slice(c * k, (c + 1) * k)
-        chunk_cond = cond.frames(frames)
+        chunk_cond = model.prepare(cond.frames(frames), b, k)  # shared by the chunk's passes
         x = flow.add_noise(incoming[:, frames], noise(incoming[:, frames]), full(levels[0], k))
         kept = None
         for i in range(steps):
@@ -215,7 +216,8 @@ class DmdStage(Stage):
         self.device = device
         self.sampler = checkpoint.config_from_json(StudentSampler, start_meta["sampler"])
         self.sigmas = self.sampler.sigmas()
-        self.guidance = teacher_meta["sampler"]["guidance"] if dmd_cfg.real_guidance is None else dmd_cfg.real_guidance
+        guidance = dmd_cfg.real_guidance
+        self.guidance = teacher_meta["sampler"]["guidance"] if guidance is None else guidance
         self.shift = teacher_meta["sampler"]["shift"]
         # a fine-tune says what it started from: its own `step` counts only its own steps
         self.provenance = {} if init is None else {"init": {"run": str(init), "step": start_meta.get("step"),
