@@ -15,7 +15,7 @@ TEMPORAL ?= 0.3
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup play test test-fast train clean distclean
+.PHONY: setup play test test-fast train train-v2 clean distclean
 
 setup: $(STAMP)
 
@@ -65,6 +65,43 @@ train: setup
 	$(VPY) -m models.evaluation.generation $(TRAIN_RUN)_gen $(GEN_EVAL_WORLDS) --steps 8 --carry 0.6 \
 		--json $(TRAIN_RUN)_gen/gen_eval.json
 	$(VPY) -m models.recipe.export $(TRAIN_RUN)_gen $(TRAIN_OUT) --refresh last_step --reset-every 16 --gen-steps 8 --gen-carry 0.6
+
+# Backbone v2's first stages (docs/model.md): record the data, train the regression baseline, start the teacher
+# from it, and score both on held-out worlds. PROFILE picks the scale, with the same commands everywhere:
+#   cpu   the 2-core CPU, size S (docs/model.md has each step's measured cost)
+#   gpu   one CUDA GPU (picked up by --device auto), size M (24 M parameters, 48 MB in fp16) and larger batches,
+#         sized for about 9 minutes of training on an H100-class GPU
+#   tiny  64x64 worlds and the tiny model in a few minutes on the CPU: what tests/test_train.py runs
+PROFILE ?= cpu
+V2_RUN ?= runs/v2_$(PROFILE)
+V2_DATA ?= data/v2_$(PROFILE)
+V2_WORLDS ?= out/eval_worlds
+ifeq ($(PROFILE),gpu)
+V2_RECORD := --seeds 0:64 --frames 120 --size 128x128
+V2_MODEL := --size M
+V2_REGRESSION := --steps 3000 --batch 16
+V2_TEACHER := --steps 6000 --batch 16
+V2_EVAL := --seeds 1000:1003 --frames 24 --teacher-steps 50
+else ifeq ($(PROFILE),tiny)
+V2_RECORD := --seeds 0:2 --frames 16 --size 64x64
+V2_MODEL := --size tiny
+V2_REGRESSION := --steps 4 --batch 1
+V2_TEACHER := --steps 4 --batch 1
+V2_EVAL := --seeds 1000:1001 --frames 8 --teacher-steps 2
+else
+V2_RECORD := --seeds 0:32 --frames 48 --size 128x128
+V2_MODEL := --size S
+V2_REGRESSION := --steps 1500 --batch 1
+V2_TEACHER := --steps 1800 --batch 2
+V2_EVAL := --seeds 1000:1003 --frames 24 --teacher-steps 25
+endif
+train-v2: setup
+	$(R) record-data --out $(V2_DATA) $(V2_RECORD)
+	$(R) train regression --data $(V2_DATA) --out $(V2_RUN) --arch unet $(V2_MODEL) $(V2_REGRESSION) --resume
+	$(R) train teacher --data $(V2_DATA) --out $(V2_RUN) --arch unet $(V2_MODEL) $(V2_TEACHER) --init $(V2_RUN) \
+		--resume
+	$(R) eval --model $(V2_RUN) $(V2_EVAL) --rows input,regression,teacher --worlds $(V2_WORLDS) \
+		--json $(V2_RUN)/eval.json
 
 # Build and test leftovers only: recorded data, checkpoints and the virtualenv stay (see distclean).
 clean:

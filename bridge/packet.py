@@ -21,6 +21,9 @@ _GBUFFERS: dict[str, tuple[np.dtype, tuple[int, ...], bool]] = {
     "normals": (np.dtype(np.float32), (3,), True),
     "material": (np.dtype(np.uint8), (), False),
     "motion": (np.dtype(np.float32), (2,), True),
+    "uv": (np.dtype(np.float32), (2,), True),
+    "ao": (np.dtype(np.float32), (), True),
+    "sun": (np.dtype(np.float32), (), True),
 }
 
 
@@ -42,6 +45,10 @@ class FramePacket:
     normals   float32 (H, W, 3)  view-space unit normals, or None
     material  uint8   (H, W)     material id, 0 = sky, or None
     motion    float32 (H, W, 2)  screen-space motion in pixels to the previous frame, or None
+    uv        float32 (H, W, 2)  position within the surface's texture tile in [0, 1) (a voxel's face), or None
+    ao        float32 (H, W)     ambient occlusion in [0, 1], 1 = open, or None
+    sun       float32 (H, W)     direct sunlight in [0, 1] (cosine term × shadow) of the light the style asks for,
+                                 or None
     index     int                frame number within the stream
     t         float              timestamp in seconds
     """
@@ -51,6 +58,9 @@ class FramePacket:
     normals: np.ndarray | None = None
     material: np.ndarray | None = None
     motion: np.ndarray | None = None
+    uv: np.ndarray | None = None
+    ao: np.ndarray | None = None
+    sun: np.ndarray | None = None
     index: int = 0
     t: float = 0.0
 

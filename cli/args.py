@@ -100,6 +100,19 @@ def positive_float(text: str) -> float:
     return value
 
 
+def model_option(text: str) -> tuple[str, Any]:
+    """KEY=VALUE with VALUE in JSON (a bare word is taken as a string) -> (key, value)."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. gbuffer_channels=4; got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def parse_timesteps(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(","))

@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from demo_game.record import RecordError, record_dataset
+    from demo_game.record import FORMAT, RecordError, record_dataset
     from models.evaluation.restyle import EvalError, evaluate, markdown_table
     from models.io.checkpoint import CheckpointError, config_from_json, exists, load_checkpoint
     from models.io.data import DataError
@@ -69,13 +69,14 @@ def run(args: argparse.Namespace) -> int:
             return error("eval", f"--timesteps, --refresh, --noise and --reset-every change the student's sampler, "
                                  f"but {args.model} holds no student")
         sampler = replace(config_from_json(StudentSampler, meta["sampler"]), **changes) if changes else None
-        # the held-out worlds, rendered by the game once and kept for later evals
+        # the held-out worlds, rendered by the game once and kept for later evals (the data format in the name:
+        # worlds kept by an older version are rendered again, not refused)
         seeds = f"{args.seeds.start}-{args.seeds.stop - 1}"
-        clips = args.worlds / f"{width}x{height}_{args.frames}f_seeds{seeds}"
+        clips = args.worlds / f"v{FORMAT}_{width}x{height}_{args.frames}f_seeds{seeds}"
         record_dataset(clips, args.seeds, args.frames, (width, height), force_eval_seeds=True)
         drift = None
         if args.drift_frames > 0 and "student" in held:   # the drift stream is the student's
-            drift = args.worlds / f"drift_{width}x{height}_{args.drift_frames}f_seed{args.seeds.start}"
+            drift = args.worlds / f"v{FORMAT}_drift_{width}x{height}_{args.drift_frames}f_seed{args.seeds.start}"
             record_dataset(drift, [args.seeds[0]], args.drift_frames, (width, height), force_eval_seeds=True)
         result = evaluate(args.model, clips, args.frames, drift, args.teacher_steps, sampler, device=device,
                           switch=args.switch, **({} if args.rows is None else {"rows": args.rows}))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.args import add_device, add_sampler_options, error, positive_float, positive_int, sampler_changes
+from cli.args import (add_device, add_sampler_options, error, model_option, positive_float, positive_int,
+                      sampler_changes)
 
 
 def add_parser(sub) -> None:
@@ -35,6 +36,10 @@ def add_parser(sub) -> None:
     p.add_argument("--space", choices=["pixel", "latent"], default="pixel",
                    help="teacher only: model pixels (16x16 patches, no decoder) or the run's autoencoder latents; "
                         "docs/model.md has the measurement behind the pixel default")
+    p.add_argument("--model-option", action="append", type=model_option, default=[], metavar="KEY=VALUE",
+                   help="backbone v2 (teacher and regression): change one field of its size's config, VALUE in JSON, "
+                        "e.g. gbuffer_channels=4 or 'widths=[16,32,64,128]' (the ablations of docs/model.md); "
+                        "repeatable")
     add_device(p)
     p.add_argument("--init", type=Path, default=None, metavar="RUN",
                    help="start from this stage's weights in another run directory (fine-tuning with new settings); "
@@ -84,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         run_stage(args.stage, args.data, args.out, size=args.size, prompts=prompts, space=args.space, arch=args.arch,
                   steps=args.steps, batch=args.batch, resume=args.resume, device=args.device, overrides=overrides,
                   init=args.init, sampler=StudentSampler(**changes) if changes else None,
-                  pair_clips=args.pair_clips, dmd_cfg=dmd_cfg)
+                  pair_clips=args.pair_clips, dmd_cfg=dmd_cfg, model_options=dict(args.model_option))
     except (TrainError, DataError, CheckpointError, PromptEncoderError) as exc:
         return error("train", str(exc))
     return 0

@@ -1,7 +1,10 @@
 """ModernGL passes of the demo game, all from one camera at any resolution.
 
-- fast pass: one draw into three render targets gives the low-detail frame (flat material albedo, what the AI
-  restyles) and the G-buffers (linear depth, view-space normals, material id, motion vectors to the previous tick);
+- fast pass: one draw into four render targets gives the low-detail frame (flat material albedo, what the AI
+  restyles) and the G-buffers (linear depth, view-space normals, material id, motion vectors to the previous tick,
+  the position within each block's face and the voxel ambient occlusion);
+- sun pass: the direct sunlight each surface receives from one style's sun (cosine term times shadow), a G-buffer
+  that depends on the style's light, so the game draws it for the style it asks for;
 - reference passes: the expensive ground-truth styles (sky, procedural textures, shadow-mapped sun, voxel AO, water,
   fog), one per entry of styles.STYLES.
 
@@ -66,6 +69,8 @@ class FastFrame:
     normals: np.ndarray    # (H, W, 3) float32, view space, unit length on geometry, 0 on sky
     material: np.ndarray   # (H, W) uint8, Material ids, 0 on sky
     motion: np.ndarray     # (H, W, 2) float32, pixels (dx right, dy down) since the previous tick
+    uv: np.ndarray         # (H, W, 2) float32, position within the block's face in [0, 1), 0 on sky
+    ao: np.ndarray         # (H, W) float32, voxel ambient occlusion in [0, 1] (1 = open), 0 on sky
 
 
 class _Targets:
@@ -76,8 +81,12 @@ class _Targets:
         self.albedo = ctx.texture(size, 4, dtype="f1")
         self.normals = ctx.texture(size, 4, dtype="f4")
         self.data = ctx.texture(size, 4, dtype="f4")
+        self.surface = ctx.texture(size, 4, dtype="f4")
         self.fast_depth = ctx.depth_renderbuffer(size)
-        self.fast = ctx.framebuffer([self.albedo, self.normals, self.data], self.fast_depth)
+        self.fast = ctx.framebuffer([self.albedo, self.normals, self.data, self.surface], self.fast_depth)
+        self.sun = ctx.texture(size, 1, dtype="f4")
+        self.sun_depth = ctx.depth_renderbuffer(size)
+        self.sun_fbo = ctx.framebuffer([self.sun], self.sun_depth)
         self.color = ctx.texture(size, 4, dtype="f1")
         self.ref_depth = ctx.depth_renderbuffer(size)
         self.reference = ctx.framebuffer([self.color], self.ref_depth)
@@ -87,17 +96,18 @@ class PassRenderer:
     def __init__(self, ctx: moderngl.Context, config: GameConfig, vertices: np.ndarray, indices: np.ndarray,
                  world_size: int):
         self.ctx, self.config = ctx, config
-        self.gbuffer = _program(ctx, "geometry.vert", "gbuffer.frag", common=False)
+        self.gbuffer = _program(ctx, "geometry.vert", "gbuffer.frag", common=True)  # common: face_uv
         self.reference = _program(ctx, "geometry.vert", "reference.frag", common=True)
         self.sky = _program(ctx, "sky.vert", "sky.frag", common=True)
         self.shadow = _program(ctx, "shadow.vert", "shadow.frag", common=False)
+        self.sun = _program(ctx, "geometry.vert", "sun.frag", common=True)
 
         self.static_vbo = ctx.buffer(vertices.astype("f4").tobytes())
         self.static_ibo = ctx.buffer(indices.astype("u4").tobytes())
         self.dynamic_vbo = ctx.buffer(reserve=MAX_DYNAMIC_BOXES * 36 * VERTEX_FLOATS * 4, dynamic=True)
         self.dynamic_count = 0
         self.vaos = {}
-        for name, prog in (("gbuffer", self.gbuffer), ("reference", self.reference)):
+        for name, prog in (("gbuffer", self.gbuffer), ("reference", self.reference), ("sun", self.sun)):
             self.vaos[name] = (
                 ctx.vertex_array(prog, [(self.static_vbo, *_layout(prog))], index_buffer=self.static_ibo,
                                  index_element_size=4),
@@ -151,6 +161,7 @@ class PassRenderer:
         low = np.frombuffer(t.fast.read(components=3, attachment=0), np.uint8).reshape(h, w, 3)[::-1]
         nrm = np.frombuffer(t.fast.read(components=3, attachment=1, dtype="f4"), np.float32).reshape(h, w, 3)[::-1]
         data = np.frombuffer(t.fast.read(components=4, attachment=2, dtype="f4"), np.float32).reshape(h, w, 4)[::-1]
+        surface = np.frombuffer(t.fast.read(components=3, attachment=3, dtype="f4"), np.float32).reshape(h, w, 3)[::-1]
         material = np.rint(data[..., 1]).astype(np.uint8)
         sky = material == Material.SKY
         low = np.where(sky[..., None], self.sky_rgb, low)
@@ -161,7 +172,26 @@ class PassRenderer:
             normals=np.ascontiguousarray(nrm),
             material=material,
             motion=np.ascontiguousarray(data[..., 2:4]),
+            uv=np.ascontiguousarray(surface[..., :2]),
+            ao=np.ascontiguousarray(surface[..., 2]),
         )
+
+    # --- sun pass -------------------------------------------------------------------------------------------------
+    def render_sun(self, style: Style, cam: Camera, size: tuple[int, int]) -> np.ndarray:
+        """(H, W) float32 in [0, 1]: the sun's cosine term times its shadow for `style`, 0 on the sky."""
+        shadow_tex, _, light_viewproj = self._shadow_map(style)
+        proj, view = self.projection(size), cam.view()
+        _set(self.sun, u_viewproj=gl_bytes(proj @ view), u_prev_viewproj=gl_bytes(proj @ view), u_view=gl_bytes(view),
+             u_sun_dir=tuple(style.sun_direction), u_light_viewproj=gl_bytes(light_viewproj),
+             u_shadow_texel=1.0 / self.config.shadow_map_size, u_shadow=0)
+        shadow_tex.use(location=0)
+        t = self.targets(size)
+        t.sun_fbo.use()
+        t.sun_fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        self._draw_scene("sun")
+        w, h = size
+        sun = np.frombuffer(t.sun_fbo.read(components=1, dtype="f4"), np.float32).reshape(h, w)[::-1]
+        return np.ascontiguousarray(sun)
 
     # --- reference passes -----------------------------------------------------------------------------------------
     def render_reference(self, style: Style, cam: Camera, time: float, gems: np.ndarray, size: tuple[int, int],
@@ -232,7 +262,8 @@ class PassRenderer:
 
     def release(self) -> None:
         for t in self._targets.values():
-            for r in (t.fast, t.reference, t.albedo, t.normals, t.data, t.color, t.fast_depth, t.ref_depth):
+            for r in (t.fast, t.reference, t.sun_fbo, t.albedo, t.normals, t.data, t.surface, t.sun, t.color,
+                      t.fast_depth, t.ref_depth, t.sun_depth):
                 r.release()
         for tex, fbo, _ in self._shadow_maps.values():
             fbo.release()
@@ -241,5 +272,5 @@ class PassRenderer:
             static.release()
             dynamic.release()
         for r in (self.shadow_vao, self.sky_vao, self.static_vbo, self.static_ibo, self.dynamic_vbo,
-                  self.gbuffer, self.reference, self.sky, self.shadow):
+                  self.gbuffer, self.reference, self.sky, self.shadow, self.sun):
             r.release()

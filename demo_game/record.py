@@ -22,21 +22,25 @@ from models.io.atomic import write_atomic
 
 from .config import at_pace
 
-FORMAT = 1
+FORMAT = 2  # 2 added the uv, ao and per-style sun G-buffers
 FIRST_EVAL_SEED = 1000  # seeds from here up are held-out evaluation worlds (docs/evaluation.md)
 MANIFEST = "manifest.json"
 PARTIAL = ".partial"  # suffix of a shard being written; never listed in the manifest
 
 # Per-frame layout of every tensor in a shard: name -> (stored dtype, trailing dims after (H, W)).
-# A shard stacks these frame-major: (F, H, W, *trailing). The reference styles follow as style/<i>, uint8 (3,).
+# A shard stacks these frame-major: (F, H, W, *trailing). The reference styles follow as style/<i>, uint8 (3,), and
+# each style's sun G-buffer as sun/<i>, float16.
 FIELDS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
     "low": (np.dtype(np.uint8), (3,)),       # packet.rgb, the low-detail pass
     "depth": (np.dtype(np.float16), ()),     # linear depth in blocks; float16 keeps ~0.06 at the 120-block far plane
     "normals": (np.dtype(np.float16), (3,)),
     "material": (np.dtype(np.uint8), ()),
     "motion": (np.dtype(np.float16), (2,)),  # pixels; float16 resolves 1/32 px below 64 px of motion
+    "uv": (np.dtype(np.float16), (2,)),      # position within the block's face, [0, 1)
+    "ao": (np.dtype(np.float16), ()),        # voxel ambient occlusion, [0, 1]
 }
 STYLE_FIELD = (np.dtype(np.uint8), (3,))
+SUN_FIELD = (np.dtype(np.float16), ())  # per style: the sun G-buffer depends on the style's light
 
 
 class RecordError(ValueError):
@@ -49,6 +53,10 @@ def clip_name(seed: int) -> str:
 
 def style_key(index: int) -> str:
     return f"style/{index}"
+
+
+def sun_key(index: int) -> str:
+    return f"sun/{index}"
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,7 @@ class DatasetSpec:
         width, height = self.size
         fields = dict(FIELDS)
         fields.update({style_key(i): STYLE_FIELD for i in range(len(self.styles))})
+        fields.update({sun_key(i): SUN_FIELD for i in range(len(self.styles))})
         return {name: (dtype, (self.frames, height, width, *trailing)) for name, (dtype, trailing) in fields.items()}
 
     def manifest(self, clips: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -201,13 +210,15 @@ def record_clip(game: Any, spec: DatasetSpec, seed: int, progress: tqdm | None =
     for frame in range(spec.frames):
         packet = game.step()
         _store(arrays, "low", frame, packet.rgb, seed)
-        for name in ("depth", "normals", "material", "motion"):
+        for name in ("depth", "normals", "material", "motion", "uv", "ao"):
             _store(arrays, name, frame, getattr(packet, name), seed)
         refs = game.render_styles()
         if list(refs) != list(spec.styles):
             raise RecordError(f"seed {seed}: the game rendered styles {list(refs)}, expected {list(spec.styles)}")
+        suns = game.render_suns()
         for i, style in enumerate(spec.styles):
             _store(arrays, style_key(i), frame, refs[style], seed)
+            _store(arrays, sun_key(i), frame, suns.get(style), seed)
         if progress is not None:
             progress.update(1)
     return arrays

@@ -114,11 +114,21 @@ class GameSession:
                         dtype=np.float32).reshape(-1, 3)
 
     # --- passes ---------------------------------------------------------------------------------------------------
-    def render_fast(self, size: tuple[int, int] | None = None) -> FramePacket:
+    def render_fast(self, size: tuple[int, int] | None = None, sun: str | Style | None = None) -> FramePacket:
+        """The cheap pass and its G-buffers; with `sun` (a style or its prompt) also that style's sun G-buffer."""
         size = size or self.config.size
         f = self.renderer.render_fast(self.camera, self.prev_camera, size)
         return FramePacket(rgb=f.low, depth=f.depth, normals=f.normals, material=f.material, motion=f.motion,
+                           uv=f.uv, ao=f.ao, sun=None if sun is None else self.render_sun(sun, size),
                            index=self.tick, t=self.time)
+
+    def render_sun(self, style: str | Style, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The sun G-buffer for `style`'s sun: (H, W) float32, cosine term times shadow, 0 on the sky."""
+        s = style if isinstance(style, Style) else style_for_prompt(style)
+        return self.renderer.render_sun(s, self.camera, size or self.config.size)
+
+    def render_suns(self, size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+        return {name: self.render_sun(s, size) for name, s in STYLES.items()}
 
     def render_style(self, style: str | Style, size: tuple[int, int] | None = None,
                      target: moderngl.Framebuffer | None = None) -> np.ndarray | None:

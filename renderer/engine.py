@@ -26,12 +26,14 @@ import torch.nn.functional as F
 
 from bridge import FramePacket
 from models.io import checkpoint
-from models.io.data import normalize_depth
+from models.io.data import GBUFFERS, gbuffers_from_arrays
 from models.network.autoencoder import Autoencoder
 from models.network.dit import Conditioning, VideoDiT
 from models.network.loading import load_autoencoder, load_student
 from models.network.prompt import PromptEncoder
 from models.network.streaming import StudentSampler, stream_chunk
+
+GBUFFER_NAMES = [name for name, _ in GBUFFERS]  # the packet fields the G-buffers come from, in the models' order
 
 HOW_TO_GET_A_MODEL = ("the default model ships in models/weights/default (restore it with `git checkout -- "
                       "models/weights`), `make train` reproduces it, and `--model RUN` takes any finished training run")
@@ -132,10 +134,10 @@ class StreamEngine:
         low = rgb_to_model_size(np.stack([p.rgb for p in packets]), size, self.device)   # (K, 3, H, W)
         gbuffers = None
         if all(p.depth is not None and p.normals is not None for p in packets):
-            depth = torch.from_numpy(np.stack([p.depth for p in packets]))[:, None]        # (K, 1, H, W)
-            normals = torch.from_numpy(np.stack([p.normals for p in packets])).permute(0, 3, 1, 2)
-            gb = torch.cat([normalize_depth(depth), normals], 1).to(self.device)           # (K, 4, H, W)
-            gbuffers = resize(gb, size, "nearest")[None]                                   # (1, K, 4, H, W)
+            gb = gbuffers_from_arrays({name: np.stack([getattr(p, name) for p in packets])
+                                       if all(getattr(p, name) is not None for p in packets) else None
+                                       for name in GBUFFER_NAMES})
+            gbuffers = resize(gb.to(self.device), size, "nearest")[None]                   # (1, K, ≤8, H, W)
         low = low[None]                                                                     # (1, K, 3, H, W)
         ae = self.bundle.autoencoder
         incoming = low if ae is None else ae.encode_video(low)

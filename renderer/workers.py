@@ -174,6 +174,9 @@ def _chunk_message(chunk: list[Submitted]) -> bytes:
     if all(p.depth is not None and p.normals is not None for p in packets):
         arrays["depth"] = np.stack([p.depth for p in packets])
         arrays["normals"] = np.stack([p.normals for p in packets])
+    for name in ("uv", "ao", "sun"):
+        if all(getattr(p, name) is not None for p in packets):
+            arrays[name] = np.stack([getattr(p, name) for p in packets])
     return pack("chunk", {"indices": [p.index for p in packets]}, arrays)
 
 
@@ -192,9 +195,9 @@ def _child_main(conn, spec: WorkerSpec, style: str) -> None:
                 engine.reset()
             elif kind == "chunk":
                 k = len(arrays["rgb"])
-                packets = [FramePacket(rgb=arrays["rgb"][i], depth=arrays["depth"][i] if "depth" in arrays else None,
-                                       normals=arrays["normals"][i] if "normals" in arrays else None,
-                                       index=meta["indices"][i]) for i in range(k)]
+                packets = [FramePacket(rgb=arrays["rgb"][i], index=meta["indices"][i],
+                                       **{name: arrays[name][i] for name in ("depth", "normals", "uv", "ao", "sun")
+                                          if name in arrays}) for i in range(k)]
                 t0 = time.monotonic()
                 frames = engine.step(packets)
                 conn.send_bytes(pack("frames", {"compute_s": time.monotonic() - t0, "style": engine.style_prompt},

@@ -53,13 +53,16 @@ def write_synthetic_clips(root, seeds=(0, 1, 2), frames: int = 10, size=(64, 64)
             "normals": rng.normal(size=(frames, height, width, 3)).astype(np.float16),
             "material": rng.integers(0, 14, (frames, height, width), dtype=np.uint8),
             "motion": rng.normal(size=(frames, height, width, 2)).astype(np.float16),
+            "uv": rng.uniform(0, 1, (frames, height, width, 2)).astype(np.float16),
+            "ao": rng.uniform(0, 1, (frames, height, width)).astype(np.float16),
         }
         for i in range(len(styles)):
             tensors[f"style/{i}"] = (255 - low if i % 2 else low // 2 + 64).astype(np.uint8)
+            tensors[f"sun/{i}"] = rng.uniform(0, 1, (frames, height, width)).astype(np.float16)
         name = f"seed_{seed:04d}"
         save_file(tensors, str(root / f"{name}.safetensors"))
         clips[name] = {"seed": seed, "file": f"{name}.safetensors", "frames": frames}
-    manifest = {"format": 1, "size": [width, height], "frames": frames, "fps": 30, "styles": list(styles),
+    manifest = {"format": 2, "size": [width, height], "frames": frames, "fps": 30, "styles": list(styles),
                 "clips": clips}
     (root / "manifest.json").write_text(json.dumps(manifest))
     return root

@@ -32,7 +32,7 @@ def test_same_seed_same_frames(egl_ctx, run):
         again = [game.step() for _ in range(40)]
         styles_again = game.render_styles()
     for a, b in zip(packets, again):
-        for field in ("rgb", "depth", "normals", "material", "motion"):
+        for field in ("rgb", "depth", "normals", "material", "motion", "uv", "ao"):
             np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
     for name in STYLES:
         np.testing.assert_array_equal(styles[name], styles_again[name])
@@ -83,6 +83,45 @@ def _world_points(p, camera, config):
     view_points = view_dirs * p.depth[..., None]            # linear depth is the distance along -z
     inv = np.linalg.inv(camera.view())
     return view_points @ inv[:3, :3].T + inv[:3, 3]
+
+
+def _world_normals(p, camera):
+    return p.normals @ np.linalg.inv(camera.view())[:3, :3].T
+
+
+def test_uv_is_the_position_within_the_block_face(run):
+    """The uv G-buffer is what the reference textures are laid out by: on upward faces, the fraction of the world
+    x and z of the surface seen (back-projected from depth), 0 on the sky; AO lies in [0, 1]."""
+    packets, _, camera, config = run
+    p = packets[-1]
+    sky = p.material == Material.SKY
+    assert not p.uv[sky].any() and not p.ao[sky].any()
+    assert p.uv.min() >= 0 and p.uv.max() < 1 and p.ao.min() >= 0 and p.ao.max() <= 1
+    up = (_world_normals(p, camera)[..., 1] > 0.99) & ~sky & (p.material != Material.WATER)
+    assert up.sum() > 100
+    expected = np.modf(_world_points(p, camera, config)[..., [0, 2]])[0] % 1.0
+    wrapped = np.abs(p.uv[up] - expected[up])
+    assert np.median(np.minimum(wrapped, 1 - wrapped)) < 0.02
+
+
+def test_the_sun_g_buffer_is_the_cosine_term_times_the_shadow(egl_ctx):
+    """In [0, 1], 0 on the sky, never above the cosine between the world normal and the style's sun (the shadow only
+    darkens), equal to it where nothing shades the surface, and different for styles whose suns differ."""
+    from demo_game import GameSession
+
+    with GameSession(GameConfig(seed=5, width=SIZE, height=SIZE), ctx=egl_ctx) as game:
+        for _ in range(40):
+            game.advance()
+        p = game.render_fast(sun="sunny summer")
+        autumn = game.render_sun("autumn sunset")
+        camera = game.camera.copy()
+    p.validate()
+    sky = p.material == Material.SKY
+    assert p.sun.min() >= 0 and p.sun.max() <= 1 and not p.sun[sky].any()
+    cosine = np.clip(_world_normals(p, camera) @ STYLES["sunny summer"].sun_direction, 0, 1)
+    assert (p.sun[~sky] <= cosine[~sky] + 0.02).all()
+    assert (np.abs(p.sun - cosine)[~sky] < 0.02).mean() > 0.3
+    assert np.abs(autumn - p.sun).mean() > 0.05
 
 
 def test_depth_is_linear_distance_along_view_axis(run):

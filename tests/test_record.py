@@ -19,7 +19,8 @@ import torch
 
 from demo_game import record
 from demo_game.record import RecordError, record_dataset
-from models.io.data import ClipDataset, DataError, load_clip, make_loader, normalize_depth
+from models.io.data import (ClipDataset, DataError, collate, gbuffers_from_arrays, gbuffers_of, load_clip, make_loader,
+                            normalize_depth)
 
 SIZE = (32, 32)  # (W, H)
 FRAMES = 6
@@ -74,6 +75,8 @@ class FakeSession:
             normals=normals / np.linalg.norm(normals, axis=-1, keepdims=True),
             material=rng.integers(0, 9, hw, dtype=np.uint8),
             motion=rng.normal(0.0, 3.0, (*hw, 2)).astype(np.float32),
+            uv=rng.uniform(0.0, 1.0, (*hw, 2)).astype(np.float32),
+            ao=rng.uniform(0.0, 1.0, hw).astype(np.float32),
             index=self.frame - 1,
             t=(self.frame - 1) / self.config.fps,
         )
@@ -81,6 +84,10 @@ class FakeSession:
     def render_styles(self):
         hw = (self.config.height, self.config.width)
         return {name: self._rng(i + 1).integers(0, 256, (*hw, 3), dtype=np.uint8) for i, name in enumerate(FAKE_STYLES)}
+
+    def render_suns(self):
+        hw = (self.config.height, self.config.width)
+        return {name: self._rng(i + 100).uniform(0, 1, hw).astype(np.float32) for i, name in enumerate(FAKE_STYLES)}
 
 
 class SimulatedCrash(RuntimeError):
@@ -154,7 +161,7 @@ def test_round_trip_matches_contract(game: Game, tmp_path: Path):
     game.record(out, range(0, 2))
 
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["format"] == 1 and manifest["size"] == [32, 32] and manifest["frames"] == FRAMES
+    assert manifest["format"] == 2 and manifest["size"] == [32, 32] and manifest["frames"] == FRAMES
     assert manifest["fps"] == 30 and manifest["styles"] == game.styles
     assert manifest["clips"] == {
         f"seed_000{s}": {"seed": s, "file": f"seed_000{s}.safetensors", "frames": FRAMES} for s in (0, 1)
@@ -164,10 +171,13 @@ def test_round_trip_matches_contract(game: Game, tmp_path: Path):
     clip = load_clip(out, 1)
     expected = {"low": (np.uint8, (FRAMES, H, W, 3)), "depth": (np.float16, (FRAMES, H, W)),
                 "normals": (np.float16, (FRAMES, H, W, 3)), "material": (np.uint8, (FRAMES, H, W)),
-                "motion": (np.float16, (FRAMES, H, W, 2))}
+                "motion": (np.float16, (FRAMES, H, W, 2)), "uv": (np.float16, (FRAMES, H, W, 2)),
+                "ao": (np.float16, (FRAMES, H, W))}
     expected.update({f"style/{i}": (np.uint8, (FRAMES, H, W, 3)) for i in range(len(game.styles))})
+    expected.update({f"sun/{i}": (np.float16, (FRAMES, H, W)) for i in range(len(game.styles))})
     assert {k: (v.dtype, v.shape) for k, v in clip.items()} == {k: (np.dtype(d), s) for k, (d, s) in expected.items()}
-    assert all(np.isfinite(clip[k].astype(np.float32)).all() for k in ("depth", "normals", "motion"))
+    assert all(np.isfinite(clip[k].astype(np.float32)).all() for k in ("depth", "normals", "motion", "uv", "ao"))
+    assert clip["uv"].min() >= 0 and clip["uv"].max() <= 1 and clip["ao"].min() >= 0 and clip["ao"].max() <= 1
 
     if game.kind == "fake":  # the fake's frames are known exactly: check values land in the right slots
         session = FakeSession(FakeConfig(seed=1, width=W, height=H))
@@ -176,6 +186,7 @@ def test_round_trip_matches_contract(game: Game, tmp_path: Path):
             np.testing.assert_array_equal(clip["low"][f], packet.rgb)
             np.testing.assert_array_equal(clip["depth"][f], packet.depth.astype(np.float16))
             np.testing.assert_array_equal(clip["material"][f], packet.material)
+            np.testing.assert_array_equal(clip["uv"][f], packet.uv.astype(np.float16))
             np.testing.assert_array_equal(clip["style/2"][f], refs["neon"])
     else:  # the real game renders something, and the styles differ from the low-detail pass and each other
         assert clip["low"].std() > 0
@@ -187,13 +198,21 @@ def test_round_trip_matches_contract(game: Game, tmp_path: Path):
     item = dataset[len(game.styles) + 1]  # clip 0, second window, style 1
     assert item["start"].item() == 3 and item["seed"].item() == 0 and item["style_index"].item() == 1
     shapes = {"low": (3, 3, H, W), "style": (3, 3, H, W), "depth": (3, 1, H, W), "normals": (3, 3, H, W),
-              "material": (3, 1, H, W), "motion": (3, 2, H, W)}
+              "material": (3, 1, H, W), "motion": (3, 2, H, W), "uv": (3, 2, H, W), "ao": (3, 1, H, W),
+              "sun": (3, 1, H, W)}
     assert {k: tuple(item[k].shape) for k in shapes} == shapes
-    for key in ("low", "style", "depth"):
+    for key in ("low", "style", "depth", "uv", "ao", "sun"):
         assert item[key].dtype == torch.float32 and item[key].min() >= -1 and item[key].max() <= 1
     assert item["material"].dtype == torch.int64
     target = torch.from_numpy(load_clip(out, 0)["style/1"][3:6])  # (F, H, W, 3) uint8
     torch.testing.assert_close(item["style"], target.permute(0, 3, 1, 2).float() / 127.5 - 1)
+
+    # the runtime encodes a game's buffers exactly as training reads them from disk (style 1's sun here)
+    stored = load_clip(out, 0)
+    buffers = {name: stored[name][3:6].astype(np.float32) for name in ("depth", "normals", "uv", "ao")}
+    runtime = gbuffers_from_arrays({**buffers, "sun": stored["sun/1"][3:6].astype(np.float32)})
+    torch.testing.assert_close(runtime, gbuffers_of(collate([item]))[0])
+    assert gbuffers_from_arrays(buffers).shape[1] == 7  # no sun: the prefix the game handed over
 
     batch = next(iter(make_loader(out, batch=2, clip_frames=3, shuffle=True, seed=0)))
     assert batch["low"].shape == (2, 3, 3, H, W) and batch["motion"].shape == (2, 3, 2, H, W)

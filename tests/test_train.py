@@ -158,3 +158,39 @@ def test_init_starts_a_new_run_from_another_runs_weights(synthetic_clips, tmp_pa
     assert meta["train"]["loss_min_sigma"] == 0.5
     for name in a:  # lr 0: the second run's weights are exactly the first run's
         torch.testing.assert_close(b[name], a[name], atol=0, rtol=0, msg=name)
+
+
+def test_the_teacher_starts_from_the_regression_baseline(synthetic_clips, tmp_path):
+    """`--init RUN` on a backbone-v2 teacher takes RUN's regression weights when RUN holds no teacher."""
+    run = tmp_path / "run"
+    run_stage("regression", synthetic_clips, run, steps=2, batch=1, overrides=QUICK, arch="unet", **TINY)
+    teacher = tmp_path / "teacher"
+    lines = []
+    run_stage("teacher", synthetic_clips, teacher, steps=1, batch=1, overrides={**QUICK, "lr": 1e-12},
+              arch="unet", init=run, progress=lines.append, **TINY)
+    assert any("regression" in line for line in lines)
+    start = load_file(str(run / "regression.safetensors"))
+    after = load_file(str(teacher / "teacher.safetensors"))
+    assert torch.allclose(after["out.weight"].float(), start["out.weight"].float(), atol=1e-4)
+
+
+def test_model_options_change_backbone_v2_and_only_it(synthetic_clips, tmp_path):
+    run = tmp_path / "run"
+    run_stage("regression", synthetic_clips, run, steps=1, batch=1, overrides=QUICK, arch="unet",
+              model_options={"gbuffer_channels": 4}, **TINY)
+    assert json.loads((run / "regression.json").read_text())["config"]["gbuffer_channels"] == 4
+    with pytest.raises(TrainError, match="--model-option"):
+        run_stage("teacher", synthetic_clips, tmp_path / "dit", steps=1, model_options={"depth": 1}, **TINY)
+
+
+@pytest.mark.slow
+def test_make_train_v2_runs_its_profile_end_to_end(tmp_path):
+    """The tiny profile of `make train-v2`: the same commands as the CPU and GPU profiles, on 64×64 worlds."""
+    env = {**os.environ, "SDL_VIDEODRIVER": "offscreen", "SDL_AUDIODRIVER": "dummy"}
+    result = subprocess.run(["make", "-s", "train-v2", "PROFILE=tiny", f"V2_RUN={tmp_path / 'run'}",
+                             f"V2_DATA={tmp_path / 'data'}", f"V2_WORLDS={tmp_path / 'worlds'}"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    scores = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert {"input", "regression", "teacher"} <= set(scores["rows"])
+    assert json.loads((tmp_path / "run" / "teacher.json").read_text())["architecture"] == "unet"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models.network import flow
-from models.network.dit import Conditioning
+from models.network.dit import GBUFFER_CHANNELS, GEOMETRY_CHANNELS, Conditioning
 from models.network.unet import UNetDiT, flops_per_frame, make_config
 
 
@@ -30,7 +30,7 @@ def tiny_cond(b: int, f: int, seed: int = 1, history: bool = True) -> Conditioni
     def rand(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=g)
 
-    return Conditioning(low=rand(b, f, 3, h, w), gbuffers=rand(b, f, 4, h, w), style=rand(b, 384),
+    return Conditioning(low=rand(b, f, 3, h, w), gbuffers=rand(b, f, GBUFFER_CHANNELS, h, w), style=rand(b, 384),
                         history=rand(b, f, 4, h, w) if history else None)
 
 
@@ -92,6 +92,10 @@ def test_absent_structure_works_and_equals_dropping_it():
         out = model(x, sigma, absent)
         assert torch.isfinite(out).all() and not torch.allclose(out, given)
         torch.testing.assert_close(model(x, sigma, dropped), out)
+    # a game that hands over depth and normals but no uv and AO: the model reads its G-buffers as absent
+    geometry_only = Conditioning(**{**vars(cond), "gbuffers": cond.gbuffers[:, :, :GEOMETRY_CHANNELS]})
+    torch.testing.assert_close(model(x, sigma, geometry_only), model(x, sigma, Conditioning(**{**vars(cond),
+                                                                                               "gbuffers": None})))
     bare = model(x, sigma, Conditioning(style=cond.style), "bidirectional")   # a prompt alone
     assert bare.shape == x.shape and torch.isfinite(bare).all()
     with pytest.raises(ValueError, match="batch and frame count"):

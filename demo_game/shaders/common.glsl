@@ -53,3 +53,28 @@ vec3 tonemap(vec3 c) {
 }
 
 vec3 srgb(vec3 c) { return pow(c, vec3(2.2)); }
+
+// Face-aligned texture coordinates in world units: their fraction is the position within the block's face. The
+// reference textures are laid out by them, and the fast pass hands their fraction over as a G-buffer.
+vec2 face_uv(vec3 p, vec3 n) {
+    vec3 a = abs(n);
+    return a.y > 0.5 ? p.xz : (a.x > 0.5 ? p.zy : p.xy);
+}
+
+// The sun's shadow map (drawn once per style), read by the reference pass and the sun G-buffer.
+uniform sampler2DShadow u_shadow;
+uniform mat4 u_light_viewproj;
+uniform float u_shadow_texel;
+
+float shadow_at(vec3 p, vec3 n) {
+    vec4 lp = u_light_viewproj * vec4(p + n * 0.04, 1.0);
+    vec3 s = lp.xyz / lp.w * 0.5 + 0.5;
+    if (any(lessThan(s.xy, vec2(0.0))) || any(greaterThan(s.xy, vec2(1.0)))) return 1.0;
+    float sum = 0.0;
+    // Four bilinear PCF taps: soft edges without shimmering.
+    for (int i = 0; i < 4; i++) {
+        vec2 o = vec2((i & 1) * 2 - 1, (i >> 1) * 2 - 1) * 0.75 * u_shadow_texel;
+        sum += texture(u_shadow, vec3(s.xy + o, s.z - 0.0015));
+    }
+    return sum * 0.25;
+}

@@ -1,4 +1,4 @@
-// The fast pass: flat low-detail albedo plus the G-buffers, in one draw through three render targets.
+// The fast pass: flat low-detail albedo plus the G-buffers, in one draw through four render targets.
 in vec3 v_world;
 in vec3 v_normal;
 in vec3 v_view_normal;
@@ -14,6 +14,7 @@ uniform vec2 u_size;           // render target size in pixels
 layout(location = 0) out vec4 o_albedo;
 layout(location = 1) out vec4 o_normal;
 layout(location = 2) out vec4 o_data;   // linear depth, material id, motion x, motion y (pixels, y down)
+layout(location = 3) out vec4 o_surface;  // position within the block's face (u, v in [0, 1)), voxel AO, unused
 
 void main() {
     int m = int(v_mat + 0.5);
@@ -23,4 +24,5 @@ void main() {
     vec2 prev = v_prev_clip.xy / v_prev_clip.w;
     vec2 motion = (cur - prev) * 0.5 * u_size;
     o_data = vec4(v_depth, float(m), motion.x, -motion.y);
+    o_surface = vec4(fract(face_uv(v_world, normalize(v_normal))), v_ao, 0.0);
 }

@@ -12,9 +12,6 @@ in vec4 v_prev_clip;
 uniform vec3 u_cam_pos;
 uniform float u_ambient;
 uniform float u_fog_density;
-uniform sampler2DShadow u_shadow;
-uniform mat4 u_light_viewproj;
-uniform float u_shadow_texel;
 uniform vec3 u_gems[32];       // collectible centres: they light their surroundings
 uniform int u_gem_count;
 
@@ -24,25 +21,6 @@ const int GRASS = 1, DIRT = 2, SAND = 3, STONE = 4, WATER = 5, WOOD = 6, LEAVES 
           COBBLE = 10, GLASS = 11, GEM = 12, PLAYER = 13;
 
 struct Surface { vec3 albedo; float spec; float gloss; vec3 emit; };
-
-float shadow_at(vec3 p, vec3 n) {
-    vec4 lp = u_light_viewproj * vec4(p + n * 0.04, 1.0);
-    vec3 s = lp.xyz / lp.w * 0.5 + 0.5;
-    if (any(lessThan(s.xy, vec2(0.0))) || any(greaterThan(s.xy, vec2(1.0)))) return 1.0;
-    float sum = 0.0;
-    // Four bilinear PCF taps: soft edges without shimmering.
-    for (int i = 0; i < 4; i++) {
-        vec2 o = vec2((i & 1) * 2 - 1, (i >> 1) * 2 - 1) * 0.75 * u_shadow_texel;
-        sum += texture(u_shadow, vec3(s.xy + o, s.z - 0.0015));
-    }
-    return sum * 0.25;
-}
-
-// Face-aligned texture coordinates and the distance to the block's edge on this face.
-vec2 face_uv(vec3 p, vec3 n) {
-    vec3 a = abs(n);
-    return a.y > 0.5 ? p.xz : (a.x > 0.5 ? p.zy : p.xy);
-}
 
 vec3 neon_color(int m) {
     if (m == GRASS) return vec3(0.05, 1.0, 0.55);

@@ -12,6 +12,10 @@ Every item is a dict of tensors, frame-major as inside the models, (F, C, H, W):
     normals      float32 (F, 3, H, W)  view-space unit normals (x right, y up, z to the camera); sky = 0
     material     int64   (F, 1, H, W)  material id, 0 = sky (raw ids: embedding or one-hot is the model's choice)
     motion       float32 (F, 2, H, W)  screen-space motion to the previous frame, in pixels (dx right, dy down)
+    uv           float32 (F, 2, H, W)  position within the block's face, [0, 1) mapped to [-1, 1]; sky = -1
+    ao           float32 (F, 1, H, W)  voxel ambient occlusion, [0, 1] mapped to [-1, 1]; sky = -1
+    sun          float32 (F, 1, H, W)  direct sunlight of the target style's sun (cosine × shadow), [0, 1] mapped to
+                                       [-1, 1]; sky = -1
     style_index  int64   ()            index into the manifest's "styles"
     seed, start  int64   ()            which clip and which first frame the window came from
 A loader stacks these into (B, F, C, H, W).
@@ -31,7 +35,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file
 from torch.utils.data import DataLoader, Dataset
 
-FORMAT = 1
+FORMAT = 2  # 2 added the uv, ao and per-style sun G-buffers
 MANIFEST = "manifest.json"
 # The game's far plane (GameConfig.far, in blocks); the sky is recorded at this depth. Depth beyond it is clamped.
 DEPTH_FAR = 120.0
@@ -39,7 +43,7 @@ OPEN_SHARDS = 64  # memory-mapped shards kept open per process; older ones are c
 
 # What each stored tensor must look like: name -> (safetensors dtype, trailing dims after (F, H, W)).
 _STORED = {"low": ("U8", (3,)), "depth": ("F16", ()), "normals": ("F16", (3,)), "material": ("U8", ()),
-           "motion": ("F16", (2,))}
+           "motion": ("F16", (2,)), "uv": ("F16", (2,)), "ao": ("F16", ())}
 _RERUN = "rerun `restyler record-data` with the same --out, --seeds, --frames and --size to re-record it"
 
 
@@ -49,6 +53,10 @@ class DataError(RuntimeError):
 
 def style_key(index: int) -> str:
     return f"style/{index}"
+
+
+def sun_key(index: int) -> str:
+    return f"sun/{index}"
 
 
 def read_manifest(root: Path | str) -> dict[str, Any]:
@@ -65,7 +73,8 @@ def read_manifest(root: Path | str) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path} is not a valid manifest ({exc!r}); record the data again into a fresh --out") from None
     if fmt != FORMAT:
-        raise DataError(f"{path} has format {fmt!r}; this version reads format {FORMAT}")
+        raise DataError(f"{path} has format {fmt!r}; this version reads format {FORMAT}: record the clips again "
+                        "into a fresh --out")
     return manifest
 
 
@@ -100,6 +109,7 @@ def _check_shard(path: Path, frames: int, size: tuple[int, int], n_styles: int) 
     width, height = size
     expected = dict(_STORED)
     expected.update({style_key(i): ("U8", (3,)) for i in range(n_styles)})
+    expected.update({sun_key(i): ("F16", ()) for i in range(n_styles)})
     try:
         with safe_open(str(path), framework="pt") as f:
             missing = sorted(set(expected) - set(f.keys()))
@@ -224,6 +234,9 @@ class ClipDataset(Dataset):
             "normals": read("normals").movedim(-1, 1).float().contiguous(),            # (F, 3, H, W)
             "material": read("material").long().unsqueeze(1),                          # (F, 1, H, W)
             "motion": read("motion").movedim(-1, 1).float().contiguous(),              # (F, 2, H, W)
+            "uv": read("uv").movedim(-1, 1).float().mul(2.0).sub(1.0).contiguous(),   # (F, 2, H, W)
+            "ao": read("ao").float().mul(2.0).sub(1.0).unsqueeze(1),                  # (F, 1, H, W)
+            "sun": read(sun_key(style_index)).float().mul(2.0).sub(1.0).unsqueeze(1), # (F, 1, H, W)
             "style_index": torch.tensor(style_index),
             "seed": torch.tensor(seed),
             "start": torch.tensor(start),
@@ -235,9 +248,29 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
+# The G-buffer channels the models read, in order; a model reads the first `gbuffer_channels` of them (the DiT only
+# depth and normals), so a game that hands over a prefix of this list serves every model that reads no further.
+GBUFFERS = (("depth", 1), ("normals", 3), ("uv", 2), ("ao", 1), ("sun", 1))
+
+
 def gbuffers_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(B, F, 4, H, W): log depth and normals, the G-buffer channels the model reads."""
-    return torch.cat([batch["depth"], batch["normals"]], 2)
+    """(B, F, 8, H, W): every channel of GBUFFERS, in order."""
+    return torch.cat([batch[name] for name, _ in GBUFFERS], 2)
+
+
+def gbuffers_from_arrays(buffers: dict[str, np.ndarray | None]) -> torch.Tensor:
+    """The runtime's side of gbuffers_of: a packet's buffers stacked over K frames (depth (K, H, W), normals
+    (K, H, W, 3), uv (K, H, W, 2), ao and sun (K, H, W)) -> (K, C, H, W) in the training encoding, C counting the
+    channels of GBUFFERS up to the first buffer the game did not hand over."""
+    parts = []
+    for name, _ in GBUFFERS:
+        array = buffers.get(name)
+        if array is None:
+            break
+        x = torch.from_numpy(np.ascontiguousarray(array)).float()
+        x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
+        parts.append(normalize_depth(x) if name == "depth" else x if name == "normals" else x * 2 - 1)
+    return torch.cat(parts, 1)
 
 
 def make_loader(root: Path | str, batch: int, clip_frames: int, *, styles: Sequence[str | int] | None = None,

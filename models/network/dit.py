@@ -37,7 +37,8 @@ from torch import nn
 from models.network.kv_cache import KVCache
 
 AttentionMode = Literal["bidirectional", "block_causal"]
-GBUFFER_CHANNELS = 4  # log depth (1) + view-space normals (3), see models.io.data
+GBUFFER_CHANNELS = 8  # log depth (1), view-space normals (3), uv (2), AO (1), sun (1): models.io.data.GBUFFERS
+GEOMETRY_CHANNELS = 4  # the DiT reads the first four (depth and normals); backbone v2 may read all
 TEXT_DIM = 384  # MiniLM sentence embedding width, see models.network.prompt
 
 
@@ -248,7 +249,8 @@ class Conditioning:
     capture has no G-buffers; guidance's unconditional branch has no style).
 
     low        (B, F, C, H, W)  the low-detail frame in model space (pixels, or its latents)
-    gbuffers   (B, F, 4, Hpx, Wpx)  log depth + normals at full pixel resolution
+    gbuffers   (B, F, 8, Hpx, Wpx)  log depth, normals, uv, AO and sun at full pixel resolution (fewer from a
+               game that hands over a prefix of models.io.data.GBUFFERS)
     style      (B, 384)  MiniLM style embedding
     history    (B, F, 4, H, W)  the previous output warped to this frame and where that is valid (backbone v2 only)
     keep_*     (B,) bool  training-time dropout: False replaces that sample's part by its "absent" embedding
@@ -295,7 +297,7 @@ class PixelHead(nn.Module):
 
     def __init__(self, cfg: DiTConfig):
         super().__init__()
-        inputs = cfg.head_channels + 2 * cfg.channels + GBUFFER_CHANNELS
+        inputs = cfg.head_channels + 2 * cfg.channels + GEOMETRY_CHANNELS
         self.mlp = nn.Sequential(nn.Linear(inputs, cfg.head_hidden), nn.SiLU(), nn.Linear(cfg.head_hidden, cfg.channels))
 
     def forward(self, features: torch.Tensor, x_t: torch.Tensor, low: torch.Tensor, gbuffers: torch.Tensor
@@ -329,7 +331,7 @@ class VideoDiT(nn.Module):
         pixel_patch = p * cfg.down
         self.x_embed = nn.Linear(cfg.channels * p * p, d)
         self.low_embed = nn.Linear(cfg.channels * p * p, d)
-        self.gbuffer_embed = nn.Linear(GBUFFER_CHANNELS * pixel_patch * pixel_patch, d)
+        self.gbuffer_embed = nn.Linear(GEOMETRY_CHANNELS * pixel_patch * pixel_patch, d)
         self.absent_low = nn.Parameter(torch.zeros(d))
         self.absent_gbuffers = nn.Parameter(torch.zeros(d))
         self.register_buffer("pos_embed", sincos_2d(cfg.grid, d), persistent=False)  # (T, D)
@@ -374,7 +376,7 @@ class VideoDiT(nn.Module):
         if cond.gbuffers is None:
             tokens = tokens + self.absent_gbuffers
         else:
-            g = self.gbuffer_embed(patchify(cond.gbuffers, cfg.patch * cfg.down))
+            g = self.gbuffer_embed(patchify(cond.gbuffers[:, :, :GEOMETRY_CHANNELS], cfg.patch * cfg.down))
             tokens = tokens + _select(cond.keep_gbuffers, g, self.absent_gbuffers)
         return tokens + self.pos_embed, frame_modulation(self, sigma, cond)
 
@@ -391,11 +393,12 @@ class VideoDiT(nn.Module):
         b, f, _, h, w = x_t.shape
         low = torch.zeros_like(x_t) if cond.low is None else cond.low * _keep_mask(cond.keep_low, cond.low)
         if cond.gbuffers is None:
-            gbuffers = x_t.new_zeros(b, f, GBUFFER_CHANNELS, h, w)
+            gbuffers = x_t.new_zeros(b, f, GEOMETRY_CHANNELS, h, w)
         else:
-            gbuffers = cond.gbuffers * _keep_mask(cond.keep_gbuffers, cond.gbuffers)
+            geometry = cond.gbuffers[:, :, :GEOMETRY_CHANNELS]
+            gbuffers = geometry * _keep_mask(cond.keep_gbuffers, geometry)
             if self.cfg.down > 1:  # latent space: average the G-buffers over each latent cell
-                gbuffers = F.avg_pool2d(gbuffers.flatten(0, 1), self.cfg.down).view(b, f, GBUFFER_CHANNELS, h, w)
+                gbuffers = F.avg_pool2d(gbuffers.flatten(0, 1), self.cfg.down).view(b, f, GEOMETRY_CHANNELS, h, w)
         return low, gbuffers
 
     def prepare(self, cond: Conditioning, b: int | None = None, f: int | None = None) -> Conditioning:
@@ -509,10 +512,10 @@ def flops_per_frame(cfg: DiTConfig, context_frames: int) -> float:
     layers of every block, attention scores and mixing, and the token projections in and out."""
     t, d = cfg.tokens_per_frame, cfg.hidden
     p = cfg.patch
-    token_in = cfg.channels * p * p * 2 + GBUFFER_CHANNELS * (p * cfg.down) ** 2
+    token_in = cfg.channels * p * p * 2 + GEOMETRY_CHANNELS * (p * cfg.down) ** 2
     per_token_block = 2 * (4 * d * d + 2 * cfg.mlp_ratio * d * d) + 2 * 2 * context_frames * t * d
     per_token = cfg.depth * per_token_block + 2 * d * token_in + 2 * d * cfg.head_channels * p * p
-    head_inputs = cfg.head_channels + 2 * cfg.channels + GBUFFER_CHANNELS
+    head_inputs = cfg.head_channels + 2 * cfg.channels + GEOMETRY_CHANNELS
     per_cell = 2 * (head_inputs * cfg.head_hidden + cfg.head_hidden * cfg.channels)
     h, w = cfg.sample_size
     return float(per_token * t + per_cell * h * w)

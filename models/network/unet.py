@@ -54,6 +54,9 @@ class UNetConfig:
     text_dim: int = TEXT_DIM
     space: str = "pixel"  # the U-Net always works on pixels; the name is shared with DiTConfig
     down: int = 1
+    # G-buffer channels read, in the order of models.io.data.GBUFFERS: 8 = depth, normals, uv, AO, sun; 7 without
+    # the sun; 4 = depth and normals only (docs/model.md measures what each adds)
+    gbuffer_channels: int = GBUFFER_CHANNELS
 
     def __post_init__(self) -> None:
         h, w = self.frame_size
@@ -86,10 +89,12 @@ class UNetConfig:
         return self.frame_size
 
 
-# Named sizes. tiny is for tests.
+# Named sizes: S trains on the 2-core CPU (6.1 M parameters); M is the GPU profile's (`make train-v2 PROFILE=gpu`:
+# twice the widths and the transformer width, 24 M parameters, 48 MB in fp16); tiny is for tests.
 SIZES: dict[str, dict] = {
     "tiny": dict(widths=(8, 8, 16), token_patch=2, hidden=32, depth=2, heads=2, frame_size=(64, 64)),
     "S": dict(widths=(16, 32, 64, 128), hidden=192, depth=6, heads=6, frame_size=(128, 128)),
+    "M": dict(widths=(32, 64, 128, 256), hidden=384, depth=6, heads=6, frame_size=(128, 128)),
 }
 
 
@@ -135,7 +140,7 @@ class StructureEncoder(nn.Module):
 
     def __init__(self, cfg: UNetConfig):
         super().__init__()
-        inputs = cfg.channels + GBUFFER_CHANNELS + HISTORY_CHANNELS + PRESENCE_FLAGS
+        inputs = cfg.channels + cfg.gbuffer_channels + HISTORY_CHANNELS + PRESENCE_FLAGS
         self.stem = nn.Conv2d(inputs, cfg.widths[0], 3, padding=1)
         self.blocks = nn.ModuleList(ResBlock(w) for w in cfg.widths)
         widths = cfg.widths
@@ -202,9 +207,15 @@ class UNetDiT(nn.Module):
                          ) -> torch.Tensor:
         """(B·F, inputs, H, W): every structure part, zero where absent or dropped, and a presence flag each."""
         h, w = self.cfg.frame_size
+        gb_channels = self.cfg.gbuffer_channels
+        gbuffers = cond.gbuffers
+        if gbuffers is not None and gbuffers.shape[2] < gb_channels:
+            gbuffers = None  # the game hands over fewer buffers than this model reads: it reads them as absent
+        elif gbuffers is not None:
+            gbuffers = gbuffers[:, :, :gb_channels]
         parts, flags = [], []
         for tensor, keep, channels in ((cond.low, cond.keep_low, self.cfg.channels),
-                                       (cond.gbuffers, cond.keep_gbuffers, GBUFFER_CHANNELS),
+                                       (gbuffers, cond.keep_gbuffers, gb_channels),
                                        (cond.history, cond.keep_history, HISTORY_CHANNELS)):
             if tensor is None:
                 parts.append(torch.zeros(b, f, channels, h, w, device=device, dtype=dtype))
@@ -315,7 +326,7 @@ def flops_per_frame(cfg: UNetConfig, context_frames: int, steps: int = 1) -> flo
     def res_block(ch: int, level: int) -> float:
         return 2 * conv(ch, ch, level)
 
-    structure_in = cfg.channels + GBUFFER_CHANNELS + HISTORY_CHANNELS + PRESENCE_FLAGS
+    structure_in = cfg.channels + cfg.gbuffer_channels + HISTORY_CHANNELS + PRESENCE_FLAGS
     structure = conv(structure_in, widths[0], 0) + sum(res_block(c, lvl) for lvl, c in enumerate(widths))
     structure += sum(conv(a, b, lvl + 1) for lvl, (a, b) in enumerate(zip(widths, widths[1:])))
     d, t = cfg.hidden, cfg.tokens_per_frame

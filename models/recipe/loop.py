@@ -163,6 +163,11 @@ def setup_distributed(device: str) -> Distributed:
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if device == "cuda" and not torch.cuda.is_available():
         raise TrainError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+    if use_cuda:
+        # TF32 matmuls and convolutions: fp32 storage and the same code as the CPU, at tensor-core speed
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     if world == 1:
         return Distributed(device=torch.device("cuda" if use_cuda else "cpu"))
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
@@ -324,7 +329,7 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
         start = int(meta["step"])
         say(f"resuming {stage.name} in {run} at step {start}")
     elif resume:
-        say(f"nothing to resume in {run}; starting {stage.name} from scratch")
+        say(f"nothing to resume in {run}; starting {stage.name} at step 0")
 
     def save(step: int) -> None:
         if not dist_info.main:

@@ -49,7 +49,8 @@ def run_stage(stage: str, data: Path, run: Path, *, size: str = "S", prompts: di
               resume: bool = False, device: str = "auto", overrides: dict[str, Any] | None = None,
               init: Path | None = None, sampler: StudentSampler | None = None, pair_clips: int = 128,
               dmd_cfg: dmd.DmdConfig | None = None, gen_cfg: gen.GenConfig | None = None,
-              progress: Callable[[str], None] = print) -> dict[str, Any]:
+              model_options: dict[str, Any] | None = None, progress: Callable[[str], None] = print
+              ) -> dict[str, Any]:
     """Train `stage` into `run` from the recorded clips in `data`; returns the last log record.
 
     size, prompts, space   the teacher's (or regression's) model size, style prompts and space (pixel or latents)
@@ -58,6 +59,7 @@ def run_stage(stage: str, data: Path, run: Path, *, size: str = "S", prompts: di
     sampler                ode only: how the student will stream (its levels fix which teacher states are kept)
     pair_clips             ode only: teacher trajectories to make
     dmd_cfg, gen_cfg       the dmd and gen stages' own settings
+    model_options          backbone v2 only: UNetConfig fields changed from the named size's (ablations)
     """
     cfg = default_config(stage)
     known = {f.name for f in fields(TrainConfig)}
@@ -72,17 +74,22 @@ def run_stage(stage: str, data: Path, run: Path, *, size: str = "S", prompts: di
         raise TrainError("--timesteps, --refresh, --noise and --reset-every belong to the ode stage (the student "
                          "keeps the sampler it was initialised with; `models.recipe.export` can change it for "
                          "shipping)")
+    if model_options and not (stage == "regression" or (stage == "teacher" and arch == "unet")):
+        raise TrainError("--model-option changes backbone v2's config: use it with `train regression` or "
+                         "`train teacher --arch unet`")
     dist_info = setup_distributed(device)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank and every fresh start
     try:
         if stage in ("autoencoder", "teacher", "regression"):
-            built = _first_stage(stage, data, run, cfg, size, prompts or {}, space, arch, dist_info)
+            built = _first_stage(stage, data, run, cfg, size, prompts or {}, space, arch, dist_info,
+                                 model_options or {})
             if init is not None and not checkpoint.exists(run / "state", built.name):
-                tensors, meta = checkpoint.load_checkpoint(init, built.name,
+                source = _init_source(built.name, arch, init)
+                tensors, meta = checkpoint.load_checkpoint(init, source,
                                                            hint="--init takes a run directory that holds it")
-                checkpoint.load_into(built.model, {k: v.float() for k, v in tensors.items()}, f"{init}/{built.name}")
+                checkpoint.load_into(built.model, {k: v.float() for k, v in tensors.items()}, f"{init}/{source}")
                 if dist_info.main:
-                    progress(f"starting {built.name} from {init} (step {meta.get('step')})")
+                    progress(f"starting {built.name} from {init}/{source} (step {meta.get('step')})")
             return train(built, run, cfg, dist_info, resume, progress)
         if init is not None:
             _take_from_init(init, run, dist_info)
@@ -104,7 +111,7 @@ def run_stage(stage: str, data: Path, run: Path, *, size: str = "S", prompts: di
 
 
 def _first_stage(stage: str, data: Path, run: Path, cfg: TrainConfig, size: str, prompts: dict[str, list[str]],
-                 space: str, arch: str, dist_info: Distributed) -> Stage:
+                 space: str, arch: str, dist_info: Distributed, model_options: dict[str, Any]) -> Stage:
     """The autoencoder, teacher or regression stage, which start from nothing (or from `--init` weights)."""
     run.mkdir(parents=True, exist_ok=True)
     if stage == "autoencoder":
@@ -115,8 +122,8 @@ def _first_stage(stage: str, data: Path, run: Path, cfg: TrainConfig, size: str,
         if space != "pixel":
             raise TrainError("backbone v2 works on pixels; drop --space latent")
         try:
-            model_cfg = unet.make_config(size, clip_frames=cfg.clip_frames)
-        except ValueError as exc:
+            model_cfg = unet.make_config(size, **{"clip_frames": cfg.clip_frames, **model_options})
+        except (ValueError, TypeError) as exc:
             raise TrainError(f"backbone v2: {exc}") from None
         clips = RecipeData(data, run, cfg, model_cfg, prompts, dist_info.device)
         built = regression.RegressionStage(clips) if stage == "regression" else TeacherStage(clips)
@@ -129,6 +136,16 @@ def _first_stage(stage: str, data: Path, run: Path, cfg: TrainConfig, size: str,
     built = TeacherStage(RecipeData(data, run, cfg, make_config(size, **extra), prompts, dist_info.device))
     _check_frame_size(built.dataset, built.dit_cfg, size, data)
     return built
+
+
+def _init_source(name: str, arch: str, init: Path) -> str:
+    """Which network of `init` a first stage starts from: its own, or for a backbone-v2 teacher the regression
+    baseline when `init` holds no teacher. The regression is the same network trained to predict the conditional
+    mean from structure alone, which is what the teacher must predict at σ = 1 (docs/model.md measures the gain)."""
+    if name == "teacher" and arch == "unet" and not checkpoint.exists(init, "teacher") \
+            and checkpoint.exists(init, "regression"):
+        return "regression"
+    return name
 
 
 def _check_frame_size(dataset: Any, model_cfg: Any, size: str, data: Path) -> None:
