@@ -25,6 +25,7 @@ def measure(sizes: list[tuple[int, int]], frames: int, seed: int) -> list[tuple[
                 game.render_fast(size)
                 for style in STYLES.values():
                     game.render_style(style, size)
+                    game.render_sun(style, size)
         ticks = []
         timings: dict[tuple[str, tuple[int, int]], list[float]] = {}
         for _ in range(frames):
@@ -35,6 +36,9 @@ def measure(sizes: list[tuple[int, int]], frames: int, seed: int) -> list[tuple[
                 t0 = time.perf_counter()
                 game.render_fast(size)
                 timings.setdefault(("fast pass (low-detail + G-buffers)", size), []).append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                game.render_sun("sunny summer", size)
+                timings.setdefault(("sun G-buffer (one style)", size), []).append(time.perf_counter() - t0)
                 for name, style in STYLES.items():
                     t0 = time.perf_counter()
                     game.render_style(style, size)
