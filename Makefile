@@ -72,6 +72,8 @@ train: setup
 #   gpu   one CUDA GPU (picked up by --device auto), size M (24 M parameters, 48 MB in fp16) and larger batches,
 #         sized for about 9 minutes of training on an H100-class GPU
 #   tiny  64x64 worlds and the tiny model in a few minutes on the CPU: what tests/test_train.py runs
+# Every profile trains on many short clips a step (2 frames for the regression, 4 for the teacher) and samples the
+# teacher without guidance: both measured better in docs/model.md.
 PROFILE ?= cpu
 V2_RUN ?= runs/v2_$(PROFILE)
 V2_DATA ?= data/v2_$(PROFILE)
@@ -79,20 +81,20 @@ V2_WORLDS ?= out/eval_worlds
 ifeq ($(PROFILE),gpu)
 V2_RECORD := --seeds 0:64 --frames 120 --size 128x128
 V2_MODEL := --size M
-V2_REGRESSION := --steps 3000 --batch 16
-V2_TEACHER := --steps 6000 --batch 16
+V2_REGRESSION := --steps 3000 --batch 64 --clip-frames 2
+V2_TEACHER := --steps 6000 --batch 32 --clip-frames 4 --guidance 1
 V2_EVAL := --seeds 1000:1003 --frames 24 --teacher-steps 50
 else ifeq ($(PROFILE),tiny)
 V2_RECORD := --seeds 0:2 --frames 16 --size 64x64
 V2_MODEL := --size tiny
-V2_REGRESSION := --steps 4 --batch 1
-V2_TEACHER := --steps 4 --batch 1
+V2_REGRESSION := --steps 4 --batch 2 --clip-frames 2
+V2_TEACHER := --steps 4 --batch 2 --clip-frames 4 --guidance 1
 V2_EVAL := --seeds 1000:1001 --frames 8 --teacher-steps 2
 else
 V2_RECORD := --seeds 0:32 --frames 48 --size 128x128
 V2_MODEL := --size S
-V2_REGRESSION := --steps 1500 --batch 1
-V2_TEACHER := --steps 1800 --batch 2
+V2_REGRESSION := --steps 1500 --batch 4 --clip-frames 2
+V2_TEACHER := --steps 1500 --batch 4 --clip-frames 4 --guidance 1
 V2_EVAL := --seeds 1000:1003 --frames 24 --teacher-steps 25
 endif
 train-v2: setup

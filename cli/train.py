@@ -30,6 +30,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch", type=positive_int, default=None, metavar="N",
                    help="global batch (clips for the teacher, frames for the autoencoder), split over torchrun "
                         "processes; default: the recipe's value; halve it if memory runs out")
+    p.add_argument("--clip-frames", type=positive_int, default=None, metavar="F",
+                   help="teacher and regression: frames per clip (a multiple of the student's 2-frame chunk); "
+                        "default 8. More, shorter clips a step vary the batch at the same cost (docs/model.md)")
     p.add_argument("--arch", choices=["dit", "unet"], default="dit",
                    help="teacher only: the shipped video transformer (dit), or backbone v2 (unet: a full-resolution "
                         "U-Net around the transformer, docs/model.md); the later stages take the teacher's")
@@ -44,6 +47,9 @@ def add_parser(sub) -> None:
     p.add_argument("--init", type=Path, default=None, metavar="RUN",
                    help="start from this stage's weights in another run directory (fine-tuning with new settings); "
                         "dmd and gen: from RUN's finished student, e.g. a second pass with --temporal")
+    p.add_argument("--guidance", type=positive_float, default=None, metavar="G",
+                   help="teacher only: the style guidance its sampler keeps (default 1.5; 1 is one pass a step and "
+                        "the closer picture, docs/model.md); the later stages inherit it")
     p.add_argument("--loss-min-sigma", type=positive_float, default=None, metavar="S",
                    help="teacher only: floor of σ in the 1/σ² loss weight; 0.05 (default) favours fine detail, "
                         "0.5 the high-noise levels where the model learns to read structure and style")
@@ -83,8 +89,12 @@ def run(args: argparse.Namespace) -> int:
     changes = sampler_changes(args)
     dmd_cfg = DmdConfig(fake_updates=args.fake_updates, real_guidance=args.real_guidance, rollout=args.rollout,
                         regression=args.regression, temporal=args.temporal)
-    # --loss-min-sigma and --space are the teacher's; the later stages keep their own recipe values
-    overrides = {"lr": args.lr, "loss_min_sigma": args.loss_min_sigma if args.stage == "teacher" else None}
+    # the teacher's own settings: the later stages inherit them from its checkpoint
+    teacher_only = {"loss_min_sigma": args.loss_min_sigma, "guidance": args.guidance}
+    if args.stage != "teacher" and any(v is not None for v in teacher_only.values()):
+        return error("train", "--loss-min-sigma and --guidance are the teacher's settings; the later stages "
+                              "inherit them from its checkpoint")
+    overrides = {"lr": args.lr, "clip_frames": args.clip_frames, **teacher_only}
     try:
         run_stage(args.stage, args.data, args.out, size=args.size, prompts=prompts, space=args.space, arch=args.arch,
                   steps=args.steps, batch=args.batch, resume=args.resume, device=args.device, overrides=overrides,

@@ -183,6 +183,17 @@ def test_model_options_change_backbone_v2_and_only_it(synthetic_clips, tmp_path)
         run_stage("teacher", synthetic_clips, tmp_path / "dit", steps=1, model_options={"depth": 1}, **TINY)
 
 
+def test_clip_frames_sets_the_clip_of_the_first_stages_only(synthetic_clips, tmp_path):
+    """More, shorter clips a step (docs/model.md): the clip length reaches backbone v2's config; the stages after
+    the teacher take the teacher's and refuse their own."""
+    run = tmp_path / "run"
+    run_stage("regression", synthetic_clips, run, steps=1, batch=2, overrides={**QUICK, "clip_frames": 2},
+              arch="unet", **TINY)
+    assert json.loads((run / "regression.json").read_text())["config"]["clip_frames"] == 2
+    with pytest.raises(TrainError, match="--clip-frames"):
+        run_stage("ode", synthetic_clips, run, overrides={"clip_frames": 2}, **TINY)
+
+
 @pytest.mark.slow
 def test_make_train_v2_runs_its_profile_end_to_end(tmp_path):
     """The tiny profile of `make train-v2`: the same commands as the CPU and GPU profiles, on 64×64 worlds."""

@@ -9,7 +9,7 @@ import torch
 
 from models.network import flow
 from models.network.dit import GBUFFER_CHANNELS, GEOMETRY_CHANNELS, Conditioning
-from models.network.unet import UNetDiT, flops_per_frame, make_config
+from models.network.unet import UNetDiT, flops_per_frame, make_config, periodic_uv
 
 
 def tiny_model(seed: int = 0) -> UNetDiT:
@@ -121,6 +121,32 @@ def test_the_structure_encoder_runs_once_per_frame_however_many_steps():
     assert calls == [8]
 
 
+def test_periodic_uv_puts_block_edges_at_cos_one_and_is_continuous_across_them():
+    """uv arrives as 2·fraction − 1; the structure encoder reads sin/cos of 2π·k·fraction instead, so a block edge
+    (fraction 0 or 1) is cos = 1 on both sides, and every other channel passes through unchanged."""
+    cfg = make_config("tiny", uv_harmonics=2)
+    fraction = torch.tensor([0.0, 0.001, 0.5, 0.999])
+    gbuffers = torch.randn(1, 1, GBUFFER_CHANNELS, 1, 4)
+    gbuffers[0, 0, 4] = 2 * fraction - 1                      # u varies, v stays at the face's middle
+    gbuffers[0, 0, 5] = 0.0
+    out = periodic_uv(gbuffers, cfg)
+    assert out.shape[2] == cfg.structure_gbuffer_channels == GBUFFER_CHANNELS - 2 + 4 * 2
+    cos_u = out[0, 0, 6, 0]                                   # order: sin u, sin v, cos u, cos v for k = 1, then k = 2
+    torch.testing.assert_close(cos_u, torch.cos(2 * torch.pi * fraction))
+    assert cos_u[0] == pytest.approx(1.0) and cos_u[2] == pytest.approx(-1.0)
+    assert abs(cos_u[1] - cos_u[3]) < 1e-4                    # the two sides of an edge read the same
+    torch.testing.assert_close(out[:, :, :4], gbuffers[:, :, :4])
+    torch.testing.assert_close(out[:, :, -2:], gbuffers[:, :, -2:])
+    # a model reading raw uv (the first format-2 models), or fewer buffers than uv, is left as it is
+    assert periodic_uv(gbuffers, make_config("tiny", uv_harmonics=0)) is gbuffers
+    assert make_config("tiny", uv_harmonics=2, gbuffer_channels=4).structure_gbuffer_channels == 4
+    torch.manual_seed(0)
+    model = UNetDiT(cfg).eval()
+    with torch.no_grad():
+        out = model(sample(1, 4), torch.full((1, 4), 0.5), tiny_cond(1, 4))
+    assert out.shape == sample(1, 4).shape and torch.isfinite(out).all()
+
+
 def test_flops_per_frame_matches_a_counted_forward():
     """The formula against torch's own count of every convolution, linear layer and attention product (attention
     in its math form, so the products are visible to the counter)."""
@@ -142,6 +168,27 @@ def test_configs_refuse_sizes_that_do_not_tile():
         make_config("tiny", frame_size=(30, 32))
     with pytest.raises(ValueError, match="unknown model size"):
         make_config("XL")
+    with pytest.raises(ValueError, match="structure_from_level must be a level"):
+        make_config("tiny", structure_from_level=3)
+
+
+@torch.no_grad()
+def test_structure_from_the_coarsest_level_only_ignores_the_finer_features():
+    """The structure-path ablation: with structure_from_level at the token level, the full-resolution structure
+    features no longer reach the sample's U-Net."""
+    torch.manual_seed(0)
+    model = UNetDiT(make_config("tiny", structure_from_level=2)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x, sigma = sample(1, 4), torch.full((1, 4), 0.5)
+    cond = model.prepare(tiny_cond(1, 4))
+    finer_zeroed = [torch.zeros_like(t) for t in cond.structure[:-1]] + [cond.structure[-1]]
+    torch.testing.assert_close(model(x, sigma, Conditioning(**{**vars(cond), "structure": finer_zeroed})),
+                               model(x, sigma, cond))
+    coarse_zeroed = cond.structure[:-1] + [torch.zeros_like(cond.structure[-1])]
+    assert not torch.allclose(model(x, sigma, Conditioning(**{**vars(cond), "structure": coarse_zeroed})),
+                              model(x, sigma, cond))
 
 
 @pytest.mark.slow

@@ -122,10 +122,11 @@ def _frame_scores(out: torch.Tensor, ref: torch.Tensor, period: int) -> dict[str
 def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | None = None,
              teacher_steps: int | None = None, sampler: StudentSampler | None = None, seed: int = 0,
              device: torch.device | str = "cpu", rows: tuple[str, ...] | None = None, switch: str = "reset",
-             progress: Callable[[str], None] = print) -> EvalResult:
+             teacher_guidance: float | None = None, progress: Callable[[str], None] = print) -> EvalResult:
     """Score every row on the first `frames` frames of every clip and style in `clips_dir`; the drift on the one
     clip of `drift_dir` (skipped when None); the style switch on every clip, each style switching to the next.
-    `sampler` overrides the student's own (ablations of t*, steps and cache refresh at evaluation time); `rows`
+    `sampler` overrides the student's own (ablations of t*, steps and cache refresh at evaluation time), and
+    `teacher_steps` / `teacher_guidance` the teacher's; `rows`
     limits the rows run (ablations skip the slow teacher), the others score None. By default every row whose
     network the model directory holds runs; the drift and the style switch need a student."""
     unknown = [r for r in (rows or ()) if r not in ROWS]
@@ -154,6 +155,8 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
     encoder = PromptEncoder.shared()
     style_table = encoder.encode([m.prompts[name][0] for name in data.style_names])  # the first training prompt
     steps = None if m.teacher is None else teacher_steps or m.teacher_sampler["steps"]
+    guidance = None if m.teacher is None else (
+        m.teacher_sampler["guidance"] if teacher_guidance is None else teacher_guidance)
     wanted = set(rows or ROWS) | {"input"}
     rows = [r for r in ROWS if r in wanted and m.has(r)]
     per_clip: dict[str, list[dict[str, float]]] = {r: [] for r in rows}
@@ -189,7 +192,7 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
             shape = (b, window, m.teacher.cfg.channels, *m.teacher.cfg.sample_size)
             outputs["teacher"] = torch.cat([m.decode(sample_teacher(
                 m.teacher, cond.frames(slice(s, s + window)), shape, steps, m.teacher_sampler["shift"],
-                m.teacher_sampler["guidance"], rng_for(world, "teacher"), device)[0]).cpu()
+                guidance, rng_for(world, "teacher"), device)[0]).cpu()
                 for s in range(0, frames, window)], 1)
             seconds["teacher"] += time.perf_counter() - tick
         for row, model, no_context in (("student", m.student, False), ("no_dmd", m.no_dmd, False),
@@ -232,7 +235,7 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
     clips = len(per_clip["input"])
     result.details = {
         "clips": clips, "frames": frames, "worlds": sorted({c["seed"] for c in per_clip["input"]}),
-        "teacher_steps": steps, "teacher_guidance": None if m.teacher is None else m.teacher_sampler["guidance"],
+        "teacher_steps": steps, "teacher_guidance": guidance,
         "sampler": None if m.sampler is None else {
             "timesteps": list(m.sampler.timesteps), "shift": m.sampler.shift, "refresh": m.sampler.refresh,
             "window_chunks": m.sampler.window_chunks, "sink_chunks": m.sampler.sink_chunks},

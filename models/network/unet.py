@@ -31,10 +31,12 @@ from torch import nn
 
 from models.network.dit import (GBUFFER_CHANNELS, TEXT_DIM, Block, Conditioning, attend_cached, attend_clip,
                                 cache_for, frame_modulation, modulate, sincos_2d)
+from models.io.data import GBUFFERS
 from models.network.kv_cache import KVCache
 
 HISTORY_CHANNELS = 4  # the previous output warped to this frame (RGB) and where that warp is valid (1)
 PRESENCE_FLAGS = 3  # low-detail frame, G-buffers, history: 1 where given, 0 where absent or dropped
+_UV_START = sum(c for name, c in GBUFFERS[:[n for n, _ in GBUFFERS].index("uv")])  # first uv channel
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,13 @@ class UNetConfig:
     # G-buffer channels read, in the order of models.io.data.GBUFFERS: 8 = depth, normals, uv, AO, sun; 7 without
     # the sun; 4 = depth and normals only (docs/model.md measures what each adds)
     gbuffer_channels: int = GBUFFER_CHANNELS
+    # the position within the block face read as sin/cos of 2π·k·uv, k = 1..uv_harmonics, instead of its raw fraction:
+    # continuous across block edges, and a block edge (neon night's outlines) is one threshold on cos 2πu; 0 reads
+    # the raw fraction (the first format-2 models). docs/model.md measures it.
+    uv_harmonics: int = 0
+    # the first level the structure features are added at: 0 = every level down from full resolution (backbone
+    # v2); len(widths) − 1 = only where the tokens are, as the DiT conditions (the structure-path ablation)
+    structure_from_level: int = 0
 
     def __post_init__(self) -> None:
         h, w = self.frame_size
@@ -66,6 +75,16 @@ class UNetConfig:
             raise ValueError(f"hidden {self.hidden} must split into {self.heads} heads of even width")
         if self.clip_frames % self.chunk_frames:
             raise ValueError(f"clip_frames {self.clip_frames} must be a multiple of chunk_frames {self.chunk_frames}")
+        if not 0 <= self.structure_from_level < len(self.widths):
+            raise ValueError(f"structure_from_level must be a level, 0..{len(self.widths) - 1}; "
+                             f"got {self.structure_from_level}")
+
+    @property
+    def structure_gbuffer_channels(self) -> int:
+        """G-buffer channels the structure encoder reads once the uv pair is expanded into its harmonics."""
+        if self.uv_harmonics and self.gbuffer_channels >= _UV_START + 2:
+            return self.gbuffer_channels - 2 + 4 * self.uv_harmonics
+        return self.gbuffer_channels
 
     @property
     def token_size(self) -> int:
@@ -92,9 +111,9 @@ class UNetConfig:
 # Named sizes: S trains on the 2-core CPU (6.1 M parameters); M is the GPU profile's (`make train-v2 PROFILE=gpu`:
 # twice the widths and the transformer width, 24 M parameters, 48 MB in fp16); tiny is for tests.
 SIZES: dict[str, dict] = {
-    "tiny": dict(widths=(8, 8, 16), token_patch=2, hidden=32, depth=2, heads=2, frame_size=(64, 64)),
-    "S": dict(widths=(16, 32, 64, 128), hidden=192, depth=6, heads=6, frame_size=(128, 128)),
-    "M": dict(widths=(32, 64, 128, 256), hidden=384, depth=6, heads=6, frame_size=(128, 128)),
+    "tiny": dict(widths=(8, 8, 16), token_patch=2, hidden=32, depth=2, heads=2, frame_size=(64, 64), uv_harmonics=2),
+    "S": dict(widths=(16, 32, 64, 128), hidden=192, depth=6, heads=6, frame_size=(128, 128), uv_harmonics=2),
+    "M": dict(widths=(32, 64, 128, 256), hidden=384, depth=6, heads=6, frame_size=(128, 128), uv_harmonics=2),
 }
 
 
@@ -140,7 +159,7 @@ class StructureEncoder(nn.Module):
 
     def __init__(self, cfg: UNetConfig):
         super().__init__()
-        inputs = cfg.channels + cfg.gbuffer_channels + HISTORY_CHANNELS + PRESENCE_FLAGS
+        inputs = cfg.channels + cfg.structure_gbuffer_channels + HISTORY_CHANNELS + PRESENCE_FLAGS
         self.stem = nn.Conv2d(inputs, cfg.widths[0], 3, padding=1)
         self.blocks = nn.ModuleList(ResBlock(w) for w in cfg.widths)
         widths = cfg.widths
@@ -212,10 +231,10 @@ class UNetDiT(nn.Module):
         if gbuffers is not None and gbuffers.shape[2] < gb_channels:
             gbuffers = None  # the game hands over fewer buffers than this model reads: it reads them as absent
         elif gbuffers is not None:
-            gbuffers = gbuffers[:, :, :gb_channels]
+            gbuffers = periodic_uv(gbuffers[:, :, :gb_channels], self.cfg)
         parts, flags = [], []
         for tensor, keep, channels in ((cond.low, cond.keep_low, self.cfg.channels),
-                                       (gbuffers, cond.keep_gbuffers, gb_channels),
+                                       (gbuffers, cond.keep_gbuffers, self.cfg.structure_gbuffer_channels),
                                        (cond.history, cond.keep_history, HISTORY_CHANNELS)):
             if tensor is None:
                 parts.append(torch.zeros(b, f, channels, h, w, device=device, dtype=dtype))
@@ -249,11 +268,13 @@ class UNetDiT(nn.Module):
         """x_t (B, F, C, H, W) -> tokens (B, F, T, D) and the skips of every level (B·F, w, h, w)."""
         b, f = x_t.shape[:2]
         cf = c.flatten(0, 1)
-        h = self.stem(x_t.flatten(0, 1)) + structure[0].flatten(0, 1)
+        h = self.stem(x_t.flatten(0, 1))
         skips = []
         for level, block in enumerate(self.encoder):
             if level:
-                h = self.downs[level - 1](h) + structure[level].flatten(0, 1)
+                h = self.downs[level - 1](h)
+            if level >= self.cfg.structure_from_level:
+                h = h + structure[level].flatten(0, 1)
             h = block(h, cf)
             skips.append(h)
         p = self.cfg.token_patch
@@ -306,6 +327,16 @@ class UNetDiT(nn.Module):
         return self.decode(attend_cached(self.blocks, self.cfg, x, c, cache, write), c, skips)
 
 
+def periodic_uv(gbuffers: torch.Tensor, cfg: UNetConfig) -> torch.Tensor:
+    """(B, F, gbuffer_channels, H, W) in the training encoding (uv = 2·fraction − 1) -> the structure encoder's
+    G-buffer channels: the uv pair replaced by sin and cos of 2π·k·fraction for k = 1..cfg.uv_harmonics."""
+    if cfg.structure_gbuffer_channels == cfg.gbuffer_channels:
+        return gbuffers
+    angle = math.pi * (gbuffers[:, :, _UV_START:_UV_START + 2] + 1)  # 2π · fraction
+    waves = [f(k * angle) for k in range(1, cfg.uv_harmonics + 1) for f in (torch.sin, torch.cos)]
+    return torch.cat([gbuffers[:, :, :_UV_START], *waves, gbuffers[:, :, _UV_START + 2:]], 2)
+
+
 def regress(model: UNetDiT, cond: Conditioning, b: int, f: int) -> torch.Tensor:
     """The backbone as a plain regression model: one pass with an empty sample (zeros at σ = 1), so the output
     comes from the structure and the style alone. x0 (B, F, C, H, W)."""
@@ -326,7 +357,7 @@ def flops_per_frame(cfg: UNetConfig, context_frames: int, steps: int = 1) -> flo
     def res_block(ch: int, level: int) -> float:
         return 2 * conv(ch, ch, level)
 
-    structure_in = cfg.channels + cfg.gbuffer_channels + HISTORY_CHANNELS + PRESENCE_FLAGS
+    structure_in = cfg.channels + cfg.structure_gbuffer_channels + HISTORY_CHANNELS + PRESENCE_FLAGS
     structure = conv(structure_in, widths[0], 0) + sum(res_block(c, lvl) for lvl, c in enumerate(widths))
     structure += sum(conv(a, b, lvl + 1) for lvl, (a, b) in enumerate(zip(widths, widths[1:])))
     d, t = cfg.hidden, cfg.tokens_per_frame

@@ -77,6 +77,9 @@ def run_stage(stage: str, data: Path, run: Path, *, size: str = "S", prompts: di
     if model_options and not (stage == "regression" or (stage == "teacher" and arch == "unet")):
         raise TrainError("--model-option changes backbone v2's config: use it with `train regression` or "
                          "`train teacher --arch unet`")
+    if (overrides or {}).get("clip_frames") is not None and stage not in ("teacher", "regression"):
+        raise TrainError("--clip-frames sets the teacher's (or regression's) clip; the later stages take the "
+                         "teacher's, and the autoencoder trains on single frames")
     dist_info = setup_distributed(device)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank and every fresh start
     try:
