@@ -194,6 +194,23 @@ def test_clip_frames_sets_the_clip_of_the_first_stages_only(synthetic_clips, tmp
         run_stage("ode", synthetic_clips, run, overrides={"clip_frames": 2}, **TINY)
 
 
+
+def test_edge_error_splits_a_regressions_error_by_region(synthetic_clips, tmp_path):
+    """The measurement behind backbone v2's uv waves (docs/model.md): every style's pixels and error split over
+    block edges, sky and the rest, each a share that sums to one."""
+    from models.evaluation.edge_error import REGIONS, edge_error
+
+    run = tmp_path / "run"
+    run_stage("regression", synthetic_clips, run, steps=1, batch=1, overrides=QUICK, arch="unet", **TINY)
+    shares = edge_error(run, synthetic_clips)
+    assert set(shares) == set(PROMPTS)
+    for regions in shares.values():
+        assert set(regions) == set(REGIONS)
+        for key in ("pixels", "error"):
+            assert sum(r[key] for r in regions.values()) == pytest.approx(1.0)
+            assert all(0.0 <= r[key] <= 1.0 for r in regions.values())
+
+
 @pytest.mark.slow
 def test_make_train_v2_runs_its_profile_end_to_end(tmp_path):
     """The tiny profile of `make train-v2`: the same commands as the CPU and GPU profiles, on 64×64 worlds."""
