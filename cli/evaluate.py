@@ -9,8 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cli.args import (add_device, add_model, add_sampler_options, cuda_available, error, parse_seeds, positive_int,
-                      sampler_changes)
+from cli.args import (add_device, add_model, add_sampler_options, cuda_available, error, parse_seeds,
+                      positive_float, positive_int, sampler_changes)
 
 
 def add_parser(sub) -> None:
@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
                    help="length of the drift stream (0 skips it); docs/evaluation.md defines drift over 3000")
     p.add_argument("--teacher-steps", type=positive_int, default=None, metavar="N",
                    help="teacher sampler steps (default: the teacher's own, 50)")
-    p.add_argument("--teacher-guidance", type=float, default=None, metavar="G",
+    p.add_argument("--teacher-guidance", type=positive_float, default=None, metavar="G",
                    help="teacher style guidance (default: the teacher's own); 1 runs one pass a step, no guidance")
     add_sampler_options(p, "ablation: instead of its own, the student's", defaults=False)
     p.add_argument("--switch", choices=["reset", "recache", "keep"], default="reset",
@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
             drift = args.worlds / f"v{FORMAT}_drift_{width}x{height}_{args.drift_frames}f_seed{args.seeds.start}"
             record_dataset(drift, [args.seeds[0]], args.drift_frames, (width, height), force_eval_seeds=True)
         result = evaluate(args.model, clips, args.frames, drift, args.teacher_steps, sampler, device=device,
-                          switch=args.switch, teacher_guidance=args.teacher_guidance, **({} if args.rows is None else {"rows": args.rows}))
+                          switch=args.switch, teacher_guidance=args.teacher_guidance,
+                          **({} if args.rows is None else {"rows": args.rows}))
     except (RecordError, CheckpointError, DataError, EvalError, PromptEncoderError) as exc:
         return error("eval", str(exc))
     _write_eval(args.json, result, markdown_table(result))

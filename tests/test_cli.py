@@ -59,6 +59,8 @@ def test_subcommand_help(command: str, capsys):
         (["play", "--size", "64"], "--size", "WxH"),
         (["capture", "--region", "0,0,-5,10"], "--region", "X,Y,W,H"),
         (["restyle", "in.mp4", "out.avi"], "OUT.mp4", ".mp4"),
+        (["eval", "--model", "m", "--seeds", "1000:1001", "--json", "e.json", "--teacher-guidance", "0"],
+         "--teacher-guidance", "positive"),
     ],
 )
 def test_bad_arguments_one_clear_error(argv, option, expected, capsys):
@@ -74,6 +76,8 @@ def test_bad_arguments_one_clear_error(argv, option, expected, capsys):
     (["train", "dmd", "--data", "d", "--out", "r", "--steps", "10"], "restyler train teacher --out r"),
     (["eval", "--model", "m", "--seeds", "1000:1004", "--frames", "8", "--json", "e.json"], "restyler train teacher|ode|dmd --out m"),
     (["train", "gen", "--data", "d", "--out", "r"], "pass --init RUN"),
+    (["train", "ode", "--data", "d", "--out", "r", "--guidance", "1"], "the teacher's settings"),
+    (["train", "ode", "--data", "d", "--out", "r", "--clip-frames", "4"], "take the teacher's"),
 ])
 def test_distillation_and_eval_without_a_model_say_what_to_train(argv, expected, capsys, tmp_path, monkeypatch):
     """A missing teacher or student: one line that says which stage writes it, exit 2, nothing written."""

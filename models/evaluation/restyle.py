@@ -126,9 +126,9 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
     """Score every row on the first `frames` frames of every clip and style in `clips_dir`; the drift on the one
     clip of `drift_dir` (skipped when None); the style switch on every clip, each style switching to the next.
     `sampler` overrides the student's own (ablations of t*, steps and cache refresh at evaluation time), and
-    `teacher_steps` / `teacher_guidance` the teacher's; `rows`
-    limits the rows run (ablations skip the slow teacher), the others score None. By default every row whose
-    network the model directory holds runs; the drift and the style switch need a student."""
+    `teacher_steps` / `teacher_guidance` the teacher's; `rows` limits the rows run (ablations skip the slow teacher),
+    the others score None. By default every row whose network the model directory holds runs; the drift and the
+    style switch need a student."""
     unknown = [r for r in (rows or ()) if r not in ROWS]
     if unknown:
         raise EvalError(f"unknown rows {unknown}; the rows are {', '.join(ROWS)}")

@@ -29,14 +29,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.io.data import GBUFFERS
 from models.network.dit import (GBUFFER_CHANNELS, TEXT_DIM, Block, Conditioning, attend_cached, attend_clip,
                                 cache_for, frame_modulation, modulate, sincos_2d)
-from models.io.data import GBUFFERS
 from models.network.kv_cache import KVCache
 
 HISTORY_CHANNELS = 4  # the previous output warped to this frame (RGB) and where that warp is valid (1)
 PRESENCE_FLAGS = 3  # low-detail frame, G-buffers, history: 1 where given, 0 where absent or dropped
-_UV_START = sum(c for name, c in GBUFFERS[:[n for n, _ in GBUFFERS].index("uv")])  # first uv channel
+
+
+def _first_channel(buffer: str) -> int:
+    """Index of `buffer`'s first channel among the stacked G-buffers (the order of models.io.data.GBUFFERS)."""
+    names = [name for name, _ in GBUFFERS]
+    return sum(channels for _, channels in GBUFFERS[:names.index(buffer)])
+
+
+_UV_START = _first_channel("uv")
 
 
 @dataclass(frozen=True)
