@@ -27,6 +27,10 @@ import numpy as np
 
 from bridge import ChunkMailbox, FramePacket
 
+# The packet buffers a model reads (the names of models.io.data.GBUFFERS, kept here so the game's process need not
+# import torch to send a chunk); a worker carries these and nothing else.
+MODEL_BUFFERS = ("depth", "normals", "uv", "ao", "sun")
+
 POLL_S = 0.05          # how often an idle worker looks for a stop or a command
 START_TIMEOUT_S = 120  # loading torch, the model and MiniLM in a fresh process takes seconds on a slow machine
 STOP_TIMEOUT_S = 3     # a chunk in flight finishes in well under this; a stuck child is killed after it
@@ -171,10 +175,7 @@ def unpack(data: bytes) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
 def _chunk_message(chunk: list[Submitted]) -> bytes:
     packets = [s.packet for s in chunk]
     arrays = {"rgb": np.stack([p.rgb for p in packets])}
-    if all(p.depth is not None and p.normals is not None for p in packets):
-        arrays["depth"] = np.stack([p.depth for p in packets])
-        arrays["normals"] = np.stack([p.normals for p in packets])
-    for name in ("uv", "ao", "sun"):
+    for name in MODEL_BUFFERS:
         if all(getattr(p, name) is not None for p in packets):
             arrays[name] = np.stack([getattr(p, name) for p in packets])
     return pack("chunk", {"indices": [p.index for p in packets]}, arrays)
@@ -196,8 +197,8 @@ def _child_main(conn, spec: WorkerSpec, style: str) -> None:
             elif kind == "chunk":
                 k = len(arrays["rgb"])
                 packets = [FramePacket(rgb=arrays["rgb"][i], index=meta["indices"][i],
-                                       **{name: arrays[name][i] for name in ("depth", "normals", "uv", "ao", "sun")
-                                          if name in arrays}) for i in range(k)]
+                                       **{name: arrays[name][i] for name in MODEL_BUFFERS if name in arrays})
+                           for i in range(k)]
                 t0 = time.monotonic()
                 frames = engine.step(packets)
                 conn.send_bytes(pack("frames", {"compute_s": time.monotonic() - t0, "style": engine.style_prompt},

@@ -279,6 +279,22 @@ def test_cpu_runs_one_step_unless_asked(random_model):
         StreamingRestyler(random_model, "cpu", steps=3)
 
 
+def test_a_chunk_message_carries_exactly_the_buffers_a_model_reads():
+    """The worker process gets every buffer of models.io.data.GBUFFERS the game handed over, and nothing else."""
+    from models.io.data import GBUFFERS
+    from renderer.workers import MODEL_BUFFERS, Submitted, _chunk_message
+
+    assert list(MODEL_BUFFERS) == [name for name, _ in GBUFFERS]
+    h = w = 8
+    frames = [FramePacket(rgb=np.zeros((h, w, 3), np.uint8), index=i, depth=np.ones((h, w), np.float32),
+                          normals=np.zeros((h, w, 3), np.float32), uv=np.zeros((h, w, 2), np.float32),
+                          material=np.zeros((h, w), np.uint8)) for i in range(2)]
+    kind, meta, arrays = unpack(_chunk_message([Submitted(f, 0.0) for f in frames]))
+    assert kind == "chunk" and meta["indices"] == [0, 1]
+    assert set(arrays) == {"rgb", "depth", "normals", "uv"}
+    assert arrays["uv"].shape == (2, h, w, 2)
+
+
 def test_thread_worker_reports_exceptions_without_raising(random_model):
     """The worker's loop catches everything: an error callback, never an exception in the game's thread."""
     from renderer.workers import WorkerSpec

@@ -17,7 +17,7 @@ from models.io.data import ClipDataset, collate, denormalize_depth, gbuffers_of
 from models.network.dit import Conditioning
 from models.network.loading import load_network
 from models.network.prompt import PromptEncoder
-from models.network.unet import regress
+from models.network.unet import regress_frames
 
 EDGE = 0.06  # the reference pass's outline reaches this far into a face (demo_game/shaders/reference.frag)
 REGIONS = ("edge", "sky", "rest")
@@ -47,8 +47,7 @@ def edge_error(run: Path, data: Path, frames: int | None = None) -> dict[str, di
     for first in range(0, len(dataset), styles):  # one world, all its styles
         items = collate([dataset[i] for i in range(first, first + styles)])
         cond = Conditioning(low=items["low"], gbuffers=gbuffers_of(items), style=table[items["style_index"]])
-        out = torch.cat([regress(model, cond.frames(slice(s, s + window)), styles, window)
-                         for s in range(0, f, window)], 1).clamp(-1, 1)
+        out = regress_frames(model, cond, styles, f).clamp(-1, 1)
         error = (out - items["style"][:, :f]).pow(2).mean(2)  # (styles, F, H, W)
         masks = regions_of({k: items[k][:, :f] for k in ("uv", "depth")})
         for i, name in enumerate(dataset.style_names):

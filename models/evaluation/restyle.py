@@ -25,7 +25,7 @@ from models.network.prompt import PromptEncoder
 from models.network.loading import load_autoencoder, load_network, load_student
 from models.network.sampling import sample_student_chunk, sample_teacher
 from models.network.streaming import StudentSampler, held_chunks, recache, stream_clip
-from models.network.unet import UNetDiT, regress
+from models.network.unet import UNetDiT, regress_frames
 
 ROWS = ("input", "regression", "teacher", "student", "no_dmd", "per_frame")
 # Each row's noise comes from its own generator, seeded by this fixed number (not its place in ROWS), so adding a
@@ -184,8 +184,7 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
         world = int(items["seed"][0])
         tick = time.perf_counter()
         if "regression" in rows:
-            outputs["regression"] = torch.cat([regress(m.regression, cond.frames(slice(s, s + window)), b, window)
-                                               .clamp(-1, 1).cpu() for s in range(0, frames, window)], 1)
+            outputs["regression"] = regress_frames(m.regression, cond, b, frames).clamp(-1, 1).cpu()
             seconds["regression"] += time.perf_counter() - tick
         tick = time.perf_counter()
         if "teacher" in rows:

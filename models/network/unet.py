@@ -352,6 +352,13 @@ def regress(model: UNetDiT, cond: Conditioning, b: int, f: int) -> torch.Tensor:
     return model(x_t, torch.ones(b, f, device=x_t.device), cond, "bidirectional")
 
 
+def regress_frames(model: UNetDiT, cond: Conditioning, b: int, frames: int) -> torch.Tensor:
+    """`regress` over `frames` frames, a clip window (the model's clip_frames) at a time, as it was trained."""
+    window = model.cfg.clip_frames
+    return torch.cat([regress(model, cond.frames(slice(s, s + window)), b, window) for s in range(0, frames, window)],
+                     1)
+
+
 def flops_per_frame(cfg: UNetConfig, context_frames: int, steps: int = 1) -> float:
     """Forward FLOPs per frame (multiply-add = 2): the structure encoder once, then per denoising step the
     sample's encoder, the transformer (each frame attending to `context_frames` frames) and the decoder. Counts
