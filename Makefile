@@ -94,7 +94,7 @@ else
 V2_RECORD := --seeds 0:32 --frames 48 --size 128x128
 V2_MODEL := --size S
 V2_REGRESSION := --steps 1500 --batch 4 --clip-frames 2
-V2_TEACHER := --steps 2500 --batch 4 --clip-frames 4 --guidance 1
+V2_TEACHER := --steps 4000 --batch 4 --clip-frames 4 --guidance 1
 V2_EVAL := --seeds 1000:1003 --frames 24 --teacher-steps 25
 endif
 train-v2: setup
