@@ -105,8 +105,11 @@ def slow_engine(monkeypatch, seconds: float) -> None:
 
 @pytest.mark.slow
 def test_submit_never_blocks_and_stale_frames_are_dropped(random_model, monkeypatch):
-    """With a model ten times slower than the game, submit() must return at once, the game loop's frame time must
-    stay what it is without the model, and the shown frame must be recent (no queue of seconds of lag)."""
+    """With a model twenty times slower than the game, submit() must not wait for the model, the game loop's frame
+    time must stay what it is without the model, and the shown frame must be recent (no queue of seconds of lag).
+
+    The time bounds are a quarter of one model step (50 ms), not a speed target: a submit or frame that waited for
+    the model would take at least 200 ms, while a busy CI machine can stretch a lock hand-off past a few ms."""
     slow_engine(monkeypatch, 0.2)
 
     def game_loop(r: StreamingRestyler | None, frames: int) -> tuple[list[float], list[float]]:
@@ -129,8 +132,9 @@ def test_submit_never_blocks_and_stale_frames_are_dropped(random_model, monkeypa
         submit_s, beside = game_loop(r, 150)
         wait_for(lambda: r.latest_frame() is not None and r.latest_frame().index >= 140, timeout=5)
         stats = r.stats
-    assert max(submit_s) < 0.005
-    assert np.percentile(beside, 95) < np.percentile(alone, 95) + 0.005
+    step_quarter = 0.2 / 4
+    assert max(submit_s) < step_quarter
+    assert np.percentile(beside, 95) < np.percentile(alone, 95) + step_quarter
     assert stats.dropped > 100 and stats.chunks < 15   # ~0.2 s per chunk over ~1.5 s: most frames dropped
 
 
