@@ -137,7 +137,7 @@ class StreamEngine:
             gb = gbuffers_from_arrays({name: np.stack([getattr(p, name) for p in packets])
                                        if all(getattr(p, name) is not None for p in packets) else None
                                        for name in GBUFFER_NAMES})
-            gbuffers = resize(gb.to(self.device), size, "nearest")[None]                   # (1, K, ≤8, H, W)
+            gbuffers = resize(gb.to(self.device), size, "nearest")[None]                   # (1, K, ≤9, H, W)
         low = low[None]                                                                     # (1, K, 3, H, W)
         ae = self.bundle.autoencoder
         incoming = low if ae is None else ae.encode_video(low)

@@ -210,7 +210,8 @@ def test_round_trip_matches_contract(game: Game, tmp_path: Path):
     # the runtime encodes a game's buffers exactly as training reads them from disk (style 1's sun here)
     stored = load_clip(out, 0)
     buffers = {name: stored[name][3:6].astype(np.float32) for name in ("depth", "normals", "uv", "ao")}
-    runtime = gbuffers_from_arrays({**buffers, "sun": stored["sun/1"][3:6].astype(np.float32)})
+    runtime = gbuffers_from_arrays({**buffers, "sun": stored["sun/1"][3:6].astype(np.float32),
+                                    "material": stored["material"][3:6]})   # uint8 ids, as the game's packets carry
     torch.testing.assert_close(runtime, gbuffers_of(collate([item]))[0])
     assert gbuffers_from_arrays(buffers).shape[1] == 7  # no sun: the prefix the game handed over
 

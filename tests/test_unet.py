@@ -8,8 +8,11 @@ import pytest
 import torch
 
 from models.network import flow
+from models.io.data import GBUFFERS
 from models.network.dit import GBUFFER_CHANNELS, GEOMETRY_CHANNELS, Conditioning
-from models.network.unet import UNetDiT, flops_per_frame, make_config, periodic_uv
+from models.network.unet import MATERIAL_IDS, UNetDiT, flops_per_frame, make_config, periodic_uv
+
+ALL_GBUFFERS = sum(channels for _, channels in GBUFFERS)  # depth .. sun, then the material id
 
 
 def tiny_model(seed: int = 0) -> UNetDiT:
@@ -30,7 +33,9 @@ def tiny_cond(b: int, f: int, seed: int = 1, history: bool = True) -> Conditioni
     def rand(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=g)
 
-    return Conditioning(low=rand(b, f, 3, h, w), gbuffers=rand(b, f, GBUFFER_CHANNELS, h, w), style=rand(b, 384),
+    gbuffers = rand(b, f, ALL_GBUFFERS, h, w)
+    gbuffers[:, :, -1] = torch.randint(0, 14, (b, f, h, w), generator=g).float()  # material ids, 0 = sky
+    return Conditioning(low=rand(b, f, 3, h, w), gbuffers=gbuffers, style=rand(b, 384),
                         history=rand(b, f, 4, h, w) if history else None)
 
 
@@ -124,7 +129,7 @@ def test_the_structure_encoder_runs_once_per_frame_however_many_steps():
 def test_periodic_uv_puts_block_edges_at_cos_one_and_is_continuous_across_them():
     """uv arrives as 2·fraction − 1; the structure encoder reads sin/cos of 2π·k·fraction instead, so a block edge
     (fraction 0 or 1) is cos = 1 on both sides, and every other channel passes through unchanged."""
-    cfg = make_config("tiny", uv_harmonics=2)
+    cfg = make_config("tiny", uv_harmonics=2, gbuffer_channels=GBUFFER_CHANNELS, material_embedding=0)
     fraction = torch.tensor([0.0, 0.001, 0.5, 0.999])
     gbuffers = torch.randn(1, 1, GBUFFER_CHANNELS, 1, 4)
     gbuffers[0, 0, 4] = 2 * fraction - 1                      # u varies, v stays at the face's middle
@@ -145,6 +150,36 @@ def test_periodic_uv_puts_block_edges_at_cos_one_and_is_continuous_across_them()
     with torch.no_grad():
         out = model(sample(1, 4), torch.full((1, 4), 0.5), tiny_cond(1, 4))
     assert out.shape == sample(1, 4).shape and torch.isfinite(out).all()
+
+
+@torch.no_grad()
+def test_the_material_id_is_read_through_its_embedding():
+    """The last G-buffer channel is a material id: the structure encoder reads its embedding row (a category, not a
+    quantity), ids beyond the table share its last row, and a game that hands over only the buffers before the
+    material (a prefix) leaves this model reading every G-buffer as absent."""
+    model = tiny_model()
+    cfg = model.cfg
+    assert cfg.reads_material and cfg.structure_gbuffer_channels == GBUFFER_CHANNELS - 2 + 4 * 2 + 4
+    cond = tiny_cond(1, 2)
+    gbuffers = cond.gbuffers.clone()
+    gbuffers[0, 0, -1, 0, :3] = torch.tensor([0.0, 5.0, 200.0])
+    out = model.structure_gbuffers(gbuffers)
+    assert out.shape[2] == cfg.structure_gbuffer_channels
+    table = model.material_embed.weight
+    torch.testing.assert_close(out[0, 0, -4:, 0, 0], table[0])
+    torch.testing.assert_close(out[0, 0, -4:, 0, 1], table[5])
+    torch.testing.assert_close(out[0, 0, -4:, 0, 2], table[MATERIAL_IDS - 1])
+    torch.testing.assert_close(out[:, :, :-4], periodic_uv(gbuffers, cfg)[:, :, :-1])  # the rest as before
+    x, sigma = sample(1, 2), torch.full((1, 2), 0.5)
+    prefix = Conditioning(**{**vars(cond), "gbuffers": cond.gbuffers[:, :, :-1]})
+    absent = Conditioning(**{**vars(cond), "gbuffers": None})
+    torch.testing.assert_close(model(x, sigma, prefix), model(x, sigma, absent))
+    other = cond.gbuffers.clone()
+    other[:, :, -1] = (other[:, :, -1] + 1) % 14
+    assert not torch.allclose(model(x, sigma, Conditioning(**{**vars(cond), "gbuffers": other})),
+                              model(x, sigma, cond))
+    with pytest.raises(ValueError, match="material_embedding > 0"):
+        make_config("tiny", material_embedding=0)
 
 
 def test_flops_per_frame_matches_a_counted_forward():

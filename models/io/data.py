@@ -250,18 +250,19 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 # The G-buffer channels the models read, in order; a model reads the first `gbuffer_channels` of them (the DiT only
 # depth and normals), so a game that hands over a prefix of this list serves every model that reads no further.
-GBUFFERS = (("depth", 1), ("normals", 3), ("uv", 2), ("ao", 1), ("sun", 1))
+# The material channel carries the raw id as a float (0 = sky); a model that reads it embeds it (models.network.unet).
+GBUFFERS = (("depth", 1), ("normals", 3), ("uv", 2), ("ao", 1), ("sun", 1), ("material", 1))
 
 
 def gbuffers_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(B, F, 8, H, W): every channel of GBUFFERS, in order."""
-    return torch.cat([batch[name] for name, _ in GBUFFERS], 2)
+    """(B, F, 9, H, W): every channel of GBUFFERS, in order, as float32."""
+    return torch.cat([batch[name].float() for name, _ in GBUFFERS], 2)
 
 
 def gbuffers_from_arrays(buffers: dict[str, np.ndarray | None]) -> torch.Tensor:
     """The runtime's side of gbuffers_of: a packet's buffers stacked over K frames (depth (K, H, W), normals
-    (K, H, W, 3), uv (K, H, W, 2), ao and sun (K, H, W)) -> (K, C, H, W) in the training encoding, C counting the
-    channels of GBUFFERS up to the first buffer the game did not hand over."""
+    (K, H, W, 3), uv (K, H, W, 2), ao, sun and material (K, H, W)) -> (K, C, H, W) in the training encoding, C
+    counting the channels of GBUFFERS up to the first buffer the game did not hand over."""
     parts = []
     for name, _ in GBUFFERS:
         array = buffers.get(name)
@@ -269,7 +270,7 @@ def gbuffers_from_arrays(buffers: dict[str, np.ndarray | None]) -> torch.Tensor:
             break
         x = torch.from_numpy(np.ascontiguousarray(array)).float()
         x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
-        parts.append(normalize_depth(x) if name == "depth" else x if name == "normals" else x * 2 - 1)
+        parts.append(normalize_depth(x) if name == "depth" else x if name in ("normals", "material") else x * 2 - 1)
     return torch.cat(parts, 1)
 
 

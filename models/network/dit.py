@@ -37,7 +37,9 @@ from torch import nn
 from models.network.kv_cache import KVCache
 
 AttentionMode = Literal["bidirectional", "block_causal"]
-GBUFFER_CHANNELS = 8  # log depth (1), view-space normals (3), uv (2), AO (1), sun (1): models.io.data.GBUFFERS
+# log depth (1), view-space normals (3), uv (2), AO (1), sun (1): the first eight of models.io.data.GBUFFERS, what
+# the first backbone-v2 models read (the material id after them came later)
+GBUFFER_CHANNELS = 8
 GEOMETRY_CHANNELS = 4  # the DiT reads the first four (depth and normals); backbone v2 may read all
 TEXT_DIM = 384  # MiniLM sentence embedding width, see models.network.prompt
 
@@ -249,8 +251,8 @@ class Conditioning:
     capture has no G-buffers; guidance's unconditional branch has no style).
 
     low        (B, F, C, H, W)  the low-detail frame in model space (pixels, or its latents)
-    gbuffers   (B, F, 8, Hpx, Wpx)  log depth, normals, uv, AO and sun at full pixel resolution (fewer from a
-               game that hands over a prefix of models.io.data.GBUFFERS)
+    gbuffers   (B, F, 9, Hpx, Wpx)  log depth, normals, uv, AO, sun and material id at full pixel resolution
+               (fewer from a game that hands over a prefix of models.io.data.GBUFFERS)
     style      (B, 384)  MiniLM style embedding
     history    (B, F, 4, H, W)  the previous output warped to this frame and where that is valid (backbone v2 only)
     keep_*     (B,) bool  training-time dropout: False replaces that sample's part by its "absent" embedding

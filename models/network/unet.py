@@ -45,6 +45,9 @@ def _first_channel(buffer: str) -> int:
 
 
 _UV_START = _first_channel("uv")
+_MATERIAL_START = _first_channel("material")
+# Rows of the material embedding: the demo game's ids are 0 (sky) to 13; ids above the table share its last row.
+MATERIAL_IDS = 16
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,8 @@ class UNetConfig:
     text_dim: int = TEXT_DIM
     space: str = "pixel"  # the U-Net always works on pixels; the name is shared with DiTConfig
     down: int = 1
-    # G-buffer channels read, in the order of models.io.data.GBUFFERS: 8 = depth, normals, uv, AO, sun; 7 without
-    # the sun; 4 = depth and normals only (docs/model.md measures what each adds)
+    # G-buffer channels read, in the order of models.io.data.GBUFFERS: 9 = depth, normals, uv, AO, sun, material id;
+    # 8 without the material; 7 without the sun too; 4 = depth and normals only (docs/model.md measures what each adds)
     gbuffer_channels: int = GBUFFER_CHANNELS
     # the position within the block face read as sin/cos of 2π·k·uv, k = 1..uv_harmonics, instead of its raw fraction:
     # continuous across block edges, and a block edge (neon night's outlines) is one threshold on cos 2πu; 0 reads
@@ -74,6 +77,9 @@ class UNetConfig:
     # the first level the structure features are added at: 0 = every level down from full resolution (backbone
     # v2); len(widths) − 1 = only where the tokens are, as the DiT conditions (the structure-path ablation)
     structure_from_level: int = 0
+    # width of the learned embedding the material id is read through (needed when gbuffer_channels reaches it): a
+    # material is a category, not a quantity, and neon night colours each material's outline its own way
+    material_embedding: int = 0
 
     def __post_init__(self) -> None:
         h, w = self.frame_size
@@ -86,13 +92,28 @@ class UNetConfig:
         if not 0 <= self.structure_from_level < len(self.widths):
             raise ValueError(f"structure_from_level must be a level, 0..{len(self.widths) - 1}; "
                              f"got {self.structure_from_level}")
+        if self.reads_material and self.material_embedding <= 0:
+            raise ValueError(f"gbuffer_channels={self.gbuffer_channels} reads the material id, which needs "
+                             f"material_embedding > 0 (its embedding width); got {self.material_embedding}")
+
+    @property
+    def reads_material(self) -> bool:
+        return self.gbuffer_channels > _MATERIAL_START
+
+    @property
+    def reads_uv_waves(self) -> bool:
+        return self.uv_harmonics > 0 and self.gbuffer_channels >= _UV_START + 2
 
     @property
     def structure_gbuffer_channels(self) -> int:
-        """G-buffer channels the structure encoder reads once the uv pair is expanded into its harmonics."""
-        if self.uv_harmonics and self.gbuffer_channels >= _UV_START + 2:
-            return self.gbuffer_channels - 2 + 4 * self.uv_harmonics
-        return self.gbuffer_channels
+        """G-buffer channels the structure encoder reads once the uv pair is expanded into its harmonics and the
+        material id into its embedding."""
+        channels = self.gbuffer_channels
+        if self.reads_uv_waves:
+            channels += 4 * self.uv_harmonics - 2
+        if self.reads_material:
+            channels += self.material_embedding - 1
+        return channels
 
     @property
     def token_size(self) -> int:
@@ -119,9 +140,12 @@ class UNetConfig:
 # Named sizes: S trains on the 2-core CPU (6.1 M parameters); M is the GPU profile's (`make train-v2 PROFILE=gpu`:
 # twice the widths and the transformer width, 24 M parameters, 48 MB in fp16); tiny is for tests.
 SIZES: dict[str, dict] = {
-    "tiny": dict(widths=(8, 8, 16), token_patch=2, hidden=32, depth=2, heads=2, frame_size=(64, 64), uv_harmonics=2),
-    "S": dict(widths=(16, 32, 64, 128), hidden=192, depth=6, heads=6, frame_size=(128, 128), uv_harmonics=2),
-    "M": dict(widths=(32, 64, 128, 256), hidden=384, depth=6, heads=6, frame_size=(128, 128), uv_harmonics=2),
+    "tiny": dict(widths=(8, 8, 16), token_patch=2, hidden=32, depth=2, heads=2, frame_size=(64, 64), uv_harmonics=2,
+                 gbuffer_channels=9, material_embedding=4),
+    "S": dict(widths=(16, 32, 64, 128), hidden=192, depth=6, heads=6, frame_size=(128, 128), uv_harmonics=2,
+              gbuffer_channels=9, material_embedding=4),
+    "M": dict(widths=(32, 64, 128, 256), hidden=384, depth=6, heads=6, frame_size=(128, 128), uv_harmonics=2,
+              gbuffer_channels=9, material_embedding=4),
 }
 
 
@@ -195,6 +219,7 @@ class UNetDiT(nn.Module):
         self.cfg = cfg
         d, widths = cfg.hidden, cfg.widths
         self.structure_encoder = StructureEncoder(cfg)
+        self.material_embed = nn.Embedding(MATERIAL_IDS, cfg.material_embedding) if cfg.reads_material else None
         self.time_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.style_embed = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.absent_style = nn.Parameter(torch.zeros(d))
@@ -239,7 +264,7 @@ class UNetDiT(nn.Module):
         if gbuffers is not None and gbuffers.shape[2] < gb_channels:
             gbuffers = None  # the game hands over fewer buffers than this model reads: it reads them as absent
         elif gbuffers is not None:
-            gbuffers = periodic_uv(gbuffers[:, :, :gb_channels], self.cfg)
+            gbuffers = self.structure_gbuffers(gbuffers[:, :, :gb_channels])
         parts, flags = [], []
         for tensor, keep, channels in ((cond.low, cond.keep_low, self.cfg.channels),
                                        (gbuffers, cond.keep_gbuffers, self.cfg.structure_gbuffer_channels),
@@ -254,6 +279,16 @@ class UNetDiT(nn.Module):
             flags.append(present)
         flag_maps = torch.cat(flags, 2).expand(b, f, PRESENCE_FLAGS, h, w)
         return torch.cat([*parts, flag_maps], 2).flatten(0, 1)
+
+    def structure_gbuffers(self, gbuffers: torch.Tensor) -> torch.Tensor:
+        """(B, F, gbuffer_channels, H, W) in the training encoding -> (B, F, structure_gbuffer_channels, H, W): the
+        uv pair as waves (periodic_uv), the material id (the last channel) as its learned embedding."""
+        gbuffers = periodic_uv(gbuffers, self.cfg)
+        if self.material_embed is None:
+            return gbuffers
+        ids = gbuffers[:, :, -1].round().long().clamp(0, MATERIAL_IDS - 1)  # (B, F, H, W)
+        embedded = self.material_embed(ids).movedim(-1, 2).to(gbuffers.dtype)  # (B, F, E, H, W)
+        return torch.cat([gbuffers[:, :, :-1], embedded], 2)
 
     def prepare(self, cond: Conditioning, b: int | None = None, f: int | None = None) -> Conditioning:
         """`cond` with its structure features computed (once per frame): every denoising step then reuses them.
@@ -338,7 +373,7 @@ class UNetDiT(nn.Module):
 def periodic_uv(gbuffers: torch.Tensor, cfg: UNetConfig) -> torch.Tensor:
     """(B, F, gbuffer_channels, H, W) in the training encoding (uv = 2·fraction − 1) -> the structure encoder's
     G-buffer channels: the uv pair replaced by sin and cos of 2π·k·fraction for k = 1..cfg.uv_harmonics."""
-    if cfg.structure_gbuffer_channels == cfg.gbuffer_channels:
+    if not cfg.reads_uv_waves:
         return gbuffers
     angle = math.pi * (gbuffers[:, :, _UV_START:_UV_START + 2] + 1)  # 2π · fraction
     waves = [f(k * angle) for k in range(1, cfg.uv_harmonics + 1) for f in (torch.sin, torch.cos)]
