@@ -67,7 +67,9 @@ train: setup
 	$(VPY) -m models.recipe.export $(TRAIN_RUN)_gen $(TRAIN_OUT) --refresh last_step --reset-every 16 --gen-steps 8 --gen-carry 0.6
 
 # Backbone v2's first stages (docs/model.md): record the data, train the regression baseline, start the teacher
-# from it, and score both on held-out worlds. PROFILE picks the scale, with the same commands everywhere:
+# from it, score both on held-out worlds, and ship both in fp16 to V2_OUT (models/weights/v2, where
+# `restyler eval --model models/weights/v2 --rows input,regression,teacher` scores them from main; the tiny profile
+# writes beside its run instead). PROFILE picks the scale, with the same commands everywhere:
 #   cpu   the 2-core CPU, size S (docs/model.md has each step's measured cost)
 #   gpu   one CUDA GPU (picked up by --device auto), size M (24 M parameters, 48 MB in fp16) and larger batches,
 #         sized for about 9 minutes of training on an H100-class GPU
@@ -90,6 +92,7 @@ V2_MODEL := --size tiny
 V2_REGRESSION := --steps 4 --batch 2 --clip-frames 2
 V2_TEACHER := --steps 4 --batch 2 --clip-frames 4 --guidance 1
 V2_EVAL := --seeds 1000:1001 --frames 8 --teacher-steps 2
+V2_OUT ?= $(V2_RUN)_shipped
 else
 V2_RECORD := --seeds 0:32 --frames 48 --size 128x128
 V2_MODEL := --size S
@@ -97,6 +100,7 @@ V2_REGRESSION := --steps 1500 --batch 4 --clip-frames 2
 V2_TEACHER := --steps 4000 --batch 4 --clip-frames 4 --guidance 1
 V2_EVAL := --seeds 1000:1003 --frames 24 --teacher-steps 25
 endif
+V2_OUT ?= models/weights/v2
 train-v2: setup
 	$(R) record-data --out $(V2_DATA) $(V2_RECORD)
 	$(R) train regression --data $(V2_DATA) --out $(V2_RUN) --arch unet $(V2_MODEL) $(V2_REGRESSION) --resume
@@ -104,6 +108,7 @@ train-v2: setup
 		--resume
 	$(R) eval --model $(V2_RUN) $(V2_EVAL) --rows input,regression,teacher --worlds $(V2_WORLDS) \
 		--json $(V2_RUN)/eval.json
+	$(VPY) -m models.recipe.export $(V2_RUN) $(V2_OUT) --first-stages
 
 # Build and test leftovers only: recorded data, checkpoints and the virtualenv stay (see distclean).
 clean:

@@ -211,6 +211,26 @@ def test_edge_error_splits_a_regressions_error_by_region(synthetic_clips, tmp_pa
             assert all(0.0 <= r[key] <= 1.0 for r in regions.values())
 
 
+def test_exporting_first_stages_needs_a_teacher_and_takes_no_student_options(synthetic_clips, tmp_path):
+    """`models.recipe.export --first-stages` ships a run without a student; each thing it cannot ship is one error
+    that says what to do."""
+    from models.recipe.export import export_model
+
+    run = tmp_path / "run"
+    run_stage("regression", synthetic_clips, run, steps=1, batch=1, overrides=QUICK, arch="unet", **TINY)
+    with pytest.raises(checkpoint.CheckpointError, match="holds no student.*--first-stages"):
+        export_model(run, tmp_path / "out")
+    with pytest.raises(checkpoint.CheckpointError, match="holds no teacher"):
+        export_model(run, tmp_path / "out", first_stages=True)
+    run_stage("teacher", synthetic_clips, run, steps=1, batch=1, overrides=QUICK, arch="unet", init=run, **TINY)
+    with pytest.raises(checkpoint.CheckpointError, match="have none"):
+        export_model(run, tmp_path / "out", {"reset_every": 4}, first_stages=True)
+    assert not (tmp_path / "out").exists()
+    written = export_model(run, tmp_path / "out", first_stages=True)
+    assert sorted(p.name for p in written) == ["regression.json", "regression.safetensors", "teacher.json",
+                                               "teacher.safetensors"]
+
+
 @pytest.mark.slow
 def test_make_train_v2_runs_its_profile_end_to_end(tmp_path):
     """The tiny profile of `make train-v2`: the same commands as the CPU and GPU profiles, on 64×64 worlds."""
@@ -222,3 +242,15 @@ def test_make_train_v2_runs_its_profile_end_to_end(tmp_path):
     scores = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert {"input", "regression", "teacher"} <= set(scores["rows"])
     assert json.loads((tmp_path / "run" / "teacher.json").read_text())["architecture"] == "unet"
+    # the first stages are shipped in fp16 beside the run, where `restyler eval` scores them without a student
+    shipped = tmp_path / "run_shipped"
+    assert sorted(p.name for p in shipped.iterdir()) == ["regression.json", "regression.safetensors", "teacher.json",
+                                                         "teacher.safetensors"]
+    assert {str(t.dtype) for t in load_file(str(shipped / "teacher.safetensors")).values()} == {"torch.float16"}
+    rescored = subprocess.run([sys.executable, "-m", "cli", "eval", "--model", str(shipped), "--seeds", "1000:1001",
+                               "--frames", "8", "--teacher-steps", "2", "--rows", "input,regression,teacher",
+                               "--worlds", str(tmp_path / "worlds"), "--json", str(tmp_path / "shipped.json")],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert rescored.returncode == 0, rescored.stderr[-2000:]
+    again = json.loads((tmp_path / "shipped.json").read_text())["rows"]
+    assert again["regression"]["psnr"] == pytest.approx(scores["rows"]["regression"]["psnr"], abs=0.05)

@@ -1,5 +1,7 @@
 """Turn a finished training run into a shipped model: `models/weights/<name>/` with the teacher, the student (and the
-autoencoder when the model works in latents), each safetensors in fp16 plus its JSON config.
+autoencoder when the model works in latents, the regression baseline when the run trained one), each safetensors in
+fp16 plus its JSON config. `--first-stages` ships a run that has no student yet, its teacher and regression, so that
+`restyler eval --rows input,regression,teacher` can score a new backbone from main before its student exists.
 
 fp16 halves the files (an S network is 13 MB instead of 27) and costs nothing at run time: the loaders cast back to
 fp32 for the CPU. The student's sampler can be overridden on the way out, because how a student streams best is
@@ -7,6 +9,7 @@ measured after training (docs/distillation.md: the `last_step` cache refresh bea
 and a periodic cache reset cuts the part of long-stream drift that the stream's own history causes by a third).
 
     python -m models.recipe.export RUN models/weights/default --refresh last_step --reset-every 16
+    python -m models.recipe.export RUN models/weights/v2_first_stages --first-stages
 """
 
 from __future__ import annotations
@@ -19,17 +22,26 @@ import torch
 
 from models.io import checkpoint
 
-SHIPPED = ("autoencoder", "teacher", "student")
+SHIPPED = ("autoencoder", "teacher", "student", "regression")
 
 
 def export_model(run: Path, out: Path, sampler_changes: dict[str, Any] | None = None,
-                 generation_changes: dict[str, Any] | None = None) -> list[Path]:
+                 generation_changes: dict[str, Any] | None = None, first_stages: bool = False) -> list[Path]:
     """Copy the shipped networks of `run` into `out` as fp16; returns the files written. `generation_changes`
     (steps, carry) set how a student trained to generate (`train gen`) generates: models.network.generation's
-    GenerationSampler, measured by models.evaluation.generation after training."""
-    if not checkpoint.exists(run, "student"):
+    GenerationSampler, measured by models.evaluation.generation after training. `first_stages` ships a run with a
+    teacher and no student (a backbone's first stages, scored by `restyler eval` but not playable)."""
+    if first_stages:
+        if not checkpoint.exists(run, "teacher"):
+            raise checkpoint.CheckpointError(f"{run} holds no teacher; train it (`restyler train teacher --out {run}`) "
+                                              "before exporting the first stages")
+        if sampler_changes or generation_changes:
+            raise checkpoint.CheckpointError("the sampler and generation options set a student's; the first stages "
+                                              "have none")
+    elif not checkpoint.exists(run, "student"):
         raise checkpoint.CheckpointError(f"{run} holds no student; finish the recipe (`restyler train dmd --out "
-                                          f"{run}`) before exporting it")
+                                          f"{run}`) before exporting it, or export its teacher and regression with "
+                                          "--first-stages")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name in SHIPPED:
@@ -61,6 +73,8 @@ def _int_at_least(minimum: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description="Export a training run as a shipped fp16 model directory.")
     parser.add_argument("run", type=Path, help="finished run directory (teacher and student trained)")
+    parser.add_argument("--first-stages", action="store_true",
+                        help="ship a run without a student: its teacher and regression baseline, for `restyler eval`")
     parser.add_argument("out", type=Path, help="model directory to write, e.g. models/weights/default")
     parser.add_argument("--refresh", choices=["clean", "last_step"], default=None,
                         help="the student's KV-cache refresh at run time (default: the one it trained with)")
@@ -75,7 +89,11 @@ def main() -> None:
     generation = {k: v for k, v in (("steps", args.gen_steps), ("carry", args.gen_carry)) if v is not None}
     if "carry" in generation and not 0 < generation["carry"] <= 1:
         parser.error(f"--gen-carry must be in (0, 1]; got {generation['carry']}")
-    for path in export_model(args.run, args.out, changes, generation):
+    try:
+        written = export_model(args.run, args.out, changes, generation, first_stages=args.first_stages)
+    except checkpoint.CheckpointError as exc:
+        parser.error(str(exc))
+    for path in written:
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
