@@ -292,10 +292,11 @@ def test_a_chunk_message_carries_exactly_the_buffers_a_model_reads():
     h = w = 8
     frames = [FramePacket(rgb=np.zeros((h, w, 3), np.uint8), index=i, depth=np.ones((h, w), np.float32),
                           normals=np.zeros((h, w, 3), np.float32), uv=np.zeros((h, w, 2), np.float32),
-                          material=np.zeros((h, w), np.uint8)) for i in range(2)]
+                          material=np.zeros((h, w), np.uint8), motion=np.zeros((h, w, 2), np.float32))
+              for i in range(2)]
     kind, meta, arrays = unpack(_chunk_message([Submitted(f, 0.0) for f in frames]))
     assert kind == "chunk" and meta["indices"] == [0, 1]
-    assert set(arrays) == {"rgb", "depth", "normals", "uv"}
+    assert set(arrays) == {"rgb", "depth", "normals", "uv", "material"}   # no motion: no model reads it
     assert arrays["uv"].shape == (2, h, w, 2)
 
 
