@@ -129,13 +129,18 @@ def test_submit_never_blocks_and_stale_frames_are_dropped(random_model, monkeypa
     _, alone = game_loop(None, 150)
     with StreamingRestyler(random_model, "cpu", worker="thread") as r:
         r.prepare("sunny summer day")
+        started = time.perf_counter()
         submit_s, beside = game_loop(r, 150)
         wait_for(lambda: r.latest_frame() is not None and r.latest_frame().index >= 140, timeout=5)
+        elapsed = time.perf_counter() - started
         stats = r.stats
     step_quarter = 0.2 / 4
     assert max(submit_s) < step_quarter
     assert np.percentile(beside, 95) < np.percentile(alone, 95) + step_quarter
-    assert stats.dropped > 100 and stats.chunks < 15   # ~0.2 s per chunk over ~1.5 s: most frames dropped
+    # no queue, however loaded the machine: the model ran at most one chunk per 0.2 s step, and every frame it did
+    # not take was dropped (the inbox holds at most one chunk), not kept for later
+    assert stats.chunks <= elapsed / 0.2 + 1
+    assert stats.dropped >= stats.submitted - 2 * (stats.chunks + 1)
 
 
 @pytest.mark.slow
