@@ -185,6 +185,10 @@ def setup_distributed(device: str) -> Distributed:
 
 def close_distributed(dist_info: Distributed) -> None:
     if dist_info.world > 1 and dist.is_initialized():
+        # every rank reaches teardown before any tears gloo down: a rank that destroyed its group while another
+        # was still finishing its last step aborted at exit now and then ("terminate called without an active
+        # exception")
+        dist.barrier()
         dist.destroy_process_group()
 
 
