@@ -139,13 +139,12 @@ class UNetConfig:
 
 # Named sizes: S trains on the 2-core CPU (6.1 M parameters); M is the GPU profile's (`make train-v2 PROFILE=gpu`:
 # twice the widths and the transformer width, 24 M parameters, 48 MB in fp16); tiny is for tests.
+# Every named size reads every G-buffer, uv as waves and the material through its embedding.
+_READS = dict(gbuffer_channels=9, uv_harmonics=2, material_embedding=4)
 SIZES: dict[str, dict] = {
-    "tiny": dict(widths=(8, 8, 16), token_patch=2, hidden=32, depth=2, heads=2, frame_size=(64, 64), uv_harmonics=2,
-                 gbuffer_channels=9, material_embedding=4),
-    "S": dict(widths=(16, 32, 64, 128), hidden=192, depth=6, heads=6, frame_size=(128, 128), uv_harmonics=2,
-              gbuffer_channels=9, material_embedding=4),
-    "M": dict(widths=(32, 64, 128, 256), hidden=384, depth=6, heads=6, frame_size=(128, 128), uv_harmonics=2,
-              gbuffer_channels=9, material_embedding=4),
+    "tiny": dict(widths=(8, 8, 16), token_patch=2, hidden=32, depth=2, heads=2, frame_size=(64, 64), **_READS),
+    "S": dict(widths=(16, 32, 64, 128), hidden=192, depth=6, heads=6, frame_size=(128, 128), **_READS),
+    "M": dict(widths=(32, 64, 128, 256), hidden=384, depth=6, heads=6, frame_size=(128, 128), **_READS),
 }
 
 

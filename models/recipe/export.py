@@ -9,7 +9,7 @@ measured after training (docs/distillation.md: the `last_step` cache refresh bea
 and a periodic cache reset cuts the part of long-stream drift that the stream's own history causes by a third).
 
     python -m models.recipe.export RUN models/weights/default --refresh last_step --reset-every 16
-    python -m models.recipe.export RUN models/weights/v2_first_stages --first-stages
+    python -m models.recipe.export RUN models/weights/v2 --first-stages
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ def _int_at_least(minimum: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description="Export a training run as a shipped fp16 model directory.")
     parser.add_argument("run", type=Path, help="finished run directory (teacher and student trained)")
+    parser.add_argument("out", type=Path, help="model directory to write, e.g. models/weights/default")
     parser.add_argument("--first-stages", action="store_true",
                         help="ship a run without a student: its teacher and regression baseline, for `restyler eval`")
-    parser.add_argument("out", type=Path, help="model directory to write, e.g. models/weights/default")
     parser.add_argument("--refresh", choices=["clean", "last_step"], default=None,
                         help="the student's KV-cache refresh at run time (default: the one it trained with)")
     parser.add_argument("--reset-every", type=_int_at_least(0), default=None, metavar="N",
