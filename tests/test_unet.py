@@ -10,7 +10,7 @@ import torch
 from models.network import flow
 from models.io.data import GBUFFERS
 from models.network.dit import GBUFFER_CHANNELS, GEOMETRY_CHANNELS, Conditioning
-from models.network.unet import MATERIAL_IDS, UNetDiT, flops_per_frame, make_config, periodic_uv
+from models.network.unet import MATERIAL_IDS, UV_GATE_RATE, UNetDiT, flops_per_frame, make_config, periodic_uv
 
 ALL_GBUFFERS = sum(channels for _, channels in GBUFFERS)  # depth .. sun, then the material id
 
@@ -180,6 +180,29 @@ def test_the_material_id_is_read_through_its_embedding():
                               model(x, sigma, cond))
     with pytest.raises(ValueError, match="material_embedding > 0"):
         make_config("tiny", material_embedding=0)
+
+
+@torch.no_grad()
+def test_the_uv_waves_are_gated_by_material():
+    """Each material scales the uv waves by its own learned gate, ones at the start (so the gate changes nothing
+    until trained, and `--init` from a model without it may start it fresh); a zero row removes the waves on that
+    material only."""
+    model = UNetDiT(make_config("tiny", uv_material_gate=True))
+    cfg = model.cfg
+    assert cfg.uv_material_gate and model.identity_at_init() == ("uv_gate.weight",)
+    gbuffers = tiny_cond(1, 2).gbuffers
+    waves = slice(4, 4 + cfg.uv_wave_channels)
+    torch.testing.assert_close(model.structure_gbuffers(gbuffers)[:, :, waves], periodic_uv(gbuffers, cfg)[:, :, waves])
+    model.uv_gate.weight[5] = -1 / UV_GATE_RATE  # the demo game's water: gate 0
+    gated = model.structure_gbuffers(gbuffers)[:, :, waves]
+    water = (gbuffers[:, :, -1] == 5).unsqueeze(2).expand_as(gated)
+    assert water.any() and (~water).any()
+    assert gated[water].abs().max() == 0
+    torch.testing.assert_close(gated[~water], periodic_uv(gbuffers, cfg)[:, :, waves][~water])
+    with pytest.raises(ValueError, match="uv_material_gate"):
+        make_config("tiny", uv_harmonics=0, uv_material_gate=True)
+    ungated = UNetDiT(make_config("tiny"))  # the named sizes
+    assert ungated.uv_gate is None and ungated.identity_at_init() == ()
 
 
 def test_flops_per_frame_matches_a_counted_forward():

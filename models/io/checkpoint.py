@@ -82,9 +82,13 @@ def load_checkpoint(directory: Path | str, name: str, hint: str = "") -> tuple[d
     return tensors, meta
 
 
-def load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Copy `tensors` into `module` (casting to its dtype); any missing or unexpected name is one clear error."""
+def load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str,
+              may_miss: tuple[str, ...] = ()) -> None:
+    """Copy `tensors` into `module` (casting to its dtype); any missing or unexpected name is one clear error, but
+    for the names in `may_miss`, which keep the module's own values (weights that start as the identity)."""
     own = module.state_dict()
+    kept = {k: own[k] for k in may_miss if k in own and k not in tensors}
+    tensors = {**tensors, **kept}
     missing, extra = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
     wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
     if missing or extra or wrong:

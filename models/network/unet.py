@@ -48,6 +48,10 @@ _UV_START = _first_channel("uv")
 _MATERIAL_START = _first_channel("material")
 # Rows of the material embedding: the demo game's ids are 0 (sky) to 13; ids above the table share its last row.
 MATERIAL_IDS = 16
+# The uv gate is 1 + this · its weights (zero at the start): an optimizer step moves a gate this many times further
+# than a plain weight. A pixel loss pays little for a faint grid on one material, so at the plain rate a gate moved
+# by 0.1-0.2 in a whole 1,500-step run (docs/model.md).
+UV_GATE_RATE = 10.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,10 @@ class UNetConfig:
     # width of the learned embedding the material id is read through (needed when gbuffer_channels reaches it): a
     # material is a category, not a quantity, and neon night colours each material's outline its own way
     material_embedding: int = 0
+    # the uv waves scaled by a learned factor per material and wave (1 at the start, UV_GATE_RATE), so that a
+    # material whose look owes nothing to the position within its block (water) could switch them off. Measured in
+    # docs/model.md: it left the faint block grid on the water and the scores within noise; no named size uses it
+    uv_material_gate: bool = False
 
     def __post_init__(self) -> None:
         h, w = self.frame_size
@@ -95,6 +103,10 @@ class UNetConfig:
         if self.reads_material and self.material_embedding <= 0:
             raise ValueError(f"gbuffer_channels={self.gbuffer_channels} reads the material id, which needs "
                              f"material_embedding > 0 (its embedding width); got {self.material_embedding}")
+        if self.uv_material_gate and not (self.reads_uv_waves and self.reads_material):
+            raise ValueError("uv_material_gate scales the uv waves by material: it needs uv_harmonics > 0 and "
+                             f"gbuffer_channels reaching the material id; got uv_harmonics={self.uv_harmonics}, "
+                             f"gbuffer_channels={self.gbuffer_channels}")
 
     @property
     def reads_material(self) -> bool:
@@ -105,12 +117,16 @@ class UNetConfig:
         return self.uv_harmonics > 0 and self.gbuffer_channels >= _UV_START + 2
 
     @property
+    def uv_wave_channels(self) -> int:
+        return 4 * self.uv_harmonics if self.reads_uv_waves else 0
+
+    @property
     def structure_gbuffer_channels(self) -> int:
         """G-buffer channels the structure encoder reads once the uv pair is expanded into its harmonics and the
         material id into its embedding."""
         channels = self.gbuffer_channels
         if self.reads_uv_waves:
-            channels += 4 * self.uv_harmonics - 2
+            channels += self.uv_wave_channels - 2
         if self.reads_material:
             channels += self.material_embedding - 1
         return channels
@@ -219,6 +235,7 @@ class UNetDiT(nn.Module):
         d, widths = cfg.hidden, cfg.widths
         self.structure_encoder = StructureEncoder(cfg)
         self.material_embed = nn.Embedding(MATERIAL_IDS, cfg.material_embedding) if cfg.reads_material else None
+        self.uv_gate = nn.Embedding(MATERIAL_IDS, cfg.uv_wave_channels) if cfg.uv_material_gate else None
         self.time_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.style_embed = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.absent_style = nn.Parameter(torch.zeros(d))
@@ -251,6 +268,13 @@ class UNetDiT(nn.Module):
         nn.init.zeros_(self.final_modulation.bias)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if self.uv_gate is not None:
+            nn.init.zeros_(self.uv_gate.weight)  # every gate 1
+
+    def identity_at_init(self) -> tuple[str, ...]:
+        """Weights that leave the network's function unchanged at their initial values: `--init` from a checkpoint
+        trained without them starts them fresh (fine-tuning with the new option) instead of refusing it."""
+        return ("uv_gate.weight",) if self.uv_gate is not None else ()
 
     # -- conditioning -------------------------------------------------------------------------------------------
 
@@ -281,11 +305,17 @@ class UNetDiT(nn.Module):
 
     def structure_gbuffers(self, gbuffers: torch.Tensor) -> torch.Tensor:
         """(B, F, gbuffer_channels, H, W) in the training encoding -> (B, F, structure_gbuffer_channels, H, W): the
-        uv pair as waves (periodic_uv), the material id (the last channel) as its learned embedding."""
+        uv pair as waves (periodic_uv), scaled by the material's gate when the config has one, the material id (the
+        last channel) as its learned embedding."""
         gbuffers = periodic_uv(gbuffers, self.cfg)
         if self.material_embed is None:
             return gbuffers
         ids = gbuffers[:, :, -1].round().long().clamp(0, MATERIAL_IDS - 1)  # (B, F, H, W)
+        if self.uv_gate is not None:
+            waves = slice(_UV_START, _UV_START + self.cfg.uv_wave_channels)
+            gate = 1 + UV_GATE_RATE * self.uv_gate(ids).movedim(-1, 2).to(gbuffers.dtype)  # (B, F, waves, H, W)
+            gbuffers = torch.cat([gbuffers[:, :, :waves.start], gbuffers[:, :, waves] * gate,
+                                  gbuffers[:, :, waves.stop:]], 2)
         embedded = self.material_embed(ids).movedim(-1, 2).to(gbuffers.dtype)  # (B, F, E, H, W)
         return torch.cat([gbuffers[:, :, :-1], embedded], 2)
 

@@ -90,9 +90,12 @@ def run_stage(stage: str, data: Path, run: Path, *, size: str = "S", prompts: di
                 source = _init_source(built.name, arch, init)
                 tensors, meta = checkpoint.load_checkpoint(init, source,
                                                            hint="--init takes a run directory that holds it")
-                checkpoint.load_into(built.model, {k: v.float() for k, v in tensors.items()}, f"{init}/{source}")
+                fresh = tuple(k for k in getattr(built.model, "identity_at_init", tuple)() if k not in tensors)
+                checkpoint.load_into(built.model, {k: v.float() for k, v in tensors.items()}, f"{init}/{source}",
+                                     may_miss=fresh)
                 if dist_info.main:
-                    progress(f"starting {built.name} from {init}/{source} (step {meta.get('step')})")
+                    started = f"; {', '.join(fresh)} start fresh" if fresh else ""
+                    progress(f"starting {built.name} from {init}/{source} (step {meta.get('step')}{started})")
             return train(built, run, cfg, dist_info, resume, progress)
         if init is not None:
             _take_from_init(init, run, dist_info)
