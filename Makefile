@@ -67,7 +67,8 @@ train: setup
 	$(VPY) -m models.recipe.export $(TRAIN_RUN)_gen $(TRAIN_OUT) --refresh last_step --reset-every 16 --gen-steps 8 --gen-carry 0.6
 
 # Backbone v2's first stages (docs/model.md): record the data, train the regression baseline, start the teacher
-# from it, score both on held-out worlds, and ship both in fp16 to V2_OUT (models/weights/v2, where
+# from it, polish the teacher with a second, shorter schedule at a quarter of the learning rate (in RUN_polish, beside
+# a copy of the regression), score both on held-out worlds, and ship both in fp16 to V2_OUT (models/weights/v2, where
 # `restyler eval --model models/weights/v2 --rows input,regression,teacher` scores them from main; the tiny profile
 # writes beside its run instead). PROFILE picks the scale, with the same commands everywhere:
 #   cpu   the 2-core CPU, size S (docs/model.md has each step's measured cost)
@@ -84,13 +85,15 @@ ifeq ($(PROFILE),gpu)
 V2_RECORD := --seeds 0:64 --frames 120 --size 128x128
 V2_MODEL := --size M
 V2_REGRESSION := --steps 3000 --batch 64 --clip-frames 2
-V2_TEACHER := --steps 6000 --batch 32 --clip-frames 4 --guidance 1
+V2_TEACHER := --steps 4500 --batch 32 --clip-frames 4 --guidance 1
+V2_POLISH := --steps 1500 --batch 32 --clip-frames 4 --guidance 1 --lr 1e-4
 V2_EVAL := --seeds 1000:1003 --frames 24 --teacher-steps 50
 else ifeq ($(PROFILE),tiny)
 V2_RECORD := --seeds 0:2 --frames 16 --size 64x64
 V2_MODEL := --size tiny
 V2_REGRESSION := --steps 4 --batch 2 --clip-frames 2
 V2_TEACHER := --steps 4 --batch 2 --clip-frames 4 --guidance 1
+V2_POLISH := --steps 2 --batch 2 --clip-frames 4 --guidance 1 --lr 1e-4
 V2_EVAL := --seeds 1000:1001 --frames 8 --teacher-steps 2
 V2_OUT ?= $(V2_RUN)_shipped
 else
@@ -98,6 +101,7 @@ V2_RECORD := --seeds 0:32 --frames 48 --size 128x128
 V2_MODEL := --size S
 V2_REGRESSION := --steps 1500 --batch 4 --clip-frames 2
 V2_TEACHER := --steps 4000 --batch 4 --clip-frames 4 --guidance 1
+V2_POLISH := --steps 1500 --batch 4 --clip-frames 4 --guidance 1 --lr 1e-4
 V2_EVAL := --seeds 1000:1003 --frames 24 --teacher-steps 25
 endif
 V2_OUT ?= models/weights/v2
@@ -106,9 +110,12 @@ train-v2: setup
 	$(R) train regression --data $(V2_DATA) --out $(V2_RUN) --arch unet $(V2_MODEL) $(V2_REGRESSION) --resume
 	$(R) train teacher --data $(V2_DATA) --out $(V2_RUN) --arch unet $(V2_MODEL) $(V2_TEACHER) --init $(V2_RUN) \
 		--resume
-	$(R) eval --model $(V2_RUN) $(V2_EVAL) --rows input,regression,teacher --worlds $(V2_WORLDS) \
-		--json $(V2_RUN)/eval.json
-	$(VPY) -m models.recipe.export $(V2_RUN) $(V2_OUT) --first-stages
+	$(R) train teacher --data $(V2_DATA) --out $(V2_RUN)_polish --arch unet $(V2_MODEL) $(V2_POLISH) \
+		--init $(V2_RUN) --resume
+	cp -p $(V2_RUN)/regression.json $(V2_RUN)/regression.safetensors $(V2_RUN)_polish/
+	$(R) eval --model $(V2_RUN)_polish $(V2_EVAL) --rows input,regression,teacher --worlds $(V2_WORLDS) \
+		--json $(V2_RUN)_polish/eval.json
+	$(VPY) -m models.recipe.export $(V2_RUN)_polish $(V2_OUT) --first-stages
 
 # Build and test leftovers only: recorded data, checkpoints and the virtualenv stay (see distclean).
 clean:

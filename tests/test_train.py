@@ -174,6 +174,23 @@ def test_the_teacher_starts_from_the_regression_baseline(synthetic_clips, tmp_pa
     assert torch.allclose(after["out.weight"].float(), start["out.weight"].float(), atol=1e-4)
 
 
+def test_init_from_a_model_without_the_uv_gate_starts_the_gate_fresh(synthetic_clips, tmp_path):
+    """Fine-tuning with the per-material uv gate from a model trained without it: the gate starts at ones (the
+    identity) and says so; every other missing weight is still refused."""
+    run = tmp_path / "run"
+    run_stage("regression", synthetic_clips, run, steps=1, batch=1, overrides=QUICK, arch="unet", **TINY)
+    lines = []
+    gated = tmp_path / "gated"
+    run_stage("teacher", synthetic_clips, gated, steps=1, batch=1, overrides={**QUICK, "lr": 1e-12}, arch="unet",
+              init=run, progress=lines.append, model_options={"uv_material_gate": True}, **TINY)
+    assert any("uv_gate.weight start fresh" in line for line in lines)
+    gate = load_file(str(gated / "teacher.safetensors"))["uv_gate.weight"].float()
+    torch.testing.assert_close(gate, torch.zeros_like(gate), atol=1e-5, rtol=0)  # the gate 1 + 10·w is one
+    with pytest.raises(checkpoint.CheckpointError, match="does not match this model"):
+        run_stage("teacher", synthetic_clips, tmp_path / "wide", steps=1, batch=1, overrides=QUICK, arch="unet",
+                  init=run, model_options={"material_embedding": 6}, **TINY)
+
+
 def test_model_options_change_backbone_v2_and_only_it(synthetic_clips, tmp_path):
     run = tmp_path / "run"
     run_stage("regression", synthetic_clips, run, steps=1, batch=1, overrides=QUICK, arch="unet",
@@ -239,9 +256,11 @@ def test_make_train_v2_runs_its_profile_end_to_end(tmp_path):
                              f"V2_DATA={tmp_path / 'data'}", f"V2_WORLDS={tmp_path / 'worlds'}"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    scores = json.loads((tmp_path / "run" / "eval.json").read_text())
+    polished = tmp_path / "run_polish"  # the teacher's second schedule, beside a copy of the regression
+    scores = json.loads((polished / "eval.json").read_text())
     assert {"input", "regression", "teacher"} <= set(scores["rows"])
-    assert json.loads((tmp_path / "run" / "teacher.json").read_text())["architecture"] == "unet"
+    teacher = json.loads((polished / "teacher.json").read_text())
+    assert teacher["architecture"] == "unet" and teacher["train"]["lr"] == 1e-4
     # the first stages are shipped in fp16 beside the run, where `restyler eval` scores them without a student
     shipped = tmp_path / "run_shipped"
     assert sorted(p.name for p in shipped.iterdir()) == ["regression.json", "regression.safetensors", "teacher.json",
