@@ -228,6 +228,25 @@ def test_edge_error_splits_a_regressions_error_by_region(synthetic_clips, tmp_pa
             assert all(0.0 <= r[key] <= 1.0 for r in regions.values())
 
 
+def test_material_error_splits_by_material_and_flat_uv_changes_only_that_material(synthetic_clips, tmp_path):
+    """The measurement behind the grid on the water (docs/model.md): shares per material id sum to one, each with a
+    psnr; holding uv flat on one material changes the regression's error there."""
+    from models.evaluation.edge_error import material_error
+
+    run = tmp_path / "run"
+    run_stage("regression", synthetic_clips, run, steps=3, batch=1, overrides=QUICK, arch="unet", **TINY)
+    shares = material_error(run, synthetic_clips)
+    assert set(shares) == set(PROMPTS)
+    for materials in shares.values():
+        assert materials and all(m.isdigit() for m in materials)
+        for key in ("pixels", "error"):
+            assert sum(m[key] for m in materials.values()) == pytest.approx(1.0)
+        assert all(m["psnr"] > 0 for m in materials.values())
+    busiest = max(shares[next(iter(PROMPTS))].items(), key=lambda kv: kv[1]["pixels"])[0]
+    flat = material_error(run, synthetic_clips, flat_uv_on=int(busiest))
+    assert flat[next(iter(PROMPTS))][busiest]["psnr"] != shares[next(iter(PROMPTS))][busiest]["psnr"]
+
+
 def test_exporting_first_stages_needs_a_teacher_and_takes_no_student_options(synthetic_clips, tmp_path):
     """`models.recipe.export --first-stages` ships a run without a student; each thing it cannot ship is one error
     that says what to do."""
