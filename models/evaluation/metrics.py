@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from models.network.motion import reproject
+
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return (x.float() + 1) / 2
@@ -101,19 +103,9 @@ def blockiness(frames: torch.Tensor, period: int) -> torch.Tensor:
 def warp_previous(previous: torch.Tensor, motion: torch.Tensor, depth: torch.Tensor, previous_depth: torch.Tensor,
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Frame t−1 (C, H, W) brought to frame t by t's motion (2, H, W), nearest pixel, and the mask (H, W) of pixels
-    seen in both frames: inside the image and passing the depth test (the surface at the warped spot of t−1 is at
-    this pixel's depth within 10 % plus 0.3 blocks of camera travel; otherwise it is a disocclusion)."""
-    h, w = depth.shape[-2:]
-    yy, xx = torch.meshgrid(torch.arange(h, device=motion.device), torch.arange(w, device=motion.device),
-                            indexing="ij")
-    sx = torch.round(xx - motion[0]).long()
-    sy = torch.round(yy - motion[1]).long()
-    inside = (sx >= 0) & (sx < w) & (sy >= 0) & (sy < h)
-    sx, sy = sx.clamp(0, w - 1), sy.clamp(0, h - 1)
-    warped = previous[:, sy, sx]
-    d, d_prev = depth.reshape(h, w).float(), previous_depth.reshape(h, w)[sy, sx].float()
-    visible = inside & ((d_prev - d).abs() < 0.1 * d + 0.3)
-    return warped, visible
+    seen in both frames (models.network.motion.reproject: inside the image and passing the depth test)."""
+    sy, sx, visible = reproject(motion, depth, previous_depth)
+    return previous[:, sy, sx], visible
 
 
 def temporal_error(frames: torch.Tensor, motion: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:
