@@ -16,14 +16,13 @@ from pathlib import Path
 
 import torch
 
-from models.io.data import GBUFFERS, ClipDataset, collate, denormalize_depth, gbuffers_of
+from models.io.data import ClipDataset, collate, denormalize_depth, gbuffer_slice, gbuffers_of
 from models.network.dit import Conditioning
 from models.network.loading import load_network
 from models.network.prompt import PromptEncoder
 from models.network.unet import regress_frames
 
-_NAMES = [name for name, _ in GBUFFERS]
-_UV = slice(sum(c for _, c in GBUFFERS[:_NAMES.index("uv")]), sum(c for _, c in GBUFFERS[:_NAMES.index("uv") + 1]))
+_UV = gbuffer_slice("uv")
 EDGE = 0.06  # the reference pass's outline reaches this far into a face (demo_game/shaders/reference.frag)
 REGIONS = ("edge", "sky", "rest")
 

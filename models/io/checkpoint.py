@@ -83,15 +83,17 @@ def load_checkpoint(directory: Path | str, name: str, hint: str = "") -> tuple[d
 
 
 def load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str,
-              may_miss: tuple[str, ...] = ()) -> None:
+              may_miss: tuple[str, ...] = ()) -> tuple[str, ...]:
     """Copy `tensors` into `module` (casting to its dtype); any missing or unexpected name is one clear error, but
-    for the names in `may_miss`, which keep the module's own values (weights that start as the identity)."""
+    for the names in `may_miss`, which keep the module's own values (weights that start as the identity). Returns
+    the names of `may_miss` that `tensors` lacked: the ones that start fresh."""
     own = module.state_dict()
-    kept = {k: own[k] for k in may_miss if k in own and k not in tensors}
-    tensors = {**tensors, **kept}
+    fresh = tuple(k for k in may_miss if k in own and k not in tensors)
+    tensors = {**tensors, **{k: own[k] for k in fresh}}
     missing, extra = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
     wrong = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
     if missing or extra or wrong:
         raise CheckpointError(f"{source} does not match this model (missing {missing[:4]}, unexpected {extra[:4]}, "
                               f"wrong shape {wrong[:4]}); was it trained with another size or version?")
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
+    return fresh

@@ -254,6 +254,13 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 GBUFFERS = (("depth", 1), ("normals", 3), ("uv", 2), ("ao", 1), ("sun", 1), ("material", 1))
 
 
+def gbuffer_slice(buffer: str) -> slice:
+    """Where `buffer`'s channels lie among the stacked G-buffers (the order of GBUFFERS)."""
+    names = [name for name, _ in GBUFFERS]
+    start = sum(channels for _, channels in GBUFFERS[:names.index(buffer)])
+    return slice(start, start + GBUFFERS[names.index(buffer)][1])
+
+
 def gbuffers_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """(B, F, 9, H, W): every channel of GBUFFERS, in order, as float32."""
     return torch.cat([batch[name].float() for name, _ in GBUFFERS], 2)

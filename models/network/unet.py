@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.io.data import GBUFFERS
+from models.io.data import gbuffer_slice
 from models.network.dit import (GBUFFER_CHANNELS, TEXT_DIM, Block, Conditioning, attend_cached, attend_clip,
                                 cache_for, frame_modulation, modulate, sincos_2d)
 from models.network.kv_cache import KVCache
@@ -38,14 +38,8 @@ HISTORY_CHANNELS = 4  # the previous output warped to this frame (RGB) and where
 PRESENCE_FLAGS = 3  # low-detail frame, G-buffers, history: 1 where given, 0 where absent or dropped
 
 
-def _first_channel(buffer: str) -> int:
-    """Index of `buffer`'s first channel among the stacked G-buffers (the order of models.io.data.GBUFFERS)."""
-    names = [name for name, _ in GBUFFERS]
-    return sum(channels for _, channels in GBUFFERS[:names.index(buffer)])
-
-
-_UV_START = _first_channel("uv")
-_MATERIAL_START = _first_channel("material")
+_UV_START = gbuffer_slice("uv").start
+_MATERIAL_START = gbuffer_slice("material").start
 # Rows of the material embedding: the demo game's ids are 0 (sky) to 13; ids above the table share its last row.
 MATERIAL_IDS = 16
 # The uv gate is 1 + this · its weights (zero at the start): an optimizer step moves a gate this many times further

@@ -90,9 +90,9 @@ def run_stage(stage: str, data: Path, run: Path, *, size: str = "S", prompts: di
                 source = _init_source(built.name, arch, init)
                 tensors, meta = checkpoint.load_checkpoint(init, source,
                                                            hint="--init takes a run directory that holds it")
-                fresh = tuple(k for k in getattr(built.model, "identity_at_init", tuple)() if k not in tensors)
-                checkpoint.load_into(built.model, {k: v.float() for k, v in tensors.items()}, f"{init}/{source}",
-                                     may_miss=fresh)
+                identity = getattr(built.model, "identity_at_init", lambda: ())()  # backbone v2 only
+                fresh = checkpoint.load_into(built.model, {k: v.float() for k, v in tensors.items()},
+                                             f"{init}/{source}", may_miss=identity)
                 if dist_info.main:
                     started = f"; {', '.join(fresh)} start fresh" if fresh else ""
                     progress(f"starting {built.name} from {init}/{source} (step {meta.get('step')}{started})")
