@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -22,12 +22,15 @@ class ChunkMailbox(Generic[T]):
     gets the most recent consecutive frames rather than a backlog. ``take`` waits until ``size`` values wait and
     returns them oldest first, emptying the box. ``None`` is reserved to mean "nothing" (empty after a timeout, or
     closed), so it cannot be put. After ``close()`` puts are ignored, so a producer can outlive its consumer.
+    ``merge(dropped, next)``, when given, replaces the value after a dropped one, so what the dropped value carried
+    for its successor is not lost (the runtime chains a dropped frame's motion into the next frame's).
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, merge: Callable[[T, T], T] | None = None) -> None:
         if size < 1:
             raise ValueError(f"{type(self).__name__}: size must be >= 1; got {size}")
         self.size = size
+        self._merge = merge
         self._cond = threading.Condition(threading.Lock())
         self._values: list[T] = []
         self._closed = False
@@ -42,7 +45,9 @@ class ChunkMailbox(Generic[T]):
                 return
             self._values.append(value)
             if len(self._values) > self.size:
-                del self._values[0]
+                dropped = self._values.pop(0)
+                if self._merge is not None:
+                    self._values[0] = self._merge(dropped, self._values[0])
                 self._dropped += 1
             self._put += 1
             if len(self._values) == self.size:

@@ -152,7 +152,7 @@ def add_steps(p: argparse.ArgumentParser) -> None:
 
 
 def add_sampler_options(p: Any, role: str, defaults: bool) -> None:
-    """--timesteps / --refresh / --noise: the student's sampler (models.network.streaming.StudentSampler), chosen
+    """--timesteps / --refresh / --noise / --history: the student's sampler (models.network.streaming.StudentSampler), chosen
     when the ode stage creates the student, or overridden by eval for an ablation. `role` starts each help text."""
 
     def default(text: str) -> str:
@@ -164,16 +164,24 @@ def add_sampler_options(p: Any, role: str, defaults: bool) -> None:
     p.add_argument("--refresh", choices=["clean", "last_step"], default=None,
                    help=f"{role} KV-cache refresh after a chunk: a clean pass, or the last step's K/V"
                         + default("clean"))
-    p.add_argument("--noise", choices=["fresh", "fixed"], default=None,
-                   help=f"{role} sampler noise, fresh per chunk or one fixed image per stream" + default("fresh"))
+    p.add_argument("--noise", choices=["fresh", "fixed", "warped"], default=None,
+                   help=f"{role} sampler noise: fresh per chunk, one fixed image per stream, or the last frame's "
+                        "carried along the game's motion vectors (fresh where a surface comes into view)"
+                        + default("fresh"))
+    p.add_argument("--history", choices=["on", "off"], default=None,
+                   help=f"{role} warped-history input: the last output carried along the motion to each new "
+                        "frame (on only for a student trained with it)" + default("off"))
     p.add_argument("--reset-every", type=non_negative_int, default=None, metavar="N",
                    help=f"{role} KV cache emptied every N chunks against drift, 0 never" + default("0"))
 
 
 def sampler_changes(args: argparse.Namespace) -> dict[str, Any]:
     """The sampler fields the command line sets (see add_sampler_options)."""
-    return {k: getattr(args, k) for k in ("timesteps", "refresh", "noise", "reset_every")
-            if getattr(args, k) is not None}
+    changes = {k: getattr(args, k) for k in ("timesteps", "refresh", "noise", "reset_every")
+               if getattr(args, k) is not None}
+    if getattr(args, "history", None) is not None:
+        changes["history"] = args.history == "on"
+    return changes
 
 
 def add_model(p: argparse.ArgumentParser, *, required: bool = False, default: Path | None = DEFAULT_MODEL) -> None:

@@ -21,8 +21,10 @@ def add_parser(sub) -> None:
     p.add_argument("--data", type=Path, required=True, metavar="DIR", help="dataset from `restyler record-data`")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="run directory shared by all stages; each stage reads what the earlier ones wrote")
-    p.add_argument("--size", choices=["tiny", "S", "M"], default="S",
-                   help="model size: tiny for smoke tests, S for CPU, M when a GPU is available")
+    p.add_argument("--size", choices=["tiny", "S", "M", "student"], default=None,
+                   help="model size: tiny for smoke tests, S for CPU, M when a GPU is available (default S); ode: "
+                        "the student's, default the teacher's own (backbone v2 only: `student` is the streamed "
+                        "one-step size, 1.2 GFLOP a frame)")
     p.add_argument("--steps", type=positive_int, default=None, metavar="N",
                    help="optimizer steps; default: the stage's recipe value; lower it for a quick check")
     p.add_argument("--resume", action="store_true",
@@ -32,7 +34,8 @@ def add_parser(sub) -> None:
                         "processes; default: the recipe's value; halve it if memory runs out")
     p.add_argument("--clip-frames", type=positive_int, default=None, metavar="F",
                    help="teacher and regression: frames per clip (a multiple of the student's 2-frame chunk); "
-                        "default 8. More, shorter clips a step vary the batch at the same cost (docs/model.md)")
+                        "default 8. More, shorter clips a step vary the batch at the same cost (docs/model.md). "
+                        "dmd: frames per rollout, whole windows of the teacher's clip (default the teacher's)")
     p.add_argument("--arch", choices=["dit", "unet"], default="dit",
                    help="teacher only: the shipped video transformer (dit), or backbone v2 (unet: a full-resolution "
                         "U-Net around the transformer, docs/model.md); the later stages take the teacher's")
@@ -59,11 +62,16 @@ def add_parser(sub) -> None:
                    help="ode: teacher trajectories to generate (the stage's largest cost on a CPU)")
     g.add_argument("--rollout", choices=["self_forcing", "parallel"], default="self_forcing",
                    help="dmd: generate on the student's own KV-cached rollouts, or CausVid's one parallel pass")
-    g.add_argument("--regression", type=float, default=0.5, metavar="W",
-                   help="dmd: weight of a paired MSE against the recorded reference frames; 0 is pure DMD "
-                        "(default 0.5, the measured best)")
+    g.add_argument("--regression", type=float, default=None, metavar="W",
+                   help="ode and dmd: weight of a paired MSE against the recorded reference frames; ode: default 0 "
+                        "(CausVid's pure ODE regression); dmd: 0 is pure DMD (default 0.5, the measured best)")
     g.add_argument("--temporal", type=float, default=0.0, metavar="W",
                    help="dmd: weight of a motion-warped frame-to-frame L1 term against flicker (0: off)")
+    g.add_argument("--distribution", type=float, default=1.0, metavar="W",
+                   help="dmd: weight of the DMD term (0: none, and no fake score is trained: its ablation)")
+    g.add_argument("--gan", type=float, default=0.0, metavar="W",
+                   help="dmd: weight of DMD2's adversarial term, a patch discriminator trained from scratch on the "
+                        "reference frames (0: off)")
     g.add_argument("--fake-updates", type=positive_int, default=5, metavar="N",
                    help="dmd: fake-score updates per generator update (CausVid: 5)")
     g.add_argument("--real-guidance", type=positive_float, default=None, metavar="G",
@@ -80,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from models.network.prompt import PromptEncoderError
     from models.network.streaming import StudentSampler
     from models.recipe.dmd import DmdConfig
+    from models.recipe.ode import OdeConfig
     from models.recipe.loop import TrainError
     from models.recipe.run import run_stage
 
@@ -87,8 +96,10 @@ def run(args: argparse.Namespace) -> int:
     # them. The stages after the teacher take its prompts from its checkpoint.
     prompts = {style.name: list(style.prompts) for style in STYLES.values()}
     changes = sampler_changes(args)
+    regression = {} if args.regression is None else {"regression": args.regression}
     dmd_cfg = DmdConfig(fake_updates=args.fake_updates, real_guidance=args.real_guidance, rollout=args.rollout,
-                        regression=args.regression, temporal=args.temporal)
+                        temporal=args.temporal, distribution=args.distribution, gan=args.gan, **regression)
+    ode_cfg = OdeConfig(**regression)
     # the teacher's own settings: the later stages inherit them from its checkpoint
     teacher_only = {"loss_min_sigma": args.loss_min_sigma, "guidance": args.guidance}
     if args.stage != "teacher" and any(v is not None for v in teacher_only.values()):
@@ -99,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         run_stage(args.stage, args.data, args.out, size=args.size, prompts=prompts, space=args.space, arch=args.arch,
                   steps=args.steps, batch=args.batch, resume=args.resume, device=args.device, overrides=overrides,
                   init=args.init, sampler=StudentSampler(**changes) if changes else None,
-                  pair_clips=args.pair_clips, dmd_cfg=dmd_cfg, model_options=dict(args.model_option))
+                  pair_clips=args.pair_clips, dmd_cfg=dmd_cfg, ode_cfg=ode_cfg, model_options=dict(args.model_option))
     except (TrainError, DataError, CheckpointError, PromptEncoderError) as exc:
         return error("train", str(exc))
     return 0

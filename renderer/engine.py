@@ -141,7 +141,8 @@ class StreamEngine:
         low = low[None]                                                                     # (1, K, 3, H, W)
         ae = self.bundle.autoencoder
         incoming = low if ae is None else ae.encode_video(low)
-        return incoming, Conditioning(low=incoming, gbuffers=gbuffers, style=self.style)
+        return incoming, Conditioning(low=incoming, gbuffers=gbuffers, style=self.style,
+                                      motion=motion_to_model_size(packets, size, self.device))
 
     def denoise(self, incoming: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """2-4. Noise to t*, the few causal steps against the cache, the cache refresh -> x0 (1, K, C, H, W)."""
@@ -181,8 +182,23 @@ def rgb_to_model_size(rgb: np.ndarray, size: tuple[int, int], device: torch.devi
     """(F, H, W, 3) uint8 frames of any size -> (F, 3, *size) in [-1, 1]: area filter down, bilinear up."""
     rgb = np.ascontiguousarray(rgb) if rgb.flags.writeable else rgb.copy()  # torch wants writable memory
     x = torch.from_numpy(rgb).to(device)
-    x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    # contiguous, as evaluation's tensors are: a convolution may pick another kernel for another memory layout,
+    # and the engine must match evaluation bit for bit
+    x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
     return resize(x, size, "area" if x.shape[-1] > size[1] else "bilinear")
+
+
+def motion_to_model_size(packets: Sequence[FramePacket], size: tuple[int, int], device: torch.device | str = "cpu"
+                         ) -> torch.Tensor | None:
+    """The packets' motion vectors (H, W, 2) in their pixels -> (1, K, 2, *size) in the model's pixels (nearest,
+    each vector scaled by the resize), or None unless every packet has them."""
+    if any(p.motion is None for p in packets):
+        return None
+    motion = torch.from_numpy(np.stack([p.motion for p in packets])).to(device)
+    motion = motion.permute(0, 3, 1, 2).float().contiguous()
+    h, w = motion.shape[-2:]
+    scale = torch.tensor([size[1] / w, size[0] / h], device=motion.device).view(1, 2, 1, 1)
+    return (resize(motion, size, "nearest") * scale)[None]
 
 
 def model_to_rgb(x0: torch.Tensor, autoencoder: Autoencoder | None) -> np.ndarray:

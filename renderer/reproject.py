@@ -54,6 +54,19 @@ class Reprojector:
         return (moved / np.array([w, h], np.float32)).astype(np.float32)
 
 
+def compose_motion(newer: np.ndarray, older: np.ndarray) -> np.ndarray:
+    """Frame b's motion to frame b − 2 when frame b − 1 is skipped (a frame the model worker dropped): `newer` is
+    b's motion to b − 1, `older` b − 1's to b − 2, both (H, W, 2) float32 pixels; older is read at the nearest pixel
+    each of b's pixels came from. Fields of different sizes cannot be chained: `newer` comes back unchanged."""
+    if newer.shape != older.shape:
+        return newer
+    h, w = newer.shape[:2]
+    pos = _pixel_grid(h, w) - newer
+    sx = np.clip(np.floor(pos[..., 0] + 0.5), 0, w - 1).astype(np.int32)
+    sy = np.clip(np.floor(pos[..., 1] + 0.5), 0, h - 1).astype(np.int32)
+    return (newer + older[sy, sx]).astype(np.float32)
+
+
 @functools.lru_cache(maxsize=4)
 def _pixel_grid(h: int, w: int) -> np.ndarray:
     """(H, W, 2) float32 (x, y) of every pixel; made once per size (reprojection runs every displayed frame)."""

@@ -27,6 +27,7 @@ import numpy as np
 from bridge import ChunkMailbox, FramePacket
 from renderer import DEFAULT_MODEL
 from renderer.engine import ModelError, load_bundle, resolve_device
+from renderer.reproject import compose_motion
 from renderer.workers import WORKERS, ChunkResult, Submitted, WorkerSpec
 
 RATE_WINDOW_S = 1.0        # AI fps and latency on the HUD are averaged over this much recent time
@@ -127,7 +128,7 @@ class StreamingRestyler:
         self.model_config = bundle.student.cfg
         self.spec = WorkerSpec(str(model_dir), str(self.device), changes, seed, threads)
         self.worker_kind = worker
-        self._inbox: ChunkMailbox[Submitted] = ChunkMailbox(self.chunk_frames)
+        self._inbox: ChunkMailbox[Submitted] = ChunkMailbox(self.chunk_frames, merge=chain_motion)
         self._pacer = _Pacer(self.chunk_frames)
         self._stats = RuntimeStats()
         self._stats_lock = threading.Lock()
@@ -156,7 +157,7 @@ class StreamingRestyler:
             self._style = style.strip()
             self._stats.error = None
             self._stats.style = self._style
-            self._inbox = ChunkMailbox(self.chunk_frames)
+            self._inbox = ChunkMailbox(self.chunk_frames, merge=chain_motion)
             token = self._token = object()
             worker = WORKERS[self.worker_kind](self.spec, self._inbox, lambda r: self._on_chunk(r, token),
                                                lambda m: self._on_error(m, token))
@@ -281,3 +282,14 @@ class StreamingRestyler:
 
 
 __all__ = ["DEFAULT_MODEL", "ModelError", "RuntimeStats", "StreamingRestyler", "StyledFrame"]
+
+
+def chain_motion(dropped: Submitted, following: Submitted) -> Submitted:
+    """The inbox's merge: a frame the worker never took hands its motion on, so the next frame's motion reaches
+    back to the last frame the worker did take (the student carries its history and noise along it)."""
+    newer, older = following.packet.motion, dropped.packet.motion
+    if newer is None:
+        return following
+    # a dropped frame without motion began a new view: where the next frame's surfaces were before it is unknown
+    motion = None if older is None else compose_motion(newer, older)
+    return replace(following, packet=replace(following.packet, motion=motion))

@@ -28,8 +28,9 @@ import numpy as np
 from bridge import ChunkMailbox, FramePacket
 
 # The packet buffers a model reads (the names of models.io.data.GBUFFERS, kept here so the game's process need not
-# import torch to send a chunk); a worker carries these and nothing else.
-MODEL_BUFFERS = ("depth", "normals", "uv", "ao", "sun", "material")
+# import torch to send a chunk), and the motion its sampler carries history and noise along; a worker carries these
+# and nothing else.
+MODEL_BUFFERS = ("depth", "normals", "uv", "ao", "sun", "material", "motion")
 
 POLL_S = 0.05          # how often an idle worker looks for a stop or a command
 START_TIMEOUT_S = 120  # loading torch, the model and MiniLM in a fresh process takes seconds on a slow machine

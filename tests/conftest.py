@@ -111,6 +111,39 @@ def write_random_model(root, frame_size=(64, 64), teacher_steps: int = 3, seed: 
     return root
 
 
+def write_random_v2_student(root, sampler=None, seed: int = 0):
+    """A model directory whose student is a tiny backbone-v2 network with random weights, streaming one step with
+    its warped history and its noise carried along the motion (the shipped student's sampler) unless `sampler`
+    says otherwise."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import torch
+
+    from models.io import checkpoint
+    from models.network.loading import student_meta
+    from models.network.streaming import StudentSampler
+    from models.network.unet import UNetDiT, make_config
+
+    root = Path(root)
+    torch.manual_seed(seed)
+    cfg = make_config("tiny")
+    prompts = {"sunny summer": ["sunny summer day"], "snowy winter": ["snowy winter village"]}
+    teacher_meta = {"kind": "teacher", "config": asdict(cfg), "prompts": prompts, "styles": list(prompts),
+                    "sampler": {"steps": 3, "shift": 3.0, "guidance": 1.0}}
+    sampler = sampler or StudentSampler(timesteps=(1000,), refresh="last_step", noise="warped", history=True)
+    weights = UNetDiT(cfg).state_dict()
+    weights = {k: v + 0.1 * torch.randn_like(v) if v.is_floating_point() else v for k, v in weights.items()}
+    checkpoint.save_checkpoint(root, "student", weights, student_meta(teacher_meta, cfg, sampler),
+                               dtype=torch.float16)
+    return root
+
+
+@pytest.fixture(scope="session")
+def random_v2_model(tmp_path_factory):
+    return write_random_v2_student(tmp_path_factory.mktemp("random_v2_model"))
+
+
 @pytest.fixture(scope="session")
 def random_model(tmp_path_factory):
     return write_random_model(tmp_path_factory.mktemp("random_model"))

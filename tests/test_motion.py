@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from models.network.motion import reproject, warp_noise
+from models.network.motion import (HISTORY_CHANNELS, StreamMemory, chunk_history, chunk_noise, clip_history, reproject,
+                                    warp_noise)
 
 H, W = 16, 20
 
@@ -69,3 +70,70 @@ def test_warped_noise_stays_unit_gaussian_over_a_long_stream():
         motion = torch.randn(2, 64, 64, generator=g) * 1.5
         noise = warp_noise(noise, motion, depth, depth, g)
     assert abs(float(noise.mean())) < 0.03 and abs(float(noise.std()) - 1.0) < 0.03
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What a stream carries into its next chunk
+
+
+def chunk_of(motion: torch.Tensor, frames: int = 2, depth: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A one-clip chunk: the same motion (2, H, W) every frame, flat depth."""
+    return motion[None, None].expand(1, frames, 2, H, W), torch.full((1, frames, H, W), depth)
+
+
+def test_history_is_the_last_output_where_nothing_moves_and_absent_without_motion():
+    memory = StreamMemory()
+    motion, depth = chunk_of(torch.zeros(2, H, W))
+    start = chunk_history(memory, motion, depth)
+    assert start.shape == (1, 2, HISTORY_CHANNELS, H, W) and not start.any()  # a stream's start: nothing valid
+    last = torch.randn(1, 2, 3, H, W)
+    memory.remember(last, depth, None)
+    history = chunk_history(memory, motion, depth)
+    assert torch.equal(history[0, :, :3], last[0, -1:].expand(2, 3, H, W)) and history[:, :, 3].all()
+    assert chunk_history(memory, None, None) is None  # screen capture: no motion, no history
+    memory.clear()
+    assert not chunk_history(memory, motion, depth).any()
+
+
+def test_history_follows_a_pan_over_both_frames_of_a_chunk():
+    """Each frame moves 1 column right: the second frame reads the last output 2 columns to its left, and the 2
+    columns that entered on the left are not valid."""
+    memory = StreamMemory()
+    motion = torch.zeros(2, H, W)
+    motion[0] = 1.0
+    motion, depth = chunk_of(motion)
+    last = torch.randn(1, 1, 3, H, W)
+    memory.remember(last, depth[:, :1], None)
+    history = chunk_history(memory, motion, depth)[0, 1]
+    assert torch.equal(history[:3, :, 2:], last[0, 0, :, :, :-2])
+    assert not history[3, :, :2].any() and history[3, :, 2:].all() and not history[:3, :, :2].any()
+
+
+def test_clip_history_feeds_each_chunk_the_frame_before_it():
+    frames = torch.randn(1, 4, 3, H, W)
+    motion, depth = chunk_of(torch.zeros(2, H, W), frames=4)
+    history = clip_history(frames, motion, depth, 2)
+    assert not history[:, :2].any()
+    assert torch.equal(history[0, 2:, :3], frames[0, 1:2].expand(2, 3, H, W)) and history[0, 2:, 3].all()
+
+
+def test_chunk_noise_is_fresh_at_the_start_carried_where_still_and_kept_without_motion():
+    fresh = torch.randn(1, 2, 3, H, W)
+    assert torch.equal(chunk_noise(None, None, None, None, lambda: fresh), fresh)
+    previous = torch.randn(1, 3, H, W)
+    motion, depth = chunk_of(torch.zeros(2, H, W))
+    carried = chunk_noise(previous, depth[:, 0], motion, depth, lambda: torch.randn(1, 2, 3, H, W))
+    assert torch.equal(carried, previous[:, None].expand(1, 2, 3, H, W))
+    kept = chunk_noise(previous, None, None, None, lambda: torch.randn(1, 2, 3, H, W))
+    assert torch.equal(kept, previous[:, None].expand(1, 2, 3, H, W))
+
+
+def test_a_disocclusion_gets_the_fresh_draw_in_a_chunk():
+    previous = torch.randn(1, 3, H, W)
+    motion, depth = chunk_of(torch.zeros(2, H, W))
+    depth = depth.clone()
+    depth[:, :, 4:8, 4:8] = 1.0  # something comes close in front of the camera: those pixels were not seen
+    fresh = torch.randn(1, 2, 3, H, W)
+    out = chunk_noise(previous, torch.full((1, H, W), 5.0), motion, depth, lambda: fresh)
+    assert torch.equal(out[0, 0, :, 4:8, 4:8], fresh[0, 0, :, 4:8, 4:8])
+    assert torch.equal(out[0, 0, :, :4], previous[0, :, :4])

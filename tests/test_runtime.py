@@ -26,8 +26,10 @@ def packet(i: int, gbuffers: bool = True) -> FramePacket:
     rgb = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     if not gbuffers:
         return FramePacket(rgb=rgb, index=i)
-    return FramePacket(rgb=rgb, depth=rng.uniform(1, 100, (SIZE, SIZE)).astype(np.float32),
-                       normals=rng.normal(size=(SIZE, SIZE, 3)).astype(np.float32), index=i)
+    # a depth field that varies slowly and motion of about a pixel: most pixels pass the warp's depth test
+    depth = (20 + 5 * np.sin(np.arange(SIZE) / 9.0 + i / 7.0))[None, :].repeat(SIZE, 0).astype(np.float32)
+    return FramePacket(rgb=rgb, depth=depth, normals=rng.normal(size=(SIZE, SIZE, 3)).astype(np.float32),
+                       motion=rng.normal(0, 1, (SIZE, SIZE, 2)).astype(np.float32), index=i)
 
 
 def wait_for(condition, timeout: float = 20.0) -> None:
@@ -39,16 +41,18 @@ def wait_for(condition, timeout: float = 20.0) -> None:
 
 
 @pytest.mark.parametrize("reset_every", [0, 2])
-def test_engine_step_is_the_evaluated_sampler(random_model, reset_every):
+@pytest.mark.parametrize("model", ["random_model", "random_v2_model"])
+def test_engine_step_is_the_evaluated_sampler(model, reset_every, request):
     """The runtime must restyle exactly as evaluation scored: the engine's chunk steps on packets equal
     models.network.streaming.stream_clip on the same tensors with the same noise, also with a scheduled cache reset
-    (guards against a conversion or cache-handling difference between the product and its numbers)."""
+    (guards against a conversion or cache-handling difference between the product and its numbers); for the DiT
+    student and for the one-step backbone-v2 student with its warped history and noise carried along the motion."""
     from dataclasses import replace
 
     from models.network.dit import Conditioning
     from models.network.streaming import stream_clip
 
-    bundle = load_bundle(random_model)
+    bundle = load_bundle(request.getfixturevalue(model))
     bundle.sampler = replace(bundle.sampler, reset_every=reset_every)
     engine = StreamEngine(bundle, seed=3)
     engine.set_style("sunny summer day")
@@ -58,7 +62,8 @@ def test_engine_step_is_the_evaluated_sampler(random_model, reset_every):
     engine.reset()
     parts = [engine.to_model(packets[i:i + 2]) for i in range(0, 12, 2)]
     incoming = torch.cat([p[0] for p in parts], 1)
-    cond = Conditioning(low=incoming, gbuffers=torch.cat([p[1].gbuffers for p in parts], 1), style=engine.style)
+    cond = Conditioning(low=incoming, gbuffers=torch.cat([p[1].gbuffers for p in parts], 1), style=engine.style,
+                        motion=torch.cat([p[1].motion for p in parts], 1))
     x0 = stream_clip(bundle.student, incoming, cond, bundle.sampler, torch.Generator().manual_seed(3))
     theirs = np.concatenate([engine.to_frames(x0[:, i:i + 2]) for i in range(0, 12, 2)])
     np.testing.assert_array_equal(ours, theirs)
@@ -83,6 +88,30 @@ def test_chunk_mailbox_keeps_the_newest_frames():
     assert box.take(timeout=0.01) is None   # only one new frame: a chunk needs two
     box.put(6)
     assert box.take(timeout=0) == [5, 6]
+
+
+def test_a_dropped_frame_hands_its_motion_on_to_the_next():
+    """The worker skips frames it is too slow for; the next frame's motion must then reach back to the frame the
+    worker last took, or the student would carry its history and noise by the wrong amount."""
+    from renderer.runtime import chain_motion
+    from renderer.workers import Submitted
+
+    def moving(dx: float, index: int) -> Submitted:
+        motion = np.zeros((8, 8, 2), np.float32)
+        motion[..., 0] = dx
+        return Submitted(FramePacket(rgb=np.zeros((8, 8, 3), np.uint8), motion=motion, index=index), 0.0)
+
+    box: ChunkMailbox[Submitted] = ChunkMailbox(2, merge=chain_motion)
+    for i in range(4):  # a pan of 1 pixel a frame; frames 0 and 1 are dropped
+        box.put(moving(1.0, i))
+    first, second = box.take(timeout=0)
+    assert (first.packet.index, second.packet.index) == (2, 3)
+    assert np.all(first.packet.motion[..., 0][:, 2:] == 3.0) and np.all(second.packet.motion[..., 0] == 1.0)
+    box.put(Submitted(FramePacket(rgb=np.zeros((8, 8, 3), np.uint8), index=4), 0.0))  # a cut: no motion
+    box.put(moving(1.0, 5))
+    box.put(moving(1.0, 6))
+    first, _ = box.take(timeout=0)
+    assert first.packet.index == 5 and first.packet.motion is None  # what came before the cut is gone
 
 
 def test_wire_format_round_trip():
@@ -289,11 +318,12 @@ def test_cpu_runs_one_step_unless_asked(random_model):
 
 
 def test_a_chunk_message_carries_exactly_the_buffers_a_model_reads():
-    """The worker process gets every buffer of models.io.data.GBUFFERS the game handed over, and nothing else."""
+    """The worker process gets every buffer of models.io.data.GBUFFERS the game handed over and the motion, and
+    nothing else."""
     from models.io.data import GBUFFERS
     from renderer.workers import MODEL_BUFFERS, Submitted, _chunk_message
 
-    assert list(MODEL_BUFFERS) == [name for name, _ in GBUFFERS]
+    assert list(MODEL_BUFFERS) == [name for name, _ in GBUFFERS] + ["motion"]
     h = w = 8
     frames = [FramePacket(rgb=np.zeros((h, w, 3), np.uint8), index=i, depth=np.ones((h, w), np.float32),
                           normals=np.zeros((h, w, 3), np.float32), uv=np.zeros((h, w, 2), np.float32),
@@ -301,7 +331,7 @@ def test_a_chunk_message_carries_exactly_the_buffers_a_model_reads():
               for i in range(2)]
     kind, meta, arrays = unpack(_chunk_message([Submitted(f, 0.0) for f in frames]))
     assert kind == "chunk" and meta["indices"] == [0, 1]
-    assert set(arrays) == {"rgb", "depth", "normals", "uv", "material"}   # no motion: no model reads it
+    assert set(arrays) == {"rgb", "depth", "normals", "uv", "material", "motion"}  # no AO or sun: not handed over
     assert arrays["uv"].shape == (2, h, w, 2)
 
 

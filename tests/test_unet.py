@@ -274,3 +274,65 @@ def test_the_recipe_runs_on_backbone_v2(tmp_path):
     cond = tiny_cond(1, 4, history=False)
     out = stream_clip(student, cond.low, cond, sampler, torch.Generator().manual_seed(0))
     assert out.shape == (1, 4, 3, 64, 64) and torch.isfinite(out).all()
+
+
+def test_a_reset_forgets_the_history_and_the_carried_noise():
+    """A one-step student that reads its warped history and carries its noise along the motion: after a reset the
+    next chunk is exactly a new stream's first chunk, and without a reset the noise stays where nothing moves."""
+    from models.network.streaming import StudentSampler, stream_chunk
+
+    model = tiny_model()
+    sampler = StudentSampler(timesteps=(1000,), refresh="last_step", noise="warped", history=True)
+    cond = tiny_cond(1, 4, history=False)
+    cond.motion = torch.zeros(1, 4, 2, *model.cfg.frame_size)
+    cond.gbuffers[:, :, 0] = 0.0  # a still camera on a still scene: every pixel passes the depth test
+    first, second = cond.frames(slice(0, 2)), cond.frames(slice(2, 4))
+    cache = model.new_cache(1, sampler.window_chunks, sampler.sink_chunks)
+    start = stream_chunk(model, first.low, first, sampler, cache, torch.Generator().manual_seed(3))
+    noise = cache.memory.noise[0].clone()
+    carried = stream_chunk(model, second.low, second, sampler, cache, torch.Generator().manual_seed(4))
+    assert torch.equal(cache.memory.noise[0], noise)  # nothing moved: the same noise on the same pixels
+    cache.reset()
+    assert cache.memory.frame is None and cache.memory.noise is None and cache.chunks == 0
+    again = stream_chunk(model, first.low, first, sampler, cache, torch.Generator().manual_seed(3))
+    assert torch.equal(again, start)
+    restarted = stream_chunk(model, second.low, second, sampler, cache, torch.Generator().manual_seed(4))
+    assert torch.equal(restarted, carried)
+    fresh_cache = model.new_cache(1, sampler.window_chunks, sampler.sink_chunks)
+    no_past = stream_chunk(model, second.low, second, sampler, fresh_cache, torch.Generator().manual_seed(4))
+    assert not torch.equal(no_past, carried)  # the history (and the cache) did reach the second chunk
+
+
+def test_the_one_step_student_recipe_on_backbone_v2(tmp_path):
+    """teacher -> ode at the `student` size, reading its warped history and carrying its noise (teacher-forced
+    history, the paired term) -> dmd on rollouts of two teacher windows with the adversarial and temporal terms."""
+    import json
+
+    from conftest import write_synthetic_clips
+
+    from models.network.loading import load_student
+    from models.network.streaming import StudentSampler, stream_clip
+    from models.recipe.dmd import DmdConfig
+    from models.recipe.ode import OdeConfig
+    from models.recipe.run import run_stage
+
+    prompts = {"sunny summer": ["sunny summer day"], "snowy winter": ["snowy winter village"]}
+    data = write_synthetic_clips(tmp_path / "data", seeds=(0, 1), frames=8)
+    run = tmp_path / "run"
+    quick = {"sample_every": 1000, "sample_steps": 2}
+    run_stage("teacher", data, run, size="tiny", prompts=prompts, arch="unet", steps=1, batch=2,
+              overrides={**quick, "clip_frames": 4})
+    wanted = StudentSampler(timesteps=(1000,), refresh="last_step", noise="warped", history=True)
+    run_stage("ode", data, run, size="student", steps=2, batch=2, pair_clips=2, overrides=quick, sampler=wanted,
+              ode_cfg=OdeConfig(regression=0.5))
+    run_stage("dmd", data, run, steps=1, batch=2, overrides={**quick, "clip_frames": 8},
+              dmd_cfg=DmdConfig(fake_updates=1, gan=0.1, temporal=0.1))
+    student, sampler, meta = load_student(run)
+    assert student.cfg.widths == make_config("student").widths and student.cfg.frame_size == (64, 64)
+    assert sampler == StudentSampler(**{**wanted.__dict__, "shift": sampler.shift}) and meta["dmd"]["gan"] == 0.1
+    log = json.loads((run / "logs" / "dmd.jsonl").read_text().splitlines()[-1])
+    assert {"dmd", "fake", "gan", "disc", "regression", "temporal"} <= set(log)
+    cond = tiny_cond(1, 4, history=False)
+    cond.motion = torch.zeros(1, 4, 2, 64, 64)
+    out = stream_clip(student, cond.low, cond, sampler, torch.Generator().manual_seed(0))
+    assert out.shape == (1, 4, 3, 64, 64) and torch.isfinite(out).all()

@@ -23,8 +23,8 @@ from models.io.data import ClipDataset, collate, denormalize_depth, gbuffers_of
 from models.network.dit import Conditioning, VideoDiT
 from models.network.prompt import PromptEncoder
 from models.network.loading import load_autoencoder, load_network, load_student
-from models.network.sampling import sample_student_chunk, sample_teacher
-from models.network.streaming import StudentSampler, held_chunks, recache, stream_clip
+from models.network.sampling import sample_teacher
+from models.network.streaming import StudentSampler, held_chunks, recache, stream_chunk, stream_clip
 from models.network.unet import UNetDiT, regress_frames
 
 ROWS = ("input", "regression", "teacher", "student", "no_dmd", "per_frame")
@@ -177,7 +177,7 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
         ref = items["style"]
         depth = denormalize_depth(items["depth"][:, :, 0])
         cond = Conditioning(low=m.encode(items["low"].to(device)), gbuffers=gbuffers_of(items).to(device),
-                            style=style_table[items["style_index"]].to(device))
+                            style=style_table[items["style_index"]].to(device), motion=items["motion"].to(device))
         incoming = cond.low
         outputs: dict[str, torch.Tensor] = {"input": items["low"]}
         b = len(ref)
@@ -319,6 +319,7 @@ def style_switch(m: _Models, data: ClipDataset, frames: int, style_table: torch.
         new = old.roll(-1)
         low = m.encode(items["low"].to(device))
         gb = gbuffers_of(items).to(device)
+        motion = items["motion"].to(device)
         cache = m.student.new_cache(len(old), m.sampler.window_chunks, m.sampler.sink_chunks)
         noise = m.sampler.stream_noise(low[:, :k], rng)
         chunks = []
@@ -331,13 +332,12 @@ def style_switch(m: _Models, data: ClipDataset, frames: int, style_table: torch.
                 recache(m.student, cache, [(x0, Conditioning(low=low[:, c * k:(c + 1) * k],
                                                              gbuffers=gb[:, c * k:(c + 1) * k], style=style))
                                            for x0, c in held])
-            cond = Conditioning(low=low[:, s:s + k], gbuffers=gb[:, s:s + k], style=style)
-            chunks.append(sample_student_chunk(m.student, low[:, s:s + k], cond, cache, m.sampler.sigmas(),
-                                               m.sampler.refresh, rng, noise))
+            cond = Conditioning(low=low[:, s:s + k], gbuffers=gb[:, s:s + k], style=style, motion=motion[:, s:s + k])
+            chunks.append(stream_chunk(m.student, low[:, s:s + k], cond, m.sampler, cache, rng, noise))
         output = m.decode(torch.cat(chunks, 1)).cpu()
         # control: the same world streamed with the new style from the start. If even that is not closer to the
         # new reference than to the old one, the two styles are not told apart there, whatever the switch does.
-        control_cond = Conditioning(low=low, gbuffers=gb, style=style_table[new].to(device))
+        control_cond = Conditioning(low=low, gbuffers=gb, style=style_table[new].to(device), motion=motion)
         control = m.decode(stream_clip(m.student, low, control_cond, m.sampler, rng)).cpu()
         ref_old, ref_new = items["style"], items["style"].roll(-1, 0)
 
@@ -371,7 +371,7 @@ def long_stream_drift(m: _Models, drift_dir: Path, style_table: torch.Tensor, st
     for i in range(len(data)):
         items = collate([data[i]])
         cond = Conditioning(low=m.encode(items["low"].to(device)), gbuffers=gbuffers_of(items).to(device),
-                            style=style)
+                            style=style, motion=items["motion"].to(device))
         if noise is None:
             noise = m.sampler.stream_noise(cond.low, rng)
         out = m.decode(stream_clip(m.student, cond.low, cond, m.sampler, rng, cache=cache, noise=noise,

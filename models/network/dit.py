@@ -255,6 +255,8 @@ class Conditioning:
                (fewer from a game that hands over a prefix of models.io.data.GBUFFERS)
     style      (B, 384)  MiniLM style embedding
     history    (B, F, 4, H, W)  the previous output warped to this frame and where that is valid (backbone v2 only)
+    motion     (B, F, 2, H, W)  the game's motion to the previous frame in pixels: no network reads it; the
+               student's sampler carries its history and noise along it (models.network.motion)
     keep_*     (B,) bool  training-time dropout: False replaces that sample's part by its "absent" embedding
     structure  per-level features of the structure parts, filled by the model's `prepare` (backbone v2) so every
                denoising step of a chunk reuses them; None until then
@@ -268,6 +270,7 @@ class Conditioning:
     keep_style: torch.Tensor | None = None
     history: torch.Tensor | None = None
     keep_history: torch.Tensor | None = None
+    motion: torch.Tensor | None = None
     structure: list[torch.Tensor] | None = None
 
     def frames(self, index: slice) -> "Conditioning":
@@ -276,6 +279,7 @@ class Conditioning:
             return None if t is None else t[:, index]
 
         return replace(self, low=part(self.low), gbuffers=part(self.gbuffers), history=part(self.history),
+                       motion=part(self.motion),
                        structure=None if self.structure is None else [part(x) for x in self.structure])
 
 

@@ -22,6 +22,8 @@ from typing import Callable
 
 import torch
 
+from models.network.motion import StreamMemory
+
 
 class KVCache:
     """K/V of past chunks for every layer: (layers, B, heads, slots·chunk_tokens, head_dim), allocated once."""
@@ -45,11 +47,14 @@ class KVCache:
         self.shift_keys = shift_keys  # (keys, frames) -> keys re-rotated `frames` later; None: keys carry no position
         self.chunks = 0  # chunks held now (sinks included), at most max_chunks
         self.appended = 0  # chunks appended since reset, evicted ones included
+        # the stream's last frame (output, depth, noise): the next chunk's warped history and carried noise
+        self.memory = StreamMemory()
 
     def reset(self) -> None:
-        """Forget every chunk (a new stream, or a cut); the memory is kept for reuse."""
+        """Forget every chunk and the last frame (a new stream, or a cut); the K/V memory is kept for reuse."""
         self.chunks = 0
         self.appended = 0
+        self.memory.clear()
 
     @property
     def frames(self) -> int:

@@ -7,11 +7,15 @@ models.network.streaming). Both are built from the pure functions of models.netw
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Callable
+
 import torch
 
 from models.network import flow
 from models.network.dit import Conditioning, VideoDiT
 from models.network.kv_cache import KVCache
+from models.network.motion import chunk_history, chunk_motion, chunk_noise
 
 
 def predict_x0(model: VideoDiT, x_t: torch.Tensor, sigma: torch.Tensor, cond: Conditioning, guidance: float,
@@ -28,7 +32,7 @@ def predict_x0(model: VideoDiT, x_t: torch.Tensor, sigma: torch.Tensor, cond: Co
     both = Conditioning(low=twice(cond.low), gbuffers=twice(cond.gbuffers), style=twice(cond.style),
                         keep_low=twice(cond.keep_low), keep_gbuffers=twice(cond.keep_gbuffers),
                         keep_style=torch.cat([ones if cond.keep_style is None else cond.keep_style, ~ones]),
-                        history=twice(cond.history), keep_history=twice(cond.keep_history),
+                        history=twice(cond.history), keep_history=twice(cond.keep_history), motion=twice(cond.motion),
                         structure=None if cond.structure is None else [twice(x) for x in cond.structure])
     x0 = model(torch.cat([x_t, x_t]), torch.cat([sigma, sigma]), both, mode)
     x0_cond, x0_uncond = x0.chunk(2)
@@ -75,10 +79,34 @@ def sample_teacher(model: VideoDiT, cond: Conditioning, shape: tuple[int, ...], 
     return x, kept
 
 
+def chunk_inputs(cache: KVCache, cond: Conditioning, like: torch.Tensor, levels: int, noise: str,
+                 history: bool, draw: Callable[[], torch.Tensor], fixed: list[torch.Tensor] | None = None
+                 ) -> tuple[Conditioning, list[torch.Tensor], torch.Tensor | None]:
+    """What a chunk (`like`, (B, K, C, H, W)) starts from besides its incoming frames: its conditioning with the
+    warped history when the student reads it, the noise of each of its `levels` ("fresh" from `draw()`, "fixed"
+    broadcast from `fixed`, or "warped" along the motion from the stream's memory), and its linear depth (for
+    the memory's update). The sampler and the training rollouts both start their chunks here."""
+    motion, depth = chunk_motion(cond.motion, cond.gbuffers)
+    memory = cache.memory
+    if history:
+        cond = replace(cond, history=chunk_history(memory, motion, depth), keep_history=None, structure=None)
+    if noise == "fixed":
+        noises = [n.to(like.device, like.dtype).expand_as(like) for n in fixed]
+    elif noise == "warped":
+        noises = [chunk_noise(None if memory.noise is None else memory.noise[i], memory.depth, motion, depth, draw)
+                  for i in range(levels)]
+    elif noise == "fresh":
+        noises = [draw() for _ in range(levels)]
+    else:
+        raise ValueError(f"sampler noise must be 'fresh', 'fixed' or 'warped'; got {noise!r}")
+    return cond, noises, depth
+
+
 @torch.no_grad()
 def sample_student_chunk(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, cache: KVCache,
                          sigmas: torch.Tensor, refresh: str = "clean", generator: torch.Generator | None = None,
-                         noise: list[torch.Tensor] | None = None) -> torch.Tensor:
+                         noise: list[torch.Tensor] | None = None, noise_mode: str | None = None,
+                         history: bool = False) -> torch.Tensor:
     """One chunk of the causal student's few-step v2v sampler; returns x0 (B, K, C, H, W) and advances `cache`.
 
     1. start: the incoming chunk (model space) noised to t* = sigmas[0] (SDEdit);
@@ -87,9 +115,11 @@ def sample_student_chunk(model: VideoDiT, incoming: torch.Tensor, cond: Conditio
     3. refresh the cache with this chunk's K/V: "clean" reruns the chunk at σ = 0 (CausVid: one extra pass, the
        cache holds what a clean past looks like), "last_step" keeps the K/V of the last denoising pass
        (StreamDiffusionV2: saves that pass).
-    `sigmas` is flow.student_sigmas(...): decreasing levels ending in 0. `noise` gives the noise of each level
-    instead of fresh draws: a stream that reuses the same noise for every chunk and frame keeps what the noise
-    decides (fine texture) in place, instead of re-rolling it every chunk (flicker).
+    `sigmas` is flow.student_sigmas(...): decreasing levels ending in 0. `noise_mode` says where each level's noise
+    comes from (chunk_inputs): "fresh" draws; "fixed", the stream's `noise` (one tensor per level, reused for every
+    chunk and frame: the detail the noise seeds stays put on screen); "warped", the stream's last noise carried
+    along the motion (the detail stays on its surface). `history` feeds the student the warped last output
+    (a student trained with it). The chunk's last frame goes to the cache's memory for the next chunk.
     """
     if refresh not in ("clean", "last_step"):
         raise ValueError(f"refresh must be 'clean' or 'last_step'; got {refresh!r}")
@@ -97,25 +127,23 @@ def sample_student_chunk(model: VideoDiT, incoming: torch.Tensor, cond: Conditio
     levels = [float(s) for s in sigmas]
     if levels[-1] != 0.0 or len(levels) < 2:
         raise ValueError(f"student sigmas must end in 0 and have at least one level; got {levels}")
-
-    drawn = iter(noise or [])
-
-    def noise_like(x: torch.Tensor) -> torch.Tensor:
-        if noise is not None:  # the stream's fixed noise, one tensor per level (broadcast over the chunk)
-            return next(drawn).to(x.device, x.dtype).expand_as(x)
-        return torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+    noise_mode = noise_mode or ("fresh" if noise is None else "fixed")
+    cond, noises, depth = chunk_inputs(cache, cond, incoming, len(levels) - 1, noise_mode, history,
+                                       lambda: torch.randn(incoming.shape, generator=generator).to(incoming),
+                                       noise)
 
     def level(sigma: float) -> torch.Tensor:
         """The noise level `sigma` for every frame of the chunk, (B, K)."""
         return torch.full((b, k), sigma, device=incoming.device)
 
     cond = model.prepare(cond, b, k)  # per-frame work shared by every step (backbone v2's structure)
-    x = flow.add_noise(incoming, noise_like(incoming), level(levels[0]))
+    x = flow.add_noise(incoming, noises[0], level(levels[0]))
     for i, sigma in enumerate(levels[:-1]):
         last = i == len(levels) - 2
         x0 = model.step(x, level(sigma), cond, cache, write=last and refresh == "last_step")
         if not last:
-            x = flow.add_noise(x0, noise_like(x0), level(levels[i + 1]))
+            x = flow.add_noise(x0, noises[i + 1], level(levels[i + 1]))
     if refresh == "clean":
         model.step(x0, level(0.0), cond, cache, write=True)
+    cache.memory.remember(x0, depth, noises if noise_mode == "warped" else None)
     return x0

@@ -39,11 +39,16 @@ class StudentSampler:
     window_chunks: int = 2
     sink_chunks: int = 1
     # "fixed": one noise image per level drawn when a stream starts and reused for every chunk and frame, so the
-    # detail the noise seeds stays put on screen; "fresh": new noise per chunk (CausVid). docs/distillation.md
+    # detail the noise seeds stays put on screen; "fresh": new noise per chunk (CausVid); "warped": the last
+    # frame's noise carried along the game's motion vectors, fresh only where a surface comes into view, so the
+    # detail stays on its surface (models.network.motion; without motion it stays put). docs/distillation.md
     noise: str = "fresh"
     # empty the cache every this many chunks (0: never): a long stream then restarts its context before errors fed
     # back through it accumulate (drift), at the price of one context-free chunk each time (docs/distillation.md)
     reset_every: int = 0
+    # feed the student its last output warped along the motion to each new frame (the warped-history input);
+    # only for a student trained with it
+    history: bool = False
 
     def due_reset(self, cache: KVCache) -> bool:
         """Whether the stream's cache should be emptied before its next chunk."""
@@ -51,10 +56,10 @@ class StudentSampler:
 
     def stream_noise(self, like: torch.Tensor, generator: torch.Generator | None) -> list[torch.Tensor] | None:
         """The fixed noise of a new stream for chunks shaped like `like` (B, K, C, H, W), or None for fresh."""
-        if self.noise == "fresh":
+        if self.noise in ("fresh", "warped"):
             return None
         if self.noise != "fixed":
-            raise ValueError(f"sampler noise must be 'fresh' or 'fixed'; got {self.noise!r}")
+            raise ValueError(f"sampler noise must be 'fresh', 'fixed' or 'warped'; got {self.noise!r}")
         b, _, *rest = like.shape
         return [torch.randn((b, 1, *rest), generator=generator) for _ in self.timesteps]
 
@@ -103,7 +108,8 @@ def stream_chunk(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sa
     if sampler.due_reset(cache):
         cache.reset()
     sigmas = sampler.sigmas() if sigmas is None else sigmas
-    return sample_student_chunk(model, incoming, cond, cache, sigmas, sampler.refresh, generator, noise)
+    return sample_student_chunk(model, incoming, cond, cache, sigmas, sampler.refresh, generator, noise,
+                                sampler.noise, sampler.history)
 
 
 @torch.no_grad()

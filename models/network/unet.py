@@ -33,8 +33,8 @@ from models.io.data import gbuffer_slice
 from models.network.dit import (GBUFFER_CHANNELS, TEXT_DIM, Block, Conditioning, attend_cached, attend_clip,
                                 cache_for, frame_modulation, modulate, sincos_2d)
 from models.network.kv_cache import KVCache
+from models.network.motion import HISTORY_CHANNELS
 
-HISTORY_CHANNELS = 4  # the previous output warped to this frame (RGB) and where that warp is valid (1)
 PRESENCE_FLAGS = 3  # low-detail frame, G-buffers, history: 1 where given, 0 where absent or dropped
 
 
@@ -148,13 +148,16 @@ class UNetConfig:
 
 
 # Named sizes: S trains on the 2-core CPU (6.1 M parameters); M is the GPU profile's (`make train-v2 PROFILE=gpu`:
-# twice the widths and the transformer width, 24 M parameters, 48 MB in fp16); tiny is for tests.
+# twice the widths and the transformer width, 24 M parameters, 48 MB in fp16); tiny is for tests. `student` is the
+# streamed one-step student: S's transformer at half S's conv widths, 1.2 GFLOP a frame where S takes 3.2, inside
+# the CPU runtime's 1.5 (docs/model.md, "Sizing the student").
 # Every named size reads every G-buffer, uv as waves and the material through its embedding.
 _READS = dict(gbuffer_channels=9, uv_harmonics=2, material_embedding=4)
 SIZES: dict[str, dict] = {
     "tiny": dict(widths=(8, 8, 16), token_patch=2, hidden=32, depth=2, heads=2, frame_size=(64, 64), **_READS),
     "S": dict(widths=(16, 32, 64, 128), hidden=192, depth=6, heads=6, frame_size=(128, 128), **_READS),
     "M": dict(widths=(32, 64, 128, 256), hidden=384, depth=6, heads=6, frame_size=(128, 128), **_READS),
+    "student": dict(widths=(8, 16, 32, 64), hidden=192, depth=6, heads=6, frame_size=(128, 128), **_READS),
 }
 
 

@@ -77,6 +77,7 @@ class RecipeData:
             keep_low=None if "keep_low" not in draws else draws["keep_low"].to(d),
             keep_gbuffers=None if "keep_gbuffers" not in draws else draws["keep_gbuffers"].to(d),
             keep_style=None if "keep_style" not in draws else draws["keep_style"].to(d),
+            motion=items["motion"].to(d) if "motion" in items else None,
         )
 
     def grid_items(self) -> dict[str, torch.Tensor]:
@@ -87,12 +88,13 @@ class RecipeData:
         return collate([self.dataset[i] for i in picks])
 
 
-def load_teacher(run: Path, data: Path, cfg: TrainConfig, device: torch.device
+def load_teacher(run: Path, data: Path, cfg: TrainConfig, device: torch.device, clip_frames: int | None = None
                  ) -> tuple[RecipeData, VideoDiT, dict[str, Any]]:
     """The trained teacher of `run` (frozen, eval mode) with the recorded data and prompts it was trained on: what
-    the stages after it start from. Its clip length and shift override `cfg`'s."""
+    the stages after it start from. Its shift, and its clip length unless `clip_frames` asks for longer windows
+    (the dmd stage's rollouts of several chunks), override `cfg`'s."""
     teacher, meta = load_network(run, "teacher", device)
-    cfg = replace(cfg, clip_frames=teacher.cfg.clip_frames, shift=meta["sampler"]["shift"])
+    cfg = replace(cfg, clip_frames=clip_frames or teacher.cfg.clip_frames, shift=meta["sampler"]["shift"])
     clips = RecipeData(data, run, cfg, teacher.cfg, meta["prompts"], device)
     frame = tuple(clips.dataset.size[::-1])
     if frame != teacher.cfg.frame_size:

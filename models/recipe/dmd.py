@@ -26,15 +26,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from models.evaluation.metrics import warp_previous
 from models.io import checkpoint
 from models.io.data import denormalize_depth
 from models.network import flow
+from models.network.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from models.network.dit import Conditioning, VideoDiT
 from models.network.loading import load_network, student_meta
-from models.network.sampling import predict_x0
+from models.network.sampling import chunk_inputs, predict_x0
 from models.network.streaming import StudentSampler
 from models.recipe.clips import RecipeData, student_grid
 from models.recipe.loop import Stage, StepInput, StepLoss, TrainConfig, TrainError
@@ -68,6 +70,12 @@ class DmdConfig:
     temporal: float = 0.0
     sigma_min: float = 0.02  # range of the re-noising level of the score evaluations (before the shift)
     sigma_max: float = 0.98
+    # weight of the DMD term itself (0: no fake score is trained, the other terms alone: its ablation)
+    distribution: float = 1.0
+    # weight of DMD2's adversarial term: a patch discriminator trained from scratch on the reference frames
+    # (models.network.discriminator); 0: off. docs/distillation.md measures it
+    gan: float = 0.0
+    gan_lr: float = 2e-4  # the discriminator's learning rate (it starts from nothing; the fake score from the teacher)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -123,15 +131,18 @@ def score_sigma(batch: int, cfg: DmdConfig, shift: float, rng: torch.Generator) 
 
 def rollout(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sigmas: torch.Tensor, refresh: str,
             mode: str, rng: torch.Generator, window_chunks: int, sink_chunks: int, rows: slice = slice(None),
-            global_batch: int | None = None) -> torch.Tensor:
+            global_batch: int | None = None, noise_mode: str = "fresh", history: bool = False) -> torch.Tensor:
     """The student's samples (B, F, C, H, W) for `incoming` clips, differentiable through one pass per chunk.
 
-    self_forcing: chunk by chunk against a fresh KV cache, exactly the runtime's sampler, except that each chunk
-        stops at a random level (drawn from `rng`) and returns that pass's x0 with its graph (Self-Forcing's
-        stochastic exit, so every level is trained). The chunk then finishes its levels without grad and writes
-        the cache the way the runtime does (`refresh`), so later chunks see the past they will see when streaming.
+    self_forcing: chunk by chunk against a fresh KV cache, exactly the runtime's sampler (its noise, "fresh",
+        "fixed" or "warped" along the motion, and its warped-history input fed from its own earlier outputs), except
+        that each chunk stops at a random level (drawn from `rng`) and returns that pass's x0 with its graph
+        (Self-Forcing's stochastic exit, so every level is trained). The chunk then finishes its levels without
+        grad and writes the cache the way the runtime does (`refresh`), so later chunks see the past they will see
+        when streaming.
     parallel: every chunk takes a random level; the states at each level come from no-grad block-causal passes
-        over the whole clip, then one block-causal pass with grad denoises every chunk from its level at once.
+        over the whole clip, then one block-causal pass with grad denoises every chunk from its level at once
+        (fresh noise, no history: a chunk's history would be its own pass's output).
     Under torchrun `incoming` holds rows `rows` of a global batch of `global_batch` clips: noise is drawn for the
     whole batch and sliced, so N processes roll out exactly what one process with the whole batch would.
     """
@@ -150,6 +161,8 @@ def rollout(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sigmas:
         return torch.full((b, frames), level, device=incoming.device)
 
     if mode == "parallel":
+        if history or noise_mode != "fresh":
+            raise ValueError("the parallel rollout draws fresh noise and feeds no history; use self_forcing")
         cond = model.prepare(cond, b, f)  # per-frame work shared by every pass (backbone v2's structure)
         states = [flow.add_noise(incoming, noise(incoming), full(levels[0], f))]
         with torch.no_grad():
@@ -165,11 +178,14 @@ def rollout(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sigmas:
         raise ValueError(f"rollout must be one of {ROLLOUTS}; got {mode!r}")
 
     cache = model.new_cache(b, window_chunks, sink_chunks)
+    fixed = [noise(incoming[:, :1]) for _ in range(steps)] if noise_mode == "fixed" else None
     out = []
     for c in range(chunks):
         frames = slice(c * k, (c + 1) * k)
-        chunk_cond = model.prepare(cond.frames(frames), b, k)  # shared by the chunk's passes
-        x = flow.add_noise(incoming[:, frames], noise(incoming[:, frames]), full(levels[0], k))
+        chunk_cond, noises, depth = chunk_inputs(cache, cond.frames(frames), incoming[:, frames], steps, noise_mode,
+                                                 history, lambda: noise(incoming[:, frames]), fixed)
+        chunk_cond = model.prepare(chunk_cond, b, k)  # shared by the chunk's passes
+        x = flow.add_noise(incoming[:, frames], noises[0], full(levels[0], k))
         kept = None
         for i in range(steps):
             last = i == steps - 1
@@ -181,10 +197,11 @@ def rollout(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sigmas:
                 with torch.no_grad():
                     x0 = model.step(x, full(levels[i], k), chunk_cond, cache, write=write)
             if not last:
-                x = flow.add_noise(x0, noise(x0), full(levels[i + 1], k))
+                x = flow.add_noise(x0, noises[i + 1], full(levels[i + 1], k))
         if refresh == "clean":
             with torch.no_grad():
                 model.step(x0, full(0.0, k), chunk_cond, cache, write=True)
+        cache.memory.remember(x0, depth, noises if noise_mode == "warped" else None)
         out.append(kept)
     return torch.cat(out, 1)
 
@@ -193,9 +210,30 @@ def rollout(model: VideoDiT, incoming: torch.Tensor, cond: Conditioning, sigmas:
 # The stage
 
 
+def score_windows(x: torch.Tensor, cond: Conditioning, frames: int) -> tuple[torch.Tensor, Conditioning]:
+    """Clips (B, F, ...) cut into windows of the teacher's `frames` (B·F/frames, frames, ...), with their
+    conditioning: the scores judge a rollout of several chunks window by window, at the clip length they were
+    trained on."""
+    b, f = x.shape[:2]
+    if f == frames:
+        return x, cond
+    n = f // frames
+
+    def cut(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.reshape(b * n, frames, *t.shape[2:])
+
+    def each(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.repeat_interleave(n, 0)
+
+    return cut(x), Conditioning(low=cut(cond.low), gbuffers=cut(cond.gbuffers), style=each(cond.style),
+                                keep_low=each(cond.keep_low), keep_gbuffers=each(cond.keep_gbuffers),
+                                keep_style=each(cond.keep_style), motion=cut(cond.motion))
+
+
 class DmdStage(Stage):
     """The generator is the student: it starts from RUN/student_ode, or from INIT/student when fine-tuning a
-    finished student. The critic is the fake score, a trainable copy of the teacher."""
+    finished student. The critic holds the fake score (a trainable copy of the teacher) when the DMD term is on,
+    and the patch discriminator when the adversarial term is."""
 
     name = "dmd"
     checkpoint_name = "student"
@@ -208,13 +246,19 @@ class DmdStage(Stage):
         device = clips.device
         student, start_meta = (load_network(init, "student", device) if init is not None
                                else load_network(run, "student_ode", device))
-        if dmd_cfg.temporal > 0 and student.cfg.space != "pixel":
-            raise TrainError("--temporal warps frames in pixel space; a latent-space student would need them decoded")
+        if (dmd_cfg.temporal > 0 or dmd_cfg.gan > 0) and student.cfg.space != "pixel":
+            raise TrainError("--temporal and --gan work on pixels; a latent-space student would need them decoded")
         self.clips, self.teacher, self.teacher_meta, self.dmd_cfg = clips, teacher, teacher_meta, dmd_cfg
         self.cfg = clips.cfg
+        if self.cfg.clip_frames % teacher.cfg.clip_frames:
+            raise TrainError(f"the rollout's {self.cfg.clip_frames} frames must be whole windows of the teacher's "
+                             f"{teacher.cfg.clip_frames}")
         self.dataset = clips.dataset
         self.device = device
         self.sampler = checkpoint.config_from_json(StudentSampler, start_meta["sampler"])
+        if dmd_cfg.rollout == "parallel" and (self.sampler.history or self.sampler.noise != "fresh"):
+            raise TrainError("the parallel rollout draws fresh noise and feeds no history; this student streams "
+                             f"with noise {self.sampler.noise!r} and history {self.sampler.history}: use self_forcing")
         self.sigmas = self.sampler.sigmas()
         guidance = dmd_cfg.real_guidance
         self.guidance = teacher_meta["sampler"]["guidance"] if guidance is None else guidance
@@ -223,50 +267,92 @@ class DmdStage(Stage):
         self.provenance = {} if init is None else {"init": {"run": str(init), "step": start_meta.get("step"),
                                                             "dmd": start_meta.get("dmd"),
                                                             "save_id": start_meta.get("save_id")}}
-        self.critic = copy.deepcopy(teacher).requires_grad_(True).train()
-        self.critic_lr = dmd_cfg.fake_lr
+        critics: dict[str, nn.Module] = {}
+        if dmd_cfg.distribution > 0:
+            critics["fake"] = copy.deepcopy(teacher).requires_grad_(True).train()
+        if dmd_cfg.gan > 0:
+            critics["disc"] = PatchDiscriminator().to(device).train()
+        self.critic = nn.ModuleDict(critics) if critics else None
         self.model = student.requires_grad_(True).train()
+
+    def critic_param_groups(self) -> list[dict[str, Any]]:
+        lrs = {"fake": self.dmd_cfg.fake_lr, "disc": self.dmd_cfg.gan_lr}
+        return [{"params": list(module.parameters()), "lr": lrs[name]} for name, module in self.critic.items()]
 
     def settings(self) -> DmdConfig:
         return self.dmd_cfg
 
     def loss(self, step: StepInput) -> StepLoss:
-        cfg, dmd_cfg, clips = self.cfg, self.dmd_cfg, self.clips
+        dmd_cfg, clips = self.dmd_cfg, self.clips
         items, rng, rows, global_batch = step.items, step.rng, step.rows, step.global_batch
         paraphrase = torch.rand(global_batch, generator=rng)[rows]
         cond = clips.conditioning(items, {"style": clips.prompt_embeddings(items["style_index"], paraphrase)})
         incoming = clips.to_model_space(items["low"].to(self.device))
         x0 = rollout(self.model, incoming, cond, self.sigmas, self.sampler.refresh, dmd_cfg.rollout, rng,
-                     self.sampler.window_chunks, self.sampler.sink_chunks, rows, global_batch)
-        samples = x0.detach()
-        b, f = samples.shape[:2]
-
-        fake_losses = []
-        for _ in range(dmd_cfg.fake_updates):
-            sigma = flow.sample_train_sigma((global_batch, 1), self.shift, rng)[rows].expand(b, f).to(self.device)
-            noise = torch.randn((global_batch, *samples.shape[1:]), generator=rng)[rows].to(self.device)
-            fake_losses.append(step.critic_step(
-                fake_score_loss(self.critic, samples, sigma, noise, cond, cfg.loss_min_sigma)))
-
-        sigma = score_sigma(global_batch, dmd_cfg, self.shift, rng)[rows, None].expand(b, f).to(self.device)
-        noise = torch.randn((global_batch, *samples.shape[1:]), generator=rng)[rows].to(self.device)
-        noisy = flow.add_noise(samples, noise, sigma)
-        with torch.no_grad():
-            x0_real = predict_x0(self.teacher, noisy, sigma, cond, self.guidance)
-            x0_fake = self.critic(noisy, sigma, cond, "bidirectional")
-        distribution = dmd_loss(x0, dmd_gradient(samples, x0_real, x0_fake))
-        loss = distribution
-        regression = torch.zeros(())
+                     self.sampler.window_chunks, self.sampler.sink_chunks, rows, global_batch, self.sampler.noise,
+                     self.sampler.history)
+        loss = x0.new_zeros(())
+        logged: dict[str, float] = {}
+        if dmd_cfg.distribution > 0:
+            distribution, logged = self._distribution(x0, cond, step)
+            loss = loss + dmd_cfg.distribution * distribution
+        if dmd_cfg.gan > 0:
+            adversarial, logged["disc"] = self._adversarial(x0, cond, clips.to_model_space(items["style"]), step)
+            loss = loss + dmd_cfg.gan * adversarial
+            logged["gan"] = adversarial.item()
         if dmd_cfg.regression > 0:
             regression = F.mse_loss(x0, clips.to_model_space(items["style"].to(self.device)))
             loss = loss + dmd_cfg.regression * regression
-        temporal = torch.zeros(())
+            logged["regression"] = regression.item()
         if dmd_cfg.temporal > 0:
             temporal = temporal_loss(x0, items["motion"].to(self.device), items["depth"].to(self.device))
             loss = loss + dmd_cfg.temporal * temporal
-        return StepLoss(loss, logged={"dmd": distribution.item(), "fake": sum(fake_losses) / len(fake_losses),
-                                      "regression": regression.item(), "temporal": temporal.item(),
-                                      "real_gap": (samples - x0_real).abs().mean().item()})
+            logged["temporal"] = temporal.item()
+        return StepLoss(loss, logged=logged)
+
+    def _distribution(self, x0: torch.Tensor, cond: Conditioning, step: StepInput
+                      ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The DMD term: fit the fake score to the (detached) samples, then push them from what the fake score
+        makes of them toward what the teacher does. The scores judge the teacher's clip length at a time."""
+        rng, rows, global_batch = step.rng, step.rows, step.global_batch
+        samples, cond = score_windows(x0.detach(), cond, self.teacher.cfg.clip_frames)
+        windows = len(samples) // max(1, len(x0))  # windows per clip: the draws stay per global clip
+        b, f = samples.shape[:2]
+
+        def per_window(t: torch.Tensor) -> torch.Tensor:
+            return t.repeat_interleave(windows, 0)
+
+        fake_losses = []
+        for _ in range(self.dmd_cfg.fake_updates):
+            sigma = per_window(flow.sample_train_sigma((global_batch, 1), self.shift, rng)[rows]).expand(b, f)
+            noise = torch.randn((global_batch * windows, *samples.shape[1:]), generator=rng)
+            noise = noise.view(global_batch, windows, *samples.shape[1:])[rows].flatten(0, 1)
+            fake_losses.append(step.critic_step(fake_score_loss(
+                self.critic["fake"], samples, sigma.to(self.device), noise.to(self.device), cond,
+                self.cfg.loss_min_sigma)))
+        sigma = per_window(score_sigma(global_batch, self.dmd_cfg, self.shift, rng)[rows, None]).expand(b, f)
+        noise = torch.randn((global_batch * windows, *samples.shape[1:]), generator=rng)
+        noise = noise.view(global_batch, windows, *samples.shape[1:])[rows].flatten(0, 1).to(self.device)
+        sigma = sigma.to(self.device)
+        noisy = flow.add_noise(samples, noise, sigma)
+        with torch.no_grad():
+            x0_real = predict_x0(self.teacher, noisy, sigma, cond, self.guidance)
+            x0_fake = self.critic["fake"](noisy, sigma, cond, "bidirectional")
+        gradient = dmd_gradient(samples, x0_real, x0_fake).view(x0.shape)
+        return dmd_loss(x0, gradient), {"dmd": dmd_loss(x0.detach(), gradient).item(),
+                                        "fake": sum(fake_losses) / len(fake_losses),
+                                        "real_gap": (samples - x0_real).abs().mean().item()}
+
+    def _adversarial(self, x0: torch.Tensor, cond: Conditioning, reference: torch.Tensor, step: StepInput
+                     ) -> tuple[torch.Tensor, float]:
+        """DMD2's GAN term: one discriminator step on reference frames against the (detached) samples, then the
+        student's loss for its samples to read as real."""
+        disc = self.critic["disc"]
+        low, gbuffers, style = cond.low, cond.gbuffers, cond.style
+        real = disc(reference.to(self.device), low, gbuffers, style)
+        fake = disc(x0.detach(), low, gbuffers, style)
+        disc_loss = step.critic_step(discriminator_loss(real, fake))
+        return generator_loss(disc(x0, low, gbuffers, style)), disc_loss
 
     def meta(self):
         return {**student_meta(self.teacher_meta, self.model.cfg, self.sampler), "dmd": asdict(self.dmd_cfg),

@@ -230,6 +230,10 @@ class Stage:
         """The name of the weights the stage publishes in the run directory (RUN/<name>.safetensors)."""
         return self.name
 
+    def critic_param_groups(self) -> list[dict[str, Any]]:
+        """The critic's parameters and learning rate(s), as AdamW's parameter groups."""
+        return [{"params": list(self.critic.parameters()), "lr": self.critic_lr}]
+
     def settings(self) -> Any:
         """The stage's own settings dataclass (besides TrainConfig), saved in its state and checked on resume."""
         return None
@@ -308,7 +312,7 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=stage.betas, weight_decay=cfg.weight_decay)
     critic_opt = None
     if critic is not None:
-        critic_opt = torch.optim.AdamW(critic.parameters(), lr=stage.critic_lr, betas=stage.betas,
+        critic_opt = torch.optim.AdamW(stage.critic_param_groups(), betas=stage.betas,
                                        weight_decay=cfg.weight_decay)
     state_dir = run / "state"
     start = 0

@@ -10,10 +10,12 @@ row of the evaluation, and where the dmd stage starts.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from models.io.atomic import write_atomic
@@ -21,6 +23,7 @@ from models.io.data import ClipDataset, collate
 from models.network import flow
 from models.network.dit import VideoDiT
 from models.network.loading import network_for, student_meta
+from models.network.motion import chunk_motion, clip_history
 from models.network.sampling import sample_teacher
 from models.network.streaming import StudentSampler
 from models.recipe.clips import RecipeData, student_grid
@@ -28,6 +31,15 @@ from models.recipe.loop import LOSS_BINS, Stage, StepInput, StepLoss, TrainConfi
 
 PAIRS_DIR = "ode_pairs"
 PAIRS_PER_SHARD = 8  # clips per teacher batch and per shard file
+
+
+@dataclass(frozen=True)
+class OdeConfig:
+    """The ode stage's own settings."""
+
+    # weight of a paired MSE against the recorded reference frames beside the teacher's endpoints (0: CausVid's
+    # pure ODE regression); docs/distillation.md measures both
+    regression: float = 0.0
 
 
 def default_config() -> TrainConfig:
@@ -144,14 +156,19 @@ class OdeStage(Stage):
     checkpoint_name = "student_ode"
 
     def __init__(self, clips: RecipeData, teacher: VideoDiT, teacher_meta: dict[str, Any], sampler: StudentSampler,
-                 pairs: Path):
+                 pairs: Path, student_cfg: Any = None, regression: float = 0.0):
         self.clips = clips
         self.teacher_meta = teacher_meta
         self.sampler = sampler
         self.cfg = clips.cfg
         self.dataset = OdePairs(pairs, clips.dataset)
-        self.model = network_for(teacher.cfg).to(clips.device)
-        self.model.load_state_dict(teacher.state_dict())  # the student starts from the teacher's weights
+        self.regression = regression
+        student_cfg = student_cfg or teacher.cfg
+        self.model = network_for(student_cfg).to(clips.device)
+        if student_cfg == teacher.cfg:
+            self.model.load_state_dict(teacher.state_dict())  # the student starts from the teacher's weights
+        # a smaller student (backbone v2's `student` size) cannot take the teacher's weights: its convolutions
+        # are narrower, so it starts fresh and the pairs alone teach it (docs/distillation.md measures the cost)
         self.device = clips.device
 
     def loss(self, step: StepInput) -> StepLoss:
@@ -169,12 +186,26 @@ class OdeStage(Stage):
         # every rank, and the ranks' gradient averages line up
         draws = {"style": items["pair_style"], "keep_low": keep_low, "keep_gbuffers": keep_gbuffers,
                  "keep_style": torch.ones(b, dtype=torch.bool)}
-        pred = self.model(x_t, sigma, self.clips.conditioning(items, draws), "block_causal")
+        cond = self.clips.conditioning(items, draws)
+        if self.sampler.history:  # teacher forcing: each chunk reads the teacher's endpoint of the chunk before
+            motion, depth = chunk_motion(cond.motion, cond.gbuffers)
+            cond = replace(cond, history=clip_history(items["target"].to(self.device), motion, depth, k),
+                           keep_history=keep_gbuffers.to(self.device))  # no G-buffers, no motion: no history
+        pred = self.model(x_t, sigma, cond, "block_causal")
         frame_loss = flow.flow_loss(pred, items["target"].to(self.device), sigma, self.cfg.loss_min_sigma)
-        return StepLoss(frame_loss.mean(), *flow.loss_by_sigma_bin(frame_loss.cpu(), sigma.cpu(), LOSS_BINS))
+        loss = frame_loss.mean()
+        logged = {}
+        if self.regression > 0:  # the recorded reference frames beside the teacher's endpoints
+            paired = F.mse_loss(pred, self.clips.to_model_space(items["style"].to(self.device)))
+            loss = loss + self.regression * paired
+            logged["regression"] = paired.item()
+        return StepLoss(loss, *flow.loss_by_sigma_bin(frame_loss.cpu(), sigma.cpu(), LOSS_BINS), logged=logged)
+
+    def settings(self) -> OdeConfig:
+        return OdeConfig(self.regression)
 
     def meta(self):
-        return student_meta(self.teacher_meta, self.clips.dit_cfg, self.sampler)
+        return {**student_meta(self.teacher_meta, self.model.cfg, self.sampler), "ode": asdict(self.settings())}
 
     @torch.no_grad()
     def sample_grid(self, model, path):

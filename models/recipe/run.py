@@ -44,21 +44,23 @@ def default_config(stage: str) -> TrainConfig:
     return defaults[stage]()
 
 
-def run_stage(stage: str, data: Path, run: Path, *, size: str = "S", prompts: dict[str, list[str]] | None = None,
+def run_stage(stage: str, data: Path, run: Path, *, size: str | None = None, prompts: dict[str, list[str]] | None = None,
               space: str = "pixel", arch: str = "dit", steps: int | None = None, batch: int | None = None,
               resume: bool = False, device: str = "auto", overrides: dict[str, Any] | None = None,
               init: Path | None = None, sampler: StudentSampler | None = None, pair_clips: int = 128,
-              dmd_cfg: dmd.DmdConfig | None = None, gen_cfg: gen.GenConfig | None = None,
+              dmd_cfg: dmd.DmdConfig | None = None, ode_cfg: ode.OdeConfig | None = None,
+              gen_cfg: gen.GenConfig | None = None,
               model_options: dict[str, Any] | None = None, progress: Callable[[str], None] = print
               ) -> dict[str, Any]:
     """Train `stage` into `run` from the recorded clips in `data`; returns the last log record.
 
-    size, prompts, space   the teacher's (or regression's) model size, style prompts and space (pixel or latents)
+    size, prompts, space   the teacher's (or regression's) model size (default S), style prompts and space (pixel
+                           or latents); ode: the student's size (default the teacher's; a backbone-v2 teacher only)
     arch                   the teacher's architecture: "dit" (the shipped one) or "unet" (backbone v2)
     overrides              TrainConfig fields (None values are ignored)
     sampler                ode only: how the student will stream (its levels fix which teacher states are kept)
     pair_clips             ode only: teacher trajectories to make
-    dmd_cfg, gen_cfg       the dmd and gen stages' own settings
+    dmd_cfg, ode_cfg, gen_cfg  the dmd, ode and gen stages' own settings
     model_options          backbone v2 only: UNetConfig fields changed from the named size's (ablations)
     """
     cfg = default_config(stage)
@@ -71,20 +73,21 @@ def run_stage(stage: str, data: Path, run: Path, *, size: str = "S", prompts: di
         raise TrainError("--init in distillation fine-tunes a finished student: use it with `train dmd` or "
                          "`train gen`")
     if stage != "ode" and sampler is not None:
-        raise TrainError("--timesteps, --refresh, --noise and --reset-every belong to the ode stage (the student "
+        raise TrainError("--timesteps, --refresh, --noise, --history and --reset-every belong to the ode stage (the student "
                          "keeps the sampler it was initialised with; `models.recipe.export` can change it for "
                          "shipping)")
     if model_options and not (stage == "regression" or (stage == "teacher" and arch == "unet")):
         raise TrainError("--model-option changes backbone v2's config: use it with `train regression` or "
                          "`train teacher --arch unet`")
-    if (overrides or {}).get("clip_frames") is not None and stage not in ("teacher", "regression"):
-        raise TrainError("--clip-frames sets the teacher's (or regression's) clip; the later stages take the "
-                         "teacher's, and the autoencoder trains on single frames")
+    rollout_frames = (overrides or {}).get("clip_frames")
+    if rollout_frames is not None and stage not in ("teacher", "regression", "dmd"):
+        raise TrainError("--clip-frames sets the teacher's (or regression's) clip, or the dmd stage's rollout; the "
+                         "other stages take the teacher's, and the autoencoder trains on single frames")
     dist_info = setup_distributed(device)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank and every fresh start
     try:
         if stage in ("autoencoder", "teacher", "regression"):
-            built = _first_stage(stage, data, run, cfg, size, prompts or {}, space, arch, dist_info,
+            built = _first_stage(stage, data, run, cfg, size or "S", prompts or {}, space, arch, dist_info,
                                  model_options or {})
             if init is not None and not checkpoint.exists(run / "state", built.name):
                 source = _init_source(built.name, arch, init)
@@ -99,10 +102,12 @@ def run_stage(stage: str, data: Path, run: Path, *, size: str = "S", prompts: di
             return train(built, run, cfg, dist_info, resume, progress)
         if init is not None:
             _take_from_init(init, run, dist_info)
-        clips, teacher, teacher_meta = load_teacher(run, data, cfg, dist_info.device)
+        clips, teacher, teacher_meta = load_teacher(run, data, cfg, dist_info.device,
+                                                    rollout_frames if stage == "dmd" else None)
         cfg = clips.cfg
         if stage == "ode":
-            built = _ode_stage(run, clips, teacher, teacher_meta, sampler, pair_clips, dist_info)
+            built = _ode_stage(run, clips, teacher, teacher_meta, sampler, pair_clips, dist_info,
+                               _student_config(teacher, size), ode_cfg or ode.OdeConfig())
             del teacher  # the student has its own copy of the weights; the teacher is not needed any more
             return train(built, run, cfg, dist_info, resume, progress)
         if stage == "dmd":
@@ -161,8 +166,24 @@ def _check_frame_size(dataset: Any, model_cfg: Any, size: str, data: Path) -> No
                          f"but {data} holds {frame[1]}x{frame[0]}; record data at the model's size")
 
 
+def _student_config(teacher: Any, size: str | None) -> Any:
+    """The ODE student's config: the teacher's own, or a backbone-v2 teacher's at another named size (the same
+    frames, clip and chunk)."""
+    if size is None or size == teacher.cfg.size:
+        return teacher.cfg
+    if not isinstance(teacher.cfg, unet.UNetConfig):
+        raise TrainError("--size for the ode stage picks a backbone-v2 student; this run's teacher is the DiT, whose "
+                         "student is its own size")
+    try:
+        return unet.make_config(size, clip_frames=teacher.cfg.clip_frames, chunk_frames=teacher.cfg.chunk_frames,
+                                frame_size=teacher.cfg.frame_size)
+    except ValueError as exc:
+        raise TrainError(f"the student: {exc}") from None
+
+
 def _ode_stage(run: Path, clips: RecipeData, teacher: Any, teacher_meta: dict[str, Any],
-               sampler: StudentSampler | None, pair_clips: int, dist_info: Distributed) -> ode.OdeStage:
+               sampler: StudentSampler | None, pair_clips: int, dist_info: Distributed, student_cfg: Any,
+               ode_cfg: ode.OdeConfig) -> ode.OdeStage:
     """Make the ODE pairs (every rank its share, then all wait for the rest) and the stage that trains on them."""
     # the student's levels mean the same noise as the teacher's: its shift is the teacher's
     sampler = replace(sampler or StudentSampler(), shift=teacher_meta["sampler"]["shift"])
@@ -172,7 +193,7 @@ def _ode_stage(run: Path, clips: RecipeData, teacher: Any, teacher_meta: dict[st
     ode.make_ode_pairs(run, clips, teacher, teacher_meta, sampler, pair_clips, ode.PAIRS_PER_SHARD, clips.cfg.seed,
                        rank=dist_info.rank, world=dist_info.world)
     dist_info.barrier()
-    return ode.OdeStage(clips, teacher, teacher_meta, sampler, run / ode.PAIRS_DIR)
+    return ode.OdeStage(clips, teacher, teacher_meta, sampler, run / ode.PAIRS_DIR, student_cfg, ode_cfg.regression)
 
 
 def _take_from_init(init: Path, run: Path, dist_info: Distributed) -> None:
