@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from bridge import FramePacket
-from models.network.dit import flops_per_frame
+from models.network.loading import flops_per_frame
 from renderer.engine import StreamEngine, load_bundle, resolve_device
 from renderer.runtime import StreamingRestyler
 
@@ -210,7 +210,8 @@ def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds:
     profile = profile_student(model_dir, dev, frames, threads, {"timesteps": sampler.timesteps})
     passes = profile["passes_per_chunk"]
     context = (sampler.window_chunks + sampler.sink_chunks + 1) * k
-    model_flops = throughput * passes * flops_per_frame(cfg, context)
+    frame_flops = flops_per_frame(cfg, context, passes)
+    model_flops = throughput * frame_flops
     torch.set_num_threads(_cores())   # the peak of the whole device, whatever the worker was given
     peak = matmul_peak_flops(dev)
     t = bench_teacher(model_dir, dev, frames, game_fps) if teacher else None
@@ -226,6 +227,7 @@ def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds:
         "throughput_fps": round(throughput, 2),
         "game_fps": round(game_frames / elapsed, 2),
         "mfu": round(model_flops / peak, 4),
+        "gflop_per_frame": round(frame_flops / 1e9, 4),
         "teacher_first_frame_latency_ms": None if t is None else round(t["first_frame_latency_ms"], 1),
         "teacher_throughput_fps": None if t is None else round(t["throughput_fps"], 4),
     }
@@ -238,7 +240,6 @@ def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds:
         "chunk_compute_ms_beside_game": {"p50": round(float(np.percentile(compute, 50)), 2),
                                          "p95": round(float(np.percentile(compute, 95)), 2)},
         "student_profile": {k_: round(v, 3) for k_, v in profile.items()},
-        "student_gflop_per_frame": round(passes * flops_per_frame(cfg, context) / 1e9, 4),
         "matmul_peak_gflops": round(peak / 1e9, 1), "teacher": t,
         "machine": {"cpus": _cores(), "platform": platform.platform(), "torch": torch.__version__},
     }
@@ -270,6 +271,7 @@ def table(result: BenchResult) -> str:
             ("game loop", f"{s['game_fps']:.1f} fps (target {d['game_target_fps']:g}; frame p95 "
                           f"{d['game_frame_ms_p95']:.1f} ms)"),
             ("mfu", f"{s['mfu']:.3f} (peak {d['matmul_peak_gflops']:.0f} GFLOP/s)"),
+            ("model cost", f"{s['gflop_per_frame']:.2f} GFLOP per output frame"),
             ("student alone", f"{d['student_profile']['chunk_ms']:.1f} ms/chunk = "
                               f"{d['student_profile']['model_only_fps']:.1f} fps")]
     if s["teacher_first_frame_latency_ms"] is not None:

@@ -12,7 +12,7 @@ from bridge.video import Mp4Writer, read_video
 from cli import main as cli
 
 BENCH_KEYS = {"device", "resolution", "steps", "chunk_frames", "first_frame_latency_ms", "latency_p50_ms",
-              "latency_p95_ms", "throughput_fps", "game_fps", "mfu", "teacher_first_frame_latency_ms",
+              "latency_p95_ms", "throughput_fps", "game_fps", "mfu", "gflop_per_frame", "teacher_first_frame_latency_ms",
               "teacher_throughput_fps"}
 
 

@@ -316,8 +316,8 @@ def test_fixed_stream_noise_makes_chunks_independent_of_the_generator():
     torch.testing.assert_close(a, b)
     fresh = StudentSampler()
     assert fresh.stream_noise(cond.low, None) is None
-    with pytest.raises(ValueError, match="fresh.*fixed"):
-        StudentSampler(noise="warped").stream_noise(cond.low, None)
+    with pytest.raises(ValueError, match="fresh.*fixed.*warped"):
+        StudentSampler(noise="sticky").stream_noise(cond.low, None)
 
 
 def test_student_configs_saved_before_the_noise_option_still_load():
@@ -440,3 +440,23 @@ def test_reset_every_one_chunk_is_the_per_frame_student():
     segments = [stream_clip(model, cond.low[:, s:s + 2 * k], cond.frames(slice(s, s + 2 * k)), StudentSampler(), g)
                 for s in range(0, 8, 2 * k)]
     torch.testing.assert_close(pairs, torch.cat(segments, 1))
+
+
+def test_the_discriminator_judges_patches_and_reads_the_style():
+    from models.network.discriminator import PatchDiscriminator, discriminator_loss, generator_loss
+
+    torch.manual_seed(0)
+    disc = PatchDiscriminator(width=8)
+    frames, low = torch.randn(2, 2, 3, 64, 64), torch.randn(2, 2, 3, 64, 64)
+    gbuffers, style = torch.randn(2, 2, 9, 64, 64), torch.randn(2, 384)
+    logits = disc(frames, low, gbuffers, style)
+    assert logits.shape == (4, 4, 4)  # one logit per 16x16-pixel patch of each frame
+    assert not torch.equal(logits, disc(frames, low, gbuffers, torch.randn(2, 384)))
+    assert disc(frames, low, None, style).shape == (4, 4, 4)  # screen capture: no G-buffers
+    # the losses push real logits up and fake ones down, and the generator's fake ones up
+    real, fake = torch.zeros(3, requires_grad=True), torch.zeros(3, requires_grad=True)
+    discriminator_loss(real, fake).backward()
+    assert (real.grad < 0).all() and (fake.grad > 0).all()
+    fake.grad = None
+    generator_loss(fake).backward()
+    assert (fake.grad < 0).all()

@@ -1,6 +1,6 @@
 """The restyling scores of docs/evaluation.md, computed on held-out clips already rendered to disk: the rows
-`input`, `teacher`, `student`, `no_dmd` and `per_frame` with psnr / ssim / spectral / blockiness / warp_ratio
-(overall, and per style in the details), the long-stream `drift`, and `style_switch_frames`.
+`input`, `teacher`, `student`, `no_dmd`, `per_frame` and `student_rgb` with psnr / ssim / spectral / blockiness /
+warp_ratio (overall, and per style in the details), the long-stream `drift`, and `style_switch_frames`.
 
 Called by `restyler eval` (cli/evaluate.py), which renders the held-out worlds with the game into recorded-data
 directories first; this module only reads them (models/ knows nothing of the game). Returns the scores, the
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,14 @@ from models.network.sampling import sample_teacher
 from models.network.streaming import StudentSampler, held_chunks, recache, stream_chunk, stream_clip
 from models.network.unet import UNetDiT, regress_frames
 
-ROWS = ("input", "regression", "teacher", "student", "no_dmd", "per_frame")
+ROWS = ("input", "regression", "teacher", "student", "no_dmd", "per_frame", "student_rgb")
 # Each row's noise comes from its own generator, seeded by this fixed number (not its place in ROWS), so adding a
 # row never changes another row's numbers.
-_NOISE_STREAM = {"input": 0, "teacher": 1, "student": 2, "no_dmd": 3, "per_frame": 4, "regression": 5}
+_NOISE_STREAM = {"input": 0, "teacher": 1, "student": 2, "no_dmd": 3, "per_frame": 4, "regression": 5,
+                 "student_rgb": 6}
 # The network each row runs (a _Models field) and the checkpoint it comes from.
 _NETWORK = {"regression": "regression", "teacher": "teacher", "student": "student", "no_dmd": "no_dmd",
-            "per_frame": "student"}
+            "per_frame": "student", "student_rgb": "student"}
 _CHECKPOINT = {"no_dmd": "student_ode"}
 METRICS = ("psnr", "ssim", "spectral", "blockiness", "warp_ratio")
 FRAME_METRICS = METRICS[:4]  # scored per frame against the reference; warp_ratio is scored over a clip
@@ -194,12 +195,16 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
                 guidance, rng_for(world, "teacher"), device)[0]).cpu()
                 for s in range(0, frames, window)], 1)
             seconds["teacher"] += time.perf_counter() - tick
-        for row, model, no_context in (("student", m.student, False), ("no_dmd", m.no_dmd, False),
-                                       ("per_frame", m.student, True)):
+        # student_rgb: what screen capture and video files give the student, the frames alone (no G-buffers, so no
+        # motion either)
+        rgb_only = replace(cond, gbuffers=None, motion=None)
+        for row, model, no_context, given in (("student", m.student, False, cond), ("no_dmd", m.no_dmd, False, cond),
+                                              ("per_frame", m.student, True, cond),
+                                              ("student_rgb", m.student, False, rgb_only)):
             if row not in rows:
                 continue
             tick = time.perf_counter()
-            outputs[row] = m.decode(stream_clip(model, incoming, cond, m.sampler, rng_for(world, row),
+            outputs[row] = m.decode(stream_clip(model, incoming, given, m.sampler, rng_for(world, row),
                                                 no_context=no_context)).cpu()
             seconds[row] += time.perf_counter() - tick
         for i in range(b):
@@ -235,9 +240,7 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
     result.details = {
         "clips": clips, "frames": frames, "worlds": sorted({c["seed"] for c in per_clip["input"]}),
         "teacher_steps": steps, "teacher_guidance": guidance,
-        "sampler": None if m.sampler is None else {
-            "timesteps": list(m.sampler.timesteps), "shift": m.sampler.shift, "refresh": m.sampler.refresh,
-            "window_chunks": m.sampler.window_chunks, "sink_chunks": m.sampler.sink_chunks},
+        "sampler": None if m.sampler is None else {**asdict(m.sampler), "timesteps": list(m.sampler.timesteps)},
         "psnr_by_style": {name: {row: v["psnr"] for row, v in of_style.items()}
                           for name, of_style in by_style.items()},
         "scores_by_style": by_style,

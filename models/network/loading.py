@@ -15,8 +15,10 @@ import torch
 from models.io import checkpoint
 from models.network.autoencoder import AEConfig, Autoencoder
 from models.network.dit import DiTConfig, VideoDiT
+from models.network.dit import flops_per_frame as dit_flops_per_frame
 from models.network.streaming import StudentSampler
 from models.network.unet import UNetConfig, UNetDiT
+from models.network.unet import flops_per_frame as unet_flops_per_frame
 
 # The recipe stage that writes each network, for the error that says how to get a missing one.
 WRITTEN_BY = {"autoencoder": "autoencoder", "teacher": "teacher", "student_ode": "ode", "student": "dmd",
@@ -34,6 +36,14 @@ def load_autoencoder(run: Path | str, device: torch.device | str = "cpu") -> Aut
 def network_for(cfg: DiTConfig | UNetConfig) -> VideoDiT | UNetDiT:
     """A fresh network of the architecture `cfg` configures."""
     return UNetDiT(cfg) if isinstance(cfg, UNetConfig) else VideoDiT(cfg)
+
+
+def flops_per_frame(cfg: DiTConfig | UNetConfig, context_frames: int, passes: int) -> float:
+    """Forward FLOPs per output frame of a student making `passes` network passes a chunk, each frame attending to
+    `context_frames` frames: the DiT's per pass, or backbone v2's with its structure encoder once per frame."""
+    if isinstance(cfg, UNetConfig):
+        return unet_flops_per_frame(cfg, context_frames, passes)
+    return passes * dit_flops_per_frame(cfg, context_frames)
 
 
 def architecture_of(cfg: DiTConfig | UNetConfig) -> dict[str, str]:
