@@ -15,7 +15,7 @@ TEMPORAL ?= 0.3
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup play test test-fast train train-v2 clean distclean
+.PHONY: setup play test test-fast train train-v2 train-student clean distclean
 
 setup: $(STAMP)
 
@@ -88,6 +88,9 @@ V2_REGRESSION := --steps 3000 --batch 64 --clip-frames 2
 V2_TEACHER := --steps 4500 --batch 32 --clip-frames 4 --guidance 1
 V2_POLISH := --steps 1500 --batch 32 --clip-frames 4 --guidance 1 --lr 1e-4
 V2_EVAL := --seeds 1000:1003 --frames 24 --teacher-steps 50
+STUDENT_ODE := --pair-clips 1024 --steps 6000 --batch 16 --lr 1e-3 --regression 0.5
+STUDENT_DMD := --clip-frames 8 --steps 1000 --batch 8 --fake-updates 5 --lr 5e-5 --regression 0.5 --gan 0.05 \
+	--temporal 0.2
 else ifeq ($(PROFILE),tiny)
 V2_RECORD := --seeds 0:2 --frames 16 --size 64x64
 V2_MODEL := --size tiny
@@ -96,6 +99,8 @@ V2_TEACHER := --steps 4 --batch 2 --clip-frames 4 --guidance 1
 V2_POLISH := --steps 2 --batch 2 --clip-frames 4 --guidance 1 --lr 1e-4
 V2_EVAL := --seeds 1000:1001 --frames 8 --teacher-steps 2
 V2_OUT ?= $(V2_RUN)_shipped
+STUDENT_ODE := --pair-clips 2 --steps 2 --batch 2 --regression 0.5
+STUDENT_DMD := --clip-frames 8 --steps 1 --batch 2 --fake-updates 1 --regression 0.5 --gan 0.05 --temporal 0.2
 else
 V2_RECORD := --seeds 0:32 --frames 48 --size 128x128
 V2_MODEL := --size S
@@ -103,6 +108,9 @@ V2_REGRESSION := --steps 1500 --batch 4 --clip-frames 2
 V2_TEACHER := --steps 4000 --batch 4 --clip-frames 4 --guidance 1
 V2_POLISH := --steps 1500 --batch 4 --clip-frames 4 --guidance 1 --lr 1e-4
 V2_EVAL := --seeds 1000:1003 --frames 24 --teacher-steps 25
+STUDENT_ODE := --pair-clips 128 --steps 1500 --batch 2 --lr 1e-3 --regression 0.5
+STUDENT_DMD := --clip-frames 8 --steps 150 --batch 2 --fake-updates 2 --lr 5e-5 --regression 0.5 --gan 0.05 \
+	--temporal 0.2
 endif
 V2_OUT ?= models/weights/v2
 train-v2: setup
@@ -116,6 +124,20 @@ train-v2: setup
 	$(R) eval --model $(V2_RUN)_polish $(V2_EVAL) --rows input,regression,teacher --worlds $(V2_WORLDS) \
 		--json $(V2_RUN)_polish/eval.json
 	$(VPY) -m models.recipe.export $(V2_RUN)_polish $(V2_OUT) --first-stages
+
+# Backbone v2's one-step student (docs/distillation.md, "Backbone v2's one-step student"), from the polished teacher
+# `make train-v2` left in RUN_polish: ODE initialisation at the `student` size with its warped history and noise
+# carried along the motion, then DMD with the adversarial and temporal terms on rollouts of four chunks, scored on
+# the held-out worlds. Same PROFILE as train-v2; about 25 minutes on the 2-core CPU.
+STUDENT_RUN ?= $(V2_RUN)_student
+train-student: setup
+	mkdir -p $(STUDENT_RUN)
+	cp -pn $(V2_RUN)_polish/teacher.json $(V2_RUN)_polish/teacher.safetensors $(STUDENT_RUN)/
+	$(R) train ode --data $(V2_DATA) --out $(STUDENT_RUN) --size student --timesteps 1000 --refresh last_step \
+		--noise warped --history on $(STUDENT_ODE) --resume
+	$(R) train dmd --data $(V2_DATA) --out $(STUDENT_RUN) $(STUDENT_DMD) --resume
+	$(R) eval --model $(STUDENT_RUN) $(V2_EVAL) --rows input,student,per_frame,student_rgb --drift-frames 0 \
+		--worlds $(V2_WORLDS) --json $(STUDENT_RUN)/eval.json
 
 # Build and test leftovers only: recorded data, checkpoints and the virtualenv stay (see distclean).
 clean:

@@ -292,3 +292,13 @@ def test_make_train_v2_runs_its_profile_end_to_end(tmp_path):
     assert rescored.returncode == 0, rescored.stderr[-2000:]
     again = json.loads((tmp_path / "shipped.json").read_text())["rows"]
     assert again["regression"]["psnr"] == pytest.approx(scores["rows"]["regression"]["psnr"], abs=0.05)
+    # and the one-step student from that teacher: `make train-student` with the same profile
+    student = subprocess.run(["make", "-s", "train-student", "PROFILE=tiny", f"V2_RUN={tmp_path / 'run'}",
+                              f"V2_DATA={tmp_path / 'data'}", f"V2_WORLDS={tmp_path / 'worlds'}"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert student.returncode == 0, student.stdout[-2000:] + student.stderr[-2000:]
+    student_scores = json.loads((tmp_path / "run_student" / "eval.json").read_text())["rows"]
+    assert student_scores["student"]["psnr"] is not None and student_scores["student_rgb"]["psnr"] is not None
+    meta = json.loads((tmp_path / "run_student" / "student.json").read_text())
+    assert meta["config"]["widths"] == [8, 16, 32, 64] and meta["sampler"]["history"] is True
+    assert meta["sampler"]["noise"] == "warped" and meta["dmd"]["gan"] == 0.05
