@@ -194,7 +194,7 @@ def test_eval_cli_writes_every_key(tiny_run, tmp_path, egl_ctx):
     assert code == 0
     scores = json.loads(out.read_text())
     assert set(scores) == {"rows", "drift", "style_switch_frames"}
-    assert set(scores["rows"]) == {"input", "regression", "teacher", "student", "no_dmd", "per_frame"}
+    assert set(scores["rows"]) == {"input", "regression", "teacher", "student", "no_dmd", "per_frame", "student_rgb"}
     for row, values in scores["rows"].items():
         assert set(values) == {"psnr", "ssim", "spectral", "blockiness", "warp_ratio"}
         # the run holds no regression baseline: its row is there, null
@@ -209,15 +209,15 @@ def test_eval_cli_writes_every_key(tiny_run, tmp_path, egl_ctx):
     assert len(list(media.glob("strip_*.png"))) == 1
     from PIL import Image
 
-    with Image.open(media / "side_by_side.png") as image:   # full size: 4 styles × (5 rows + reference) of 64²
-        assert image.size == (6 * 64, 4 * 64)
+    with Image.open(media / "side_by_side.png") as image:   # full size: 4 styles × (6 rows + reference) of 64²
+        assert image.size == (7 * 64, 4 * 64)
     for rows_of_style in details["scores_by_style"].values():   # every style, every row run, every metric
         assert set(rows_of_style) == set(scores["rows"]) - {"regression"}
         assert all(set(v) == {"psnr", "ssim", "spectral", "blockiness"} for v in rows_of_style.values())
     assert details["reference_blockiness"] > 0 and details["blockiness_period"] == 16
     from bridge.video import read_video
 
-    for row in ("input", "teacher", "student", "no_dmd", "per_frame"):
+    for row in ("input", "teacher", "student", "no_dmd", "per_frame", "student_rgb"):
         assert read_video(media / f"{row}.mp4").shape[0] == 8 * 4  # 8 frames × 4 styles of one world
 
 
