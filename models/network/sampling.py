@@ -85,8 +85,10 @@ def chunk_inputs(cache: KVCache, cond: Conditioning, like: torch.Tensor, levels:
     """What a chunk (`like`, (B, K, C, H, W)) starts from besides its incoming frames: its conditioning with the
     warped history when the student reads it, the noise of each of its `levels` ("fresh" from `draw()`, "fixed"
     broadcast from `fixed`, or "warped" along the motion from the stream's memory), and its linear depth (for
-    the memory's update). The sampler and the training rollouts both start their chunks here."""
-    motion, depth = chunk_motion(cond.motion, cond.gbuffers)
+    the memory's update; None unless the history or the noise follows the motion, so other students skip it).
+    The sampler and the training rollouts both start their chunks here."""
+    follows_motion = history or noise == "warped"
+    motion, depth = chunk_motion(cond.motion, cond.gbuffers) if follows_motion else (None, None)
     memory = cache.memory
     if history:
         cond = replace(cond, history=chunk_history(memory, motion, depth), keep_history=None, structure=None)

@@ -319,22 +319,22 @@ class DmdStage(Stage):
         windows = len(samples) // max(1, len(x0))  # windows per clip: the draws stay per global clip
         b, f = samples.shape[:2]
 
-        def per_window(t: torch.Tensor) -> torch.Tensor:
-            return t.repeat_interleave(windows, 0)
+        def per_window(sigma: torch.Tensor) -> torch.Tensor:
+            """One level per global clip -> this rank's windows, (b, f)."""
+            return sigma[rows].repeat_interleave(windows, 0).expand(b, f).to(self.device)
+
+        def window_noise() -> torch.Tensor:
+            """Noise for every window of the global batch, sliced to this rank's."""
+            drawn = torch.randn((global_batch * windows, *samples.shape[1:]), generator=rng)
+            return drawn.view(global_batch, windows, *samples.shape[1:])[rows].flatten(0, 1).to(self.device)
 
         fake_losses = []
         for _ in range(self.dmd_cfg.fake_updates):
-            sigma = per_window(flow.sample_train_sigma((global_batch, 1), self.shift, rng)[rows]).expand(b, f)
-            noise = torch.randn((global_batch * windows, *samples.shape[1:]), generator=rng)
-            noise = noise.view(global_batch, windows, *samples.shape[1:])[rows].flatten(0, 1)
+            sigma = per_window(flow.sample_train_sigma((global_batch, 1), self.shift, rng))
             fake_losses.append(step.critic_step(fake_score_loss(
-                self.critic["fake"], samples, sigma.to(self.device), noise.to(self.device), cond,
-                self.cfg.loss_min_sigma)))
-        sigma = per_window(score_sigma(global_batch, self.dmd_cfg, self.shift, rng)[rows, None]).expand(b, f)
-        noise = torch.randn((global_batch * windows, *samples.shape[1:]), generator=rng)
-        noise = noise.view(global_batch, windows, *samples.shape[1:])[rows].flatten(0, 1).to(self.device)
-        sigma = sigma.to(self.device)
-        noisy = flow.add_noise(samples, noise, sigma)
+                self.critic["fake"], samples, sigma, window_noise(), cond, self.cfg.loss_min_sigma)))
+        sigma = per_window(score_sigma(global_batch, self.dmd_cfg, self.shift, rng)[:, None])
+        noisy = flow.add_noise(samples, window_noise(), sigma)
         with torch.no_grad():
             x0_real = predict_x0(self.teacher, noisy, sigma, cond, self.guidance)
             x0_fake = self.critic["fake"](noisy, sigma, cond, "bidirectional")
