@@ -1,4 +1,6 @@
 # Restyler developer entry points: `make setup`, `make play`, `make test`, `make test-fast`, `make train`, `make clean`.
+# `make train` reproduces the shipped default model: backbone v2's first stages (train-v2), then its one-step student
+# (train-student), exported to models/weights/default.
 # Everything runs from the project virtualenv in .venv, created on first use.
 
 SHELL := /bin/bash
@@ -15,7 +17,7 @@ TEMPORAL ?= 0.3
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup play test test-fast train train-v2 train-student clean distclean
+.PHONY: setup play test test-fast train train-generation train-v2 train-student clean distclean
 
 setup: $(STAMP)
 
@@ -38,17 +40,18 @@ test: setup
 test-fast: setup
 	SDL_VIDEODRIVER=offscreen SDL_AUDIODRIVER=dummy $(VPY) -m pytest -m "not slow and not xvfb and not shipped and not torchrun" $(PYTEST_ARGS)
 
-# The default model from nothing: record the data with the bot, train every stage of the recipe, evaluate on the
-# held-out worlds, export to models/weights/default. About 3.3 h on a 2-core CPU (models/weights/default/README.md
-# has each stage's cost); every stage resumes where it stopped, so rerunning `make train` after an interruption goes on.
+# The generation model (models/weights/generation, backbone v1; `restyler generate` uses it) from nothing: record the
+# data with the bot, train every stage of the recipe including the generation stage, evaluate on the held-out worlds,
+# export. About 3.3 h on a 2-core CPU (models/weights/generation/README.md has each stage's cost); every stage resumes
+# where it stopped, so rerunning after an interruption goes on.
 TRAIN_DATA ?= data/train128
 TRAIN_RUN ?= runs/default
-TRAIN_OUT ?= models/weights/default
+TRAIN_OUT ?= models/weights/generation
 # the generation stage learns from a calm camera (the bot at 0.3× its speed; docs/generation.md)
 GEN_DATA ?= data/gen128
 GEN_EVAL_WORLDS ?= out/eval_worlds/gen_128x128_24f_seeds1000-1002
 R := $(VENV)/bin/restyler
-train: setup
+train-generation: setup
 	$(R) record-data --out $(TRAIN_DATA) --seeds 0:64 --frames 120 --size 128x128
 	$(R) train teacher --data $(TRAIN_DATA) --out $(TRAIN_RUN) --size S --steps 1800 --resume
 	$(R) train ode --data $(TRAIN_DATA) --out $(TRAIN_RUN) --steps 300 --resume
@@ -88,6 +91,7 @@ V2_REGRESSION := --steps 3000 --batch 64 --clip-frames 2
 V2_TEACHER := --steps 4500 --batch 32 --clip-frames 4 --guidance 1
 V2_POLISH := --steps 1500 --batch 32 --clip-frames 4 --guidance 1 --lr 1e-4
 V2_EVAL := --seeds 1000:1003 --frames 24 --teacher-steps 50
+STUDENT_OUT ?= $(V2_RUN)_student_shipped
 STUDENT_ODE := --pair-clips 1024 --steps 6000 --batch 16 --lr 1e-3 --regression 0.5
 STUDENT_DMD := --clip-frames 8 --steps 1000 --batch 8 --fake-updates 5 --lr 5e-5 --regression 0.5 --gan 0.05 \
 	--temporal 0.2
@@ -99,6 +103,7 @@ V2_TEACHER := --steps 4 --batch 2 --clip-frames 4 --guidance 1
 V2_POLISH := --steps 2 --batch 2 --clip-frames 4 --guidance 1 --lr 1e-4
 V2_EVAL := --seeds 1000:1001 --frames 8 --teacher-steps 2
 V2_OUT ?= $(V2_RUN)_shipped
+STUDENT_OUT ?= $(V2_RUN)_student_shipped
 STUDENT_ODE := --pair-clips 2 --steps 2 --batch 2 --regression 0.5
 STUDENT_DMD := --clip-frames 8 --steps 1 --batch 2 --fake-updates 1 --regression 0.5 --gan 0.05 --temporal 0.2
 else
@@ -108,10 +113,11 @@ V2_REGRESSION := --steps 1500 --batch 4 --clip-frames 2
 V2_TEACHER := --steps 4000 --batch 4 --clip-frames 4 --guidance 1
 V2_POLISH := --steps 1500 --batch 4 --clip-frames 4 --guidance 1 --lr 1e-4
 V2_EVAL := --seeds 1000:1003 --frames 24 --teacher-steps 25
-STUDENT_ODE := --pair-clips 128 --steps 1500 --batch 2 --lr 1e-3 --regression 0.5
-STUDENT_DMD := --clip-frames 8 --steps 150 --batch 2 --fake-updates 2 --lr 5e-5 --regression 0.5 --gan 0.05 \
+STUDENT_ODE := --pair-clips 128 --steps 9000 --batch 2 --lr 1e-3 --regression 2
+STUDENT_DMD := --clip-frames 8 --steps 300 --batch 2 --fake-updates 2 --lr 5e-5 --regression 0.5 --gan 0.05 \
 	--temporal 0.2
 endif
+STUDENT_OUT ?= models/weights/default
 V2_OUT ?= models/weights/v2
 train-v2: setup
 	$(R) record-data --out $(V2_DATA) $(V2_RECORD)
@@ -128,16 +134,26 @@ train-v2: setup
 # Backbone v2's one-step student (docs/distillation.md, "Backbone v2's one-step student"), from the polished teacher
 # `make train-v2` left in RUN_polish: ODE initialisation at the `student` size with its warped history and noise
 # carried along the motion, then DMD with the adversarial and temporal terms on rollouts of four chunks, scored on
-# the held-out worlds. Same PROFILE as train-v2; about 25 minutes on the 2-core CPU.
+# the held-out worlds and exported (with the teacher and the regression baseline) to STUDENT_OUT: the shipped
+# models/weights/default on the CPU profile; the gpu and tiny profiles write beside their run, because a GPU-trained
+# student ships only once `restyler eval` shows it beats the shipped one. Same PROFILE as train-v2; about 1.5 h on the
+# 2-core CPU (models/weights/default/README.md has each step's cost).
 STUDENT_RUN ?= $(V2_RUN)_student
 train-student: setup
 	mkdir -p $(STUDENT_RUN)
-	cp -pn $(V2_RUN)_polish/teacher.json $(V2_RUN)_polish/teacher.safetensors $(STUDENT_RUN)/
+	cp -pn $(V2_RUN)_polish/teacher.json $(V2_RUN)_polish/teacher.safetensors $(V2_RUN)_polish/regression.json \
+		$(V2_RUN)_polish/regression.safetensors $(STUDENT_RUN)/
 	$(R) train ode --data $(V2_DATA) --out $(STUDENT_RUN) --size student --timesteps 1000 --refresh last_step \
 		--noise warped --history on $(STUDENT_ODE) --resume
 	$(R) train dmd --data $(V2_DATA) --out $(STUDENT_RUN) $(STUDENT_DMD) --resume
 	$(R) eval --model $(STUDENT_RUN) $(V2_EVAL) --rows input,student,per_frame,student_rgb --drift-frames 0 \
 		--worlds $(V2_WORLDS) --json $(STUDENT_RUN)/eval.json
+	$(VPY) -m models.recipe.export $(STUDENT_RUN) $(STUDENT_OUT)
+
+# The shipped default model from nothing: backbone v2's first stages, then its one-step student, exported to
+# models/weights/default. About 3.9 h on a 2-core CPU; every step resumes where it stopped, so rerunning `make train`
+# after an interruption goes on.
+train: train-v2 train-student
 
 # Build and test leftovers only: recorded data, checkpoints and the virtualenv stay (see distclean).
 clean:

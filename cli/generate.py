@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from cli.args import PROG, add_device, add_model, error, mp4_path, non_negative_int, positive_int
+from renderer import GENERATION_MODEL
 
 
 def add_parser(sub) -> None:
@@ -31,7 +32,7 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=positive_int, default=None, metavar="N",
                    help="size of the denoising grid per chunk (default: what the model ships with; a chunk that "
                         "starts from the previous frame runs only the grid's lower part, docs/generation.md)")
-    add_model(p)
+    add_model(p, default=GENERATION_MODEL)
     add_device(p)
     p.set_defaults(handler=run)
 

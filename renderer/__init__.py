@@ -10,10 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_MODEL", "ModelError", "StreamingRestyler"]
+__all__ = ["DEFAULT_MODEL", "GENERATION_MODEL", "ModelError", "StreamingRestyler"]
 
 # The shipped model, found from the package's own location so that `restyler play` works from any folder.
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "weights" / "default"
+# The model `restyler generate` uses: the backbone-v1 student trained to generate without incoming frames (`restyler
+# train gen`). The default restyler is backbone v2's one-step student, which has no generation stage yet
+# (docs/generation.md).
+GENERATION_MODEL = DEFAULT_MODEL.parent / "generation"
 
 
 def __getattr__(name: str) -> Any:

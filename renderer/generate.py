@@ -1,10 +1,10 @@
-"""Generation with the shipped student: text-to-video, image-to-video and video extension
+"""Generation with the shipped generation student: text-to-video, image-to-video and video extension
 (models.network.generation).
 
 Python API:
 
     from renderer.generate import VideoGenerator
-    generator = VideoGenerator.from_pretrained()                          # the shipped model, CPU or GPU
+    generator = VideoGenerator.from_pretrained()                          # the shipped generation model
     video = generator.generate("snowy winter village", frames=48)         # (48, H, W, 3) uint8, text-to-video
     video = generator.generate("neon night city", 48, image="shot.png")   # image-to-video
     video = generator.generate("autumn sunset", 48, extend="clip.mp4",    # extension, with a prompt switch
@@ -101,8 +101,8 @@ class VideoGenerator:
 
         if "generation" not in bundle.meta:
             raise GenerateError("this model was not trained to generate without incoming frames (its student has "
-                                "no generation stage); use the shipped model, or train one with `restyler train "
-                                "gen --init RUN`")
+                                "no generation stage); use the shipped models/weights/generation, or train one "
+                                "with `restyler train gen --init RUN`")
         self.bundle = bundle
         self.device = torch.device(device)
         s = bundle.sampler
@@ -119,11 +119,11 @@ class VideoGenerator:
     @classmethod
     def from_pretrained(cls, model_dir: Path | str | None = None, device: str = "auto",
                         steps: int | None = None) -> "VideoGenerator":
-        """The shipped model by default; `device` 'auto' takes a GPU when one is visible."""
-        from renderer import DEFAULT_MODEL
+        """The shipped generation model by default; `device` 'auto' takes a GPU when one is visible."""
+        from renderer import GENERATION_MODEL
 
         dev = resolve_device(device)
-        return cls(load_bundle(model_dir or DEFAULT_MODEL, dev), dev, steps)
+        return cls(load_bundle(model_dir or GENERATION_MODEL, dev), dev, steps)
 
     @property
     def frame_size(self) -> tuple[int, int]:

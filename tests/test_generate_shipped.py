@@ -1,7 +1,7 @@
-"""The shipped model generates (renderer.generate on models/weights/default), checked on a world no model saw
-(seed 1000) against the game's reference renders: image-to-video starts from the image, an extension continues
-without a jump, the prompt decides the style, and a prompt switch changes it. What the modes score over all the
-held-out worlds is in docs/generation.md (models.evaluation.generation)."""
+"""The shipped generation model (renderer.generate on models/weights/generation) generates, checked on a world no
+model saw (seed 1000) against the game's reference renders: image-to-video starts from the image, an extension
+continues without a jump, the prompt decides the style, and a prompt switch changes it. What the modes score over all
+the held-out worlds is in docs/generation.md (models.evaluation.generation)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from renderer import DEFAULT_MODEL
+from renderer import GENERATION_MODEL
 
 pytestmark = [pytest.mark.shipped,
-              pytest.mark.skipif(not (DEFAULT_MODEL / "student.safetensors").is_file(), reason="no model shipped")]
+              pytest.mark.skipif(not (GENERATION_MODEL / "student.safetensors").is_file(), reason="no model shipped")]
 
 FRAMES = 8
 FIRST_FRAME_DB = 30.0   # image-to-video: the video's first frame against the image (mp4 compression only)
@@ -31,14 +31,14 @@ def references(egl_ctx):
     from renderer.engine import load_bundle
     from tests.conftest import render_held_out_world
 
-    return render_held_out_world(egl_ctx, 2 * FRAMES, load_bundle(DEFAULT_MODEL).frame_size)[1]
+    return render_held_out_world(egl_ctx, 2 * FRAMES, load_bundle(GENERATION_MODEL).frame_size)[1]
 
 
 @pytest.fixture(scope="module")
 def generator():
     from renderer.generate import VideoGenerator
 
-    return VideoGenerator.from_pretrained(DEFAULT_MODEL, "cpu")
+    return VideoGenerator.from_pretrained(GENERATION_MODEL, "cpu")
 
 
 def test_image_to_video_starts_from_the_image(generator, references, tmp_path):

@@ -1,9 +1,9 @@
 """The shipped model (models/weights/default) restyles a held-out world clearly better than the low-detail input.
 
 The smoke test behind `make play`: the files load, the runtime's CPU sampler runs, and the output is scored against
-the game's reference renderer on a world no model saw (seed 1000). The first release's bar (docs/distillation.md) is
-"student PSNR >= input + 3 dB" on average; this checks it on one short clip in every style, at the one step the CPU runtime uses, and checks that
-a held-back paraphrase of each style lands on that style.
+the game's reference renderer on a world no model saw (seed 1000). The floor of the picture's bars (docs/evaluation.md):
+at least 20 dB averaged over the styles and every style at least input + 6 dB, on one short clip in every style at
+the one step the CPU runtime uses; and a held-back paraphrase of each style lands on that style.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ pytestmark = [pytest.mark.shipped,
               pytest.mark.skipif(not (DEFAULT_MODEL / "student.safetensors").is_file(), reason="no model shipped")]
 
 FRAMES = 8
-MARGIN_DB = 3.0        # the first release's bar: student >= input + 3 dB (averaged over the styles)
-EACH_STYLE_DB = 1.0    # and no style may be a wash
+FLOOR_DB = 20.0        # averaged over the styles (the full bar on all held-out worlds is 23 dB)
+EACH_STYLE_DB = 6.0    # and every style at least this far above the low-detail input
 
 
 def to_model(frames: np.ndarray) -> torch.Tensor:
@@ -65,13 +65,12 @@ def test_shipped_model_beats_the_input_on_a_held_out_world(held_out_clip):
 
     packets, references = held_out_clip
     low = to_model(np.stack([p.rgb for p in packets]))
-    gains = {}
+    scores, gains = {}, {}
     for name, style in STYLES.items():
-        student_db = psnr(restyle(packets, style.prompts[0]), references[name]).mean().item()
-        input_db = psnr(low, references[name]).mean().item()
-        gains[name] = student_db - input_db
-    report = ", ".join(f"{name} {gain:+.2f} dB" for name, gain in gains.items())
-    assert np.mean(list(gains.values())) >= MARGIN_DB, report
+        scores[name] = psnr(restyle(packets, style.prompts[0]), references[name]).mean().item()
+        gains[name] = scores[name] - psnr(low, references[name]).mean().item()
+    report = ", ".join(f"{name} {scores[name]:.2f} dB ({gains[name]:+.2f} over the input)" for name in scores)
+    assert np.mean(list(scores.values())) >= FLOOR_DB, report
     assert min(gains.values()) >= EACH_STYLE_DB, report
 
 

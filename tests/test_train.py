@@ -302,3 +302,9 @@ def test_make_train_v2_runs_its_profile_end_to_end(tmp_path):
     meta = json.loads((tmp_path / "run_student" / "student.json").read_text())
     assert meta["config"]["widths"] == [8, 16, 32, 64] and meta["sampler"]["history"] is True
     assert meta["sampler"]["noise"] == "warped" and meta["dmd"]["gan"] == 0.05
+    # exported beside the run in fp16 with its teacher and regression baseline: a complete model directory
+    exported = tmp_path / "run_student_shipped"
+    assert sorted(p.name for p in exported.iterdir()) == [f"{n}.{e}" for n in ("regression", "student", "teacher")
+                                                          for e in ("json", "safetensors")]
+    assert {str(t.dtype) for t in load_file(str(exported / "student.safetensors")).values()} == {"torch.float16"}
+    assert json.loads((exported / "student.json").read_text())["sampler"] == meta["sampler"]
