@@ -91,7 +91,6 @@ V2_REGRESSION := --steps 3000 --batch 64 --clip-frames 2
 V2_TEACHER := --steps 4500 --batch 32 --clip-frames 4 --guidance 1
 V2_POLISH := --steps 1500 --batch 32 --clip-frames 4 --guidance 1 --lr 1e-4
 V2_EVAL := --seeds 1000:1003 --frames 24 --teacher-steps 50
-STUDENT_OUT ?= $(V2_RUN)_student_shipped
 STUDENT_ODE := --pair-clips 1024 --steps 6000 --batch 16 --lr 1e-3 --regression 0.5
 STUDENT_DMD := --clip-frames 8 --steps 1000 --batch 8 --fake-updates 5 --lr 5e-5 --regression 0.5 --gan 0.05 \
 	--temporal 0.2
@@ -103,7 +102,6 @@ V2_TEACHER := --steps 4 --batch 2 --clip-frames 4 --guidance 1
 V2_POLISH := --steps 2 --batch 2 --clip-frames 4 --guidance 1 --lr 1e-4
 V2_EVAL := --seeds 1000:1001 --frames 8 --teacher-steps 2
 V2_OUT ?= $(V2_RUN)_shipped
-STUDENT_OUT ?= $(V2_RUN)_student_shipped
 STUDENT_ODE := --pair-clips 2 --steps 2 --batch 2 --regression 0.5
 STUDENT_DMD := --clip-frames 8 --steps 1 --batch 2 --fake-updates 1 --regression 0.5 --gan 0.05 --temporal 0.2
 else
@@ -116,8 +114,9 @@ V2_EVAL := --seeds 1000:1003 --frames 24 --teacher-steps 25
 STUDENT_ODE := --pair-clips 128 --steps 9000 --batch 2 --lr 1e-3 --regression 2
 STUDENT_DMD := --clip-frames 8 --steps 300 --batch 2 --fake-updates 2 --lr 5e-5 --regression 0.5 --gan 0.05 \
 	--temporal 0.2
-endif
 STUDENT_OUT ?= models/weights/default
+endif
+STUDENT_OUT ?= $(V2_RUN)_student_shipped
 V2_OUT ?= models/weights/v2
 train-v2: setup
 	$(R) record-data --out $(V2_DATA) $(V2_RECORD)
