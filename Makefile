@@ -111,7 +111,7 @@ V2_REGRESSION := --steps 1500 --batch 4 --clip-frames 2
 V2_TEACHER := --steps 4000 --batch 4 --clip-frames 4 --guidance 1
 V2_POLISH := --steps 1500 --batch 4 --clip-frames 4 --guidance 1 --lr 1e-4
 V2_EVAL := --seeds 1000:1003 --frames 24 --teacher-steps 25
-STUDENT_ODE := --pair-clips 128 --steps 9000 --batch 2 --lr 1e-3 --regression 2
+STUDENT_ODE := --pair-clips 128 --steps 14000 --batch 2 --lr 1e-3 --regression 2
 STUDENT_DMD := --clip-frames 8 --steps 300 --batch 2 --fake-updates 2 --lr 5e-5 --regression 0.5 --gan 0.05 \
 	--temporal 0.2
 STUDENT_OUT ?= models/weights/default
@@ -135,7 +135,7 @@ train-v2: setup
 # carried along the motion, then DMD with the adversarial and temporal terms on rollouts of four chunks, scored on
 # the held-out worlds and exported (with the teacher and the regression baseline) to STUDENT_OUT: the shipped
 # models/weights/default on the CPU profile; the gpu and tiny profiles write beside their run, because a GPU-trained
-# student ships only once `restyler eval` shows it beats the shipped one. Same PROFILE as train-v2; about 1.5 h on the
+# student ships only once `restyler eval` shows it beats the shipped one. Same PROFILE as train-v2; about 1.9 h on the
 # 2-core CPU (models/weights/default/README.md has each step's cost).
 STUDENT_RUN ?= $(V2_RUN)_student
 train-student: setup
@@ -150,7 +150,7 @@ train-student: setup
 	$(VPY) -m models.recipe.export $(STUDENT_RUN) $(STUDENT_OUT)
 
 # The shipped default model from nothing: backbone v2's first stages, then its one-step student, exported to
-# models/weights/default. About 3.9 h on a 2-core CPU; every step resumes where it stopped, so rerunning `make train`
+# models/weights/default. About 4.3 h on a 2-core CPU; every step resumes where it stopped, so rerunning `make train`
 # after an interruption goes on.
 train: train-v2 train-student
 

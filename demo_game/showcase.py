@@ -1,6 +1,7 @@
 """The README's pictures of a model, made from the game: a side-by-side of every style on a held-out world
-(low-detail | AI at the CPU runtime's steps | AI at every step | the reference renderer), a short clip of the game
-window with AI rendering on, HUD included, and a sheet and clip of the generation modes.
+(low-detail | AI at the CPU runtime's steps | AI at every step, when that is more | the reference renderer), a short
+clip of the game window with AI rendering on, HUD included, and a sheet and clip of the generation modes (made by
+the generation model, `renderer.GENERATION_MODEL` unless --generation-model says otherwise).
 
     python -m demo_game.showcase --model models/weights/default --out docs/media
 
@@ -50,17 +51,20 @@ def side_by_side(model: Path, path: Path) -> None:
         references = {name: game.render_style(name) for name in STYLES}
     ctx.release()
     levels = bundle.sampler.timesteps
+    # the CPU runtime's step count, then every step; one column when they are the same (a one-step student)
+    step_sets = list(dict.fromkeys((tuple(levels[:CPU_STEPS]), tuple(levels))))
     rows = []
     for name, style in STYLES.items():
         outputs = []
-        for steps in (levels[:CPU_STEPS], levels):
+        for steps in step_sets:
             engine = StreamEngine(replace(bundle, sampler=replace(bundle.sampler, timesteps=steps)))
             engine.set_style(style.prompts[0])
             out = [engine.step(packets[i:i + 2]) for i in range(0, len(packets), 2)]
             outputs.append(out[-1][-1])
         rows.append(np.concatenate([_tile(packets[-1].rgb), *map(_tile, outputs), _tile(references[name])], 1))
-    labels = ["low-detail (input)", f"AI, {len(levels[:CPU_STEPS])} step (CPU)", f"AI, {len(levels)} steps",
-              "reference renderer"]
+    ai = [f"AI, {len(steps)} step{'s' * (len(steps) > 1)}{' (CPU)' * (len(steps) == len(levels[:CPU_STEPS]))}"
+          for steps in step_sets]
+    labels = ["low-detail (input)", *ai, "reference renderer"]
     save_sheet(np.concatenate(rows, 0), labels, TILE, path.with_suffix(".png"))
     img = Image.open(path.with_suffix(".png")).convert("RGB")
     draw = ImageDraw.Draw(img)
@@ -147,6 +151,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Make the README's side-by-side, game clip and generation "
                                                  "sheet for a model.")
     parser.add_argument("--model", type=Path, default=Path("models/weights/default"))
+    parser.add_argument("--generation-model", type=Path, default=None,
+                        help="the model of the generation sheet (default: renderer.GENERATION_MODEL)")
     parser.add_argument("--out", type=Path, default=Path("docs/media"))
     parser.add_argument("--only", choices=["restyle", "play", "generate"], default=None,
                         help="make one of the three (default: all)")
@@ -157,7 +163,9 @@ def main() -> None:
     if args.only in (None, "play"):
         play_clip(args.model, args.out)
     if args.only in (None, "generate"):
-        generation_sheet(args.model, args.out)
+        from renderer import GENERATION_MODEL
+
+        generation_sheet(args.generation_model or GENERATION_MODEL, args.out)
     print(f"wrote the README media to {args.out}")
 
 
