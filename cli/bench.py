@@ -34,15 +34,16 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from demo_game import GameConfig, GameSession
-    from renderer.bench import run_bench, table
+    from renderer.bench import STYLE, run_bench, table
     from renderer.engine import ModelError, load_bundle
 
     try:
         size = load_bundle(args.model).frame_size   # also: one clear error for a missing model
-        # a held-out world, the game ticking at the benchmark's rate, rendering only what the model reads
+        # a held-out world, the game ticking at the benchmark's rate, rendering what the model reads: the cheap pass,
+        # its G-buffers and the sun of the style the bench asks for, as `restyler play` does
         fps = max(1, round(args.game_fps))
         with GameSession(GameConfig(seed=1000, width=size[0], height=size[1], fps=fps)) as game:
-            result = run_bench(args.model, game.step, args.device, args.seconds, fps, args.worker, args.threads,
+            result = run_bench(args.model, lambda: game.step(sun=STYLE), args.device, args.seconds, fps, args.worker, args.threads,
                                args.steps, teacher=not args.no_teacher)
     except (ModelError, RuntimeError, ValueError) as exc:
         return error("bench", str(exc))

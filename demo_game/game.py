@@ -264,7 +264,9 @@ class GameWindow:
     def _frame_ai(self) -> None:
         """AI on: the cheap pass goes to the restyler, the overlay shows the newest stylized frame."""
         r = self.restyler
-        packet = self.game.render_fast(r.resolution)
+        # with the sun of the style asked for: the shipped student reads it, and without every buffer it reads it
+        # takes the G-buffers as absent and draws the frames-only picture
+        packet = self.game.render_fast(r.resolution, sun=self.style)
         failed = (r.error is not None or self.restart_error is not None
                   or (self.restarting is not None and self.restarting.is_alive()))
         if not failed:

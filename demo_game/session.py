@@ -88,9 +88,12 @@ class GameSession:
         self.prev_camera = self.camera.copy()
         self._upload_dynamic()
 
-    def step(self, actions: Actions | None = None, size: tuple[int, int] | None = None) -> FramePacket:
+    def step(self, actions: Actions | None = None, size: tuple[int, int] | None = None,
+             sun: str | Style | None = None) -> FramePacket:
+        """One tick, then the cheap pass (render_fast); `sun` adds that style's sun G-buffer, which a model that reads
+        it needs: without it the model gets the G-buffers as absent (the frames-only picture)."""
         self.advance(actions)
-        return self.render_fast(size)
+        return self.render_fast(size, sun)
 
     def _gem_pose(self, i: int, time: float) -> tuple[np.ndarray, float]:
         centre = self.gems[i] + np.array([0.0, GEM_BOB * np.sin(2.0 * time + i), 0.0])

@@ -46,8 +46,13 @@ def side_by_side(model: Path, path: Path) -> None:
     with GameSession(GameConfig(seed=SEED, width=w, height=h), ctx=ctx) as game:
         for _ in range(WALK_TICKS):
             game.advance()
-        # the student needs a chunk; it streams the 8 frames before the shown one so its cache is warm
-        packets = [game.step() for _ in range(8)]
+        # the student needs a chunk; it streams the 8 frames before the shown one so its cache is warm. Each style
+        # gets its own sun G-buffer, as the game hands over the one for the style it asks for.
+        packets = {name: [] for name in STYLES}
+        for _ in range(8):
+            packet = game.step()
+            for name in STYLES:
+                packets[name].append(replace(packet, sun=game.render_sun(name)))
         references = {name: game.render_style(name) for name in STYLES}
     ctx.release()
     levels = bundle.sampler.timesteps
@@ -59,9 +64,10 @@ def side_by_side(model: Path, path: Path) -> None:
         for steps in step_sets:
             engine = StreamEngine(replace(bundle, sampler=replace(bundle.sampler, timesteps=steps)))
             engine.set_style(style.prompts[0])
-            out = [engine.step(packets[i:i + 2]) for i in range(0, len(packets), 2)]
+            clip = packets[name]
+            out = [engine.step(clip[i:i + 2]) for i in range(0, len(clip), 2)]
             outputs.append(out[-1][-1])
-        rows.append(np.concatenate([_tile(packets[-1].rgb), *map(_tile, outputs), _tile(references[name])], 1))
+        rows.append(np.concatenate([_tile(packets[name][-1].rgb), *map(_tile, outputs), _tile(references[name])], 1))
     ai = [f"AI, {len(steps)} step{'s' * (len(steps) > 1)}{' (CPU)' * (len(steps) == len(levels[:CPU_STEPS]))}"
           for steps in step_sets]
     labels = ["low-detail (input)", *ai, "reference renderer"]

@@ -16,6 +16,7 @@ or re-encoding the cache (LongLive) leaves old-style pixels in the context for s
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -96,6 +97,7 @@ class StreamEngine:
         self.sampler = bundle.sampler
         self.device = torch.device(device)
         self.chunk_frames = self.model.cfg.chunk_frames
+        self._warned_gbuffers = False
         self.width, self.height = bundle.frame_size
         self.cache = self.model.new_cache(1, self.sampler.window_chunks, self.sampler.sink_chunks)
         self.sigmas = self.sampler.sigmas()
@@ -138,11 +140,27 @@ class StreamEngine:
                                        if all(getattr(p, name) is not None for p in packets) else None
                                        for name in GBUFFER_NAMES})
             gbuffers = resize(gb.to(self.device), size, "nearest")[None]                   # (1, K, ≤9, H, W)
+            self._warn_missing_gbuffers(gbuffers.shape[2])
         low = low[None]                                                                     # (1, K, 3, H, W)
         ae = self.bundle.autoencoder
         incoming = low if ae is None else ae.encode_video(low)
         return incoming, Conditioning(low=incoming, gbuffers=gbuffers, style=self.style,
                                       motion=motion_to_model_size(packets, size, self.device))
+
+    def _warn_missing_gbuffers(self, handed: int) -> None:
+        """Once per stream: a game that hands over some G-buffers, but not every one the model reads, gets the
+        frames-only picture (the model takes the buffers as absent); say which are missing."""
+        reads = getattr(self.model.cfg, "gbuffer_channels", 0)
+        if handed < reads and not self._warned_gbuffers:
+            self._warned_gbuffers = True
+            names, channels = [], 0
+            for name, n in GBUFFERS:
+                channels += n
+                if handed < channels <= reads:
+                    names.append(name)
+            warnings.warn(f"the game hands over {handed} of the {reads} G-buffer channels this model reads (missing: "
+                          f"{', '.join(names)}), so it runs on the frames alone; the demo game hands over the sun "
+                          "with GameSession.render_fast(sun=style)", stacklevel=3)
 
     def denoise(self, incoming: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """2-4. Noise to t*, the few causal steps against the cache, the cache refresh -> x0 (1, K, C, H, W)."""

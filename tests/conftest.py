@@ -169,19 +169,23 @@ def tiny_run(tmp_path_factory):
 
 
 def render_held_out_world(ctx, frames: int, size: tuple[int, int]):
-    """World 1000 (held out from training), a little way in from the spawn view: `frames` game packets and every
-    style's reference renders as {style: (frames, H, W, 3) uint8}, at `size` (W, H). What the shipped-model tests
-    score against."""
+    """World 1000 (held out from training), a little way in from the spawn view, at `size` (W, H): `frames` game
+    packets per style as {style: [FramePacket]}, each carrying that style's sun G-buffer as the game hands it over
+    for the style it asks for, and every style's reference renders as {style: (frames, H, W, 3) uint8}. What the
+    shipped-model tests score against."""
+    from dataclasses import replace
+
     import numpy as np
 
     from demo_game import STYLES, GameConfig, GameSession
 
-    packets, references = [], {name: [] for name in STYLES}
+    packets, references = {name: [] for name in STYLES}, {name: [] for name in STYLES}
     with GameSession(GameConfig(seed=1000, width=size[0], height=size[1]), ctx=ctx) as game:
         for _ in range(30):   # walk in a little: the first frames face the spawn point
             game.advance()
         for _ in range(frames):
-            packets.append(game.step())
+            packet = game.step()
             for name in STYLES:
+                packets[name].append(replace(packet, sun=game.render_sun(name)))
                 references[name].append(game.render_style(name))
     return packets, {name: np.stack(f) for name, f in references.items()}

@@ -21,6 +21,9 @@ from renderer import StreamingRestyler
 from renderer.overlay import DisplayMode
 
 restyler = StreamingRestyler(sys.argv[1], "cpu", worker="thread")
+suns = []   # whether each frame the game hands the restyler carries the sun G-buffer the model reads
+submit = restyler.submit
+restyler.submit = lambda packet: (suns.append(packet.sun is not None), submit(packet))[1]
 window = GameWindow(GameConfig(seed=4, width=64, height=64, fps=60), "sunny summer day", restyler, (256, 256))
 deadline = time.monotonic() + 60
 while restyler.latest_frame() is None and time.monotonic() < deadline:
@@ -43,6 +46,7 @@ shot, ai, original = shown_and_sources()
 print("SPLIT", np.abs(shot[below_hud, 136:] - ai[below_hud, 136:]).mean(),
       np.abs(shot[below_hud, :120] - original[below_hud, :120]).mean())
 print("HUD", " | ".join(window.hud_lines()))
+print("SUN", int(all(suns)), len(suns))
 window.close()
 restyler.close()
 """
@@ -52,8 +56,9 @@ restyler.close()
 def test_game_window_shows_the_stylized_stream(random_model):
     """With AI on, the window must really display the restyler's frames (read back from the screen): the whole
     picture in AI mode, the original on the left and the AI on the right in split mode, and the HUD on top with
-    AI fps, game fps, latency and the style. Guards against a texture that is never written, a flipped frame or a
-    HUD hidden under the picture. Own process: a window's GL context and the suite's EGL context do not mix."""
+    AI fps, game fps, latency and the style; every frame handed to the restyler carries the style's sun G-buffer.
+    Guards against a texture that is never written, a flipped frame, a HUD hidden under the picture or a game
+    that leaves out a buffer the model reads. Own process: a window's GL context and the suite's EGL context do not mix."""
     env = dict(os.environ, SDL_VIDEODRIVER="offscreen", SDL_AUDIODRIVER="dummy")
     out = subprocess.run([sys.executable, "-c", _WINDOW_CHECK, str(random_model)], capture_output=True, text=True,
                          env=env, timeout=180, cwd=os.path.dirname(os.path.dirname(__file__)))
@@ -65,6 +70,8 @@ def test_game_window_shows_the_stylized_stream(random_model):
     assert right < 4 and left < 4
     for text in ("AI", "fps", "latency", "style: sunny summer day"):
         assert text in lines["HUD"]
+    every_frame_has_sun, frames = map(int, lines["SUN"].split())
+    assert frames > 0 and every_frame_has_sun   # without it the shipped model takes the G-buffers as absent
 
 
 def test_reprojection_follows_a_panning_camera():

@@ -78,6 +78,29 @@ def test_engine_takes_frames_of_any_size_without_gbuffers(random_model):
     assert out.shape == (2, SIZE, SIZE, 3) and out.dtype == np.uint8
 
 
+def test_engine_says_once_which_gbuffers_a_game_leaves_out(random_v2_model):
+    """A game that hands over some G-buffers but not all the model reads gets the frames-only picture: the engine
+    names the missing buffers once per stream, and says nothing when every buffer arrives."""
+    import warnings
+    from dataclasses import replace
+
+    engine = StreamEngine(load_bundle(random_v2_model))
+    engine.set_style("sunny summer day")
+    rng = np.random.default_rng(0)
+    full = [replace(packet(i), uv=rng.random((SIZE, SIZE, 2), dtype=np.float32),
+                    ao=rng.random((SIZE, SIZE), dtype=np.float32), sun=rng.random((SIZE, SIZE), dtype=np.float32),
+                    material=rng.integers(0, 8, (SIZE, SIZE), dtype=np.uint8)) for i in range(4)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine.step(full[:2])
+    no_sun = [replace(p, sun=None) for p in full]
+    with pytest.warns(UserWarning, match=r"hands over 7 of the 9 G-buffer channels .*missing: sun, material"):
+        engine.step(no_sun[:2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine.step(no_sun[2:])   # once per stream
+
+
 def test_chunk_mailbox_keeps_the_newest_frames():
     """A slow consumer must get the newest K consecutive frames, never a backlog."""
     box: ChunkMailbox[int] = ChunkMailbox(2)

@@ -21,8 +21,7 @@ pytestmark = [pytest.mark.shipped,
 
 FRAMES = 8
 FLOOR_DB = 20.0        # averaged over the styles (the full bar on all held-out worlds is 23 dB)
-EACH_STYLE_DB = 4.0    # and every style this far above the low-detail input. The bar (+6 dB) holds over all the
-                       # held-out worlds (+11.0 in summer, the least); on this 8-frame clip summer gains +5.0
+EACH_STYLE_DB = 6.0    # and every style at least this far above the low-detail input (the bar)
 
 
 def to_model(frames: np.ndarray) -> torch.Tensor:
@@ -31,7 +30,8 @@ def to_model(frames: np.ndarray) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def held_out_clip(egl_ctx):
-    """Seed 1000 (held out): FRAMES game packets and every style's reference frames, at the model's size."""
+    """Seed 1000 (held out): FRAMES game packets per style (with its sun) and every style's reference frames, at
+    the model's size."""
     from renderer.engine import load_bundle
     from tests.conftest import render_held_out_world
 
@@ -39,13 +39,15 @@ def held_out_clip(egl_ctx):
     return packets, {name: to_model(frames) for name, frames in references.items()}
 
 
-_restyled: dict[str, torch.Tensor] = {}   # prompt -> output on the module's one clip (the tests share it)
+# (the style whose sun the packets carry, prompt) -> output on the module's one clip (the tests share it)
+_restyled: dict[tuple[str, str], torch.Tensor] = {}
 
 
-def restyle(packets, prompt: str) -> torch.Tensor:
-    if prompt not in _restyled:
-        _restyled[prompt] = _restyle(packets, prompt)
-    return _restyled[prompt]
+def restyle(packets: dict, sun: str, prompt: str) -> torch.Tensor:
+    """`prompt` on the clip whose packets carry `sun`'s sun G-buffer."""
+    if (sun, prompt) not in _restyled:
+        _restyled[sun, prompt] = _restyle(packets[sun], prompt)
+    return _restyled[sun, prompt]
 
 
 def _restyle(packets, prompt: str) -> torch.Tensor:
@@ -65,10 +67,10 @@ def _scores(packets, references) -> tuple[dict[str, float], dict[str, float], st
     from demo_game import STYLES
     from models.evaluation.metrics import psnr
 
-    low = to_model(np.stack([p.rgb for p in packets]))
+    low = to_model(np.stack([p.rgb for p in next(iter(packets.values()))]))
     scores, gains = {}, {}
     for name, style in STYLES.items():
-        scores[name] = psnr(restyle(packets, style.prompts[0]), references[name]).mean().item()
+        scores[name] = psnr(restyle(packets, name, style.prompts[0]), references[name]).mean().item()
         gains[name] = scores[name] - psnr(low, references[name]).mean().item()
     report = ", ".join(f"{name} {scores[name]:.2f} dB ({gains[name]:+.2f} over the input)" for name in scores)
     return scores, gains, report
@@ -79,9 +81,8 @@ def test_shipped_model_beats_the_input_on_a_held_out_world(held_out_clip):
     assert min(gains.values()) >= EACH_STYLE_DB, report
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped student scores 19.0 dB on this clip (2026-12-05); the floor is "
-                                       "20 dB and issue 16 stays open until it is met")
 def test_shipped_model_reaches_the_picture_floor(held_out_clip):
+    """Measured 2026-12-05: 22.66 dB (24.31 / 22.73 / 18.69 / 24.91), each style +9.6 dB or more over the input."""
     scores, _, report = _scores(*held_out_clip)
     assert np.mean(list(scores.values())) >= FLOOR_DB, report
 
@@ -89,23 +90,18 @@ def test_shipped_model_reaches_the_picture_floor(held_out_clip):
 def _paraphrases():
     from demo_game import STYLES
 
-    # Measured on the shipped model: this wording sits almost halfway between autumn (cosine 0.59) and neon (0.58)
-    # in MiniLM space (docs/model.md), and the student renders it as neon night. Strict: a model that fixes it
-    # turns this into a failure to remove the mark.
-    known_miss = {"orange october evening light": "MiniLM places it next to neon night; the student follows"}
-    return [pytest.param(name, prompt, marks=[pytest.mark.xfail(strict=True, reason=known_miss[prompt])]
-                         if prompt in known_miss else [])
-            for name, style in STYLES.items() for prompt in style.heldout_prompts]
+    return [pytest.param(name, prompt) for name, style in STYLES.items() for prompt in style.heldout_prompts]
 
 
 @pytest.mark.parametrize("style, paraphrase", _paraphrases())
 def test_held_back_paraphrase_gives_the_style_of_its_trained_siblings(held_out_clip, style, paraphrase):
     """EVAL's paraphrase bar: a wording never trained on must render like its style's trained prompt, closer to it
-    than to any other style's."""
+    than to any other style's. Every render here gets the same sun (the paraphrase's own style's, as the game hands
+    over), so only the words differ."""
     from demo_game import STYLES
     from models.evaluation.metrics import psnr
 
     packets, _ = held_out_clip
-    out = restyle(packets, paraphrase)
-    scores = {name: psnr(out, restyle(packets, s.prompts[0])).mean().item() for name, s in STYLES.items()}
+    out = restyle(packets, style, paraphrase)
+    scores = {name: psnr(out, restyle(packets, style, s.prompts[0])).mean().item() for name, s in STYLES.items()}
     assert max(scores, key=scores.get) == style, f"{paraphrase!r}: {scores}"
