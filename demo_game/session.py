@@ -120,10 +120,10 @@ class GameSession:
     def render_fast(self, size: tuple[int, int] | None = None, sun: str | Style | None = None) -> FramePacket:
         """The cheap pass and its G-buffers; with `sun` (a style or its prompt) also that style's sun G-buffer."""
         size = size or self.config.size
-        f = self.renderer.render_fast(self.camera, self.prev_camera, size)
+        style = None if sun is None else sun if isinstance(sun, Style) else style_for_prompt(sun)
+        f = self.renderer.render_fast(self.camera, self.prev_camera, size, style)
         return FramePacket(rgb=f.low, depth=f.depth, normals=f.normals, material=f.material, motion=f.motion,
-                           uv=f.uv, ao=f.ao, sun=None if sun is None else self.render_sun(sun, size),
-                           index=self.tick, t=self.time)
+                           uv=f.uv, ao=f.ao, sun=f.sun, index=self.tick, t=self.time)
 
     def render_sun(self, style: str | Style, size: tuple[int, int] | None = None) -> np.ndarray:
         """The sun G-buffer for `style`'s sun: (H, W) float32, cosine term times shadow, 0 on the sky."""

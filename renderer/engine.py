@@ -184,12 +184,13 @@ class StreamEngine:
         """Run chunks of a grey frame from an empty cache to a rolling one (every attention length the stream will
         see, with and without G-buffers), then forget them: the first real frame costs what a steady one does."""
         chunks = self.sampler.sink_chunks + self.sampler.window_chunks + 1
-        grey = np.full((self.height, self.width, 3), 128, np.uint8)
-        depth = np.full((self.height, self.width), 10.0, np.float32)
-        normals = np.zeros((self.height, self.width, 3), np.float32)
+        hw = (self.height, self.width)
+        grey = np.full((*hw, 3), 128, np.uint8)
+        every_gbuffer = dict(depth=np.full(hw, 10.0, np.float32), normals=np.zeros((*hw, 3), np.float32),
+                             uv=np.zeros((*hw, 2), np.float32), ao=np.ones(hw, np.float32),
+                             sun=np.zeros(hw, np.float32), material=np.ones(hw, np.uint8))
         for with_gbuffers in (True, False):
-            packet = FramePacket(rgb=grey, depth=depth if with_gbuffers else None,
-                                 normals=normals if with_gbuffers else None)
+            packet = FramePacket(rgb=grey, **(every_gbuffer if with_gbuffers else {}))
             for _ in range(chunks):
                 self.step([packet] * self.chunk_frames)
             self.reset()

@@ -124,6 +124,27 @@ def test_the_sun_g_buffer_is_the_cosine_term_times_the_shadow(egl_ctx):
     assert np.abs(autumn - p.sun).mean() > 0.05
 
 
+def test_the_fast_pass_sun_equals_the_sun_pass(egl_ctx):
+    """The game hands over the sun from the fast pass's own draw (the runtime's path); the recorder renders every
+    style's sun in its own pass (the training data's). They must agree, and asking for the sun must leave every
+    other buffer of the fast pass as it was."""
+    from dataclasses import fields
+
+    from demo_game import GameSession
+
+    with GameSession(GameConfig(seed=5, width=SIZE, height=SIZE), ctx=egl_ctx) as game:
+        for _ in range(40):
+            game.advance()
+        plain = game.render_fast()
+        for name in STYLES:
+            with_sun = game.render_fast(sun=name)
+            np.testing.assert_allclose(with_sun.sun, game.render_sun(name), atol=1e-5)
+            for f in fields(plain):
+                if f.name not in ("sun",) and isinstance(getattr(plain, f.name), np.ndarray):
+                    np.testing.assert_array_equal(getattr(with_sun, f.name), getattr(plain, f.name), err_msg=f.name)
+    assert plain.sun is None
+
+
 def test_depth_is_linear_distance_along_view_axis(run):
     """Back-projected points on upward faces must land on block tops (integer y, or the water plane): this fails if
     depth were normalised, non-linear, or flipped."""
