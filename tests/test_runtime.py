@@ -32,6 +32,16 @@ def packet(i: int, gbuffers: bool = True) -> FramePacket:
                        motion=rng.normal(0, 1, (SIZE, SIZE, 2)).astype(np.float32), index=i)
 
 
+def full_packet(i: int) -> FramePacket:
+    """packet(i) with every G-buffer backbone v2 reads (uv, AO, the style's sun, material) besides depth and normals."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(1000 + i)
+    return replace(packet(i), uv=rng.random((SIZE, SIZE, 2), dtype=np.float32),
+                   ao=rng.random((SIZE, SIZE), dtype=np.float32), sun=rng.random((SIZE, SIZE), dtype=np.float32),
+                   material=rng.integers(0, 8, (SIZE, SIZE), dtype=np.uint8))
+
+
 def wait_for(condition, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -56,7 +66,8 @@ def test_engine_step_is_the_evaluated_sampler(model, reset_every, request):
     bundle.sampler = replace(bundle.sampler, reset_every=reset_every)
     engine = StreamEngine(bundle, seed=3)
     engine.set_style("sunny summer day")
-    packets = [packet(i) for i in range(12)]
+    # every G-buffer the model reads: the v2 student's material embedding and uv waves run too
+    packets = [(full_packet if model == "random_v2_model" else packet)(i) for i in range(12)]
     ours = np.concatenate([engine.step(packets[i:i + 2]) for i in range(0, 12, 2)])
 
     engine.reset()
@@ -86,10 +97,7 @@ def test_engine_says_once_which_gbuffers_a_game_leaves_out(random_v2_model):
 
     engine = StreamEngine(load_bundle(random_v2_model))
     engine.set_style("sunny summer day")
-    rng = np.random.default_rng(0)
-    full = [replace(packet(i), uv=rng.random((SIZE, SIZE, 2), dtype=np.float32),
-                    ao=rng.random((SIZE, SIZE), dtype=np.float32), sun=rng.random((SIZE, SIZE), dtype=np.float32),
-                    material=rng.integers(0, 8, (SIZE, SIZE), dtype=np.uint8)) for i in range(4)]
+    full = [full_packet(i) for i in range(4)]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         engine.step(full[:2])
