@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
         # its G-buffers and the sun of the style the bench asks for, as `restyler play` does
         fps = max(1, round(args.game_fps))
         with GameSession(GameConfig(seed=1000, width=size[0], height=size[1], fps=fps)) as game:
-            result = run_bench(args.model, lambda: game.step(sun=STYLE), args.device, args.seconds, fps, args.worker, args.threads,
-                               args.steps, teacher=not args.no_teacher)
+            result = run_bench(args.model, lambda: game.step(sun=STYLE), args.device, args.seconds, fps, args.worker,
+                               args.threads, args.steps, teacher=not args.no_teacher)
     except (ModelError, RuntimeError, ValueError) as exc:
         return error("bench", str(exc))
     args.json.parent.mkdir(parents=True, exist_ok=True)

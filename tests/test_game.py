@@ -140,7 +140,7 @@ def test_the_fast_pass_sun_equals_the_sun_pass(egl_ctx):
             with_sun = game.render_fast(sun=name)
             np.testing.assert_allclose(with_sun.sun, game.render_sun(name), atol=1e-5)
             for f in fields(plain):
-                if f.name not in ("sun",) and isinstance(getattr(plain, f.name), np.ndarray):
+                if f.name != "sun" and isinstance(getattr(plain, f.name), np.ndarray):
                     np.testing.assert_array_equal(getattr(with_sun, f.name), getattr(plain, f.name), err_msg=f.name)
     assert plain.sun is None
 
