@@ -58,7 +58,8 @@ def test_game_window_shows_the_stylized_stream(random_model):
     picture in AI mode, the original on the left and the AI on the right in split mode, and the HUD on top with
     AI fps, game fps, latency and the style; every frame handed to the restyler carries the style's sun G-buffer.
     Guards against a texture that is never written, a flipped frame, a HUD hidden under the picture or a game
-    that leaves out a buffer the model reads. Own process: a window's GL context and the suite's EGL context do not mix."""
+    that leaves out a buffer the model reads. Own process: a window's GL context and the suite's EGL context do
+    not mix."""
     env = dict(os.environ, SDL_VIDEODRIVER="offscreen", SDL_AUDIODRIVER="dummy")
     out = subprocess.run([sys.executable, "-c", _WINDOW_CHECK, str(random_model)], capture_output=True, text=True,
                          env=env, timeout=180, cwd=os.path.dirname(os.path.dirname(__file__)))
