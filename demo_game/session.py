@@ -37,6 +37,11 @@ def create_headless_context() -> moderngl.Context:
         ) from exc
 
 
+
+def _as_style(style: str | Style) -> Style:
+    """A style, or its name or one of its prompts, as the Style."""
+    return style if isinstance(style, Style) else style_for_prompt(style)
+
 class GameSession:
     def __init__(self, config: GameConfig, ctx: moderngl.Context | None = None):
         self.config = config
@@ -120,14 +125,13 @@ class GameSession:
     def render_fast(self, size: tuple[int, int] | None = None, sun: str | Style | None = None) -> FramePacket:
         """The cheap pass and its G-buffers; with `sun` (a style or its prompt) also that style's sun G-buffer."""
         size = size or self.config.size
-        style = None if sun is None else sun if isinstance(sun, Style) else style_for_prompt(sun)
-        f = self.renderer.render_fast(self.camera, self.prev_camera, size, style)
+        f = self.renderer.render_fast(self.camera, self.prev_camera, size, None if sun is None else _as_style(sun))
         return FramePacket(rgb=f.low, depth=f.depth, normals=f.normals, material=f.material, motion=f.motion,
                            uv=f.uv, ao=f.ao, sun=f.sun, index=self.tick, t=self.time)
 
     def render_sun(self, style: str | Style, size: tuple[int, int] | None = None) -> np.ndarray:
         """The sun G-buffer for `style`'s sun: (H, W) float32, cosine term times shadow, 0 on the sky."""
-        s = style if isinstance(style, Style) else style_for_prompt(style)
+        s = _as_style(style)
         return self.renderer.render_sun(s, self.camera, size or self.config.size)
 
     def render_suns(self, size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
@@ -135,7 +139,7 @@ class GameSession:
 
     def render_style(self, style: str | Style, size: tuple[int, int] | None = None,
                      target: moderngl.Framebuffer | None = None) -> np.ndarray | None:
-        s = style if isinstance(style, Style) else style_for_prompt(style)
+        s = _as_style(style)
         return self.renderer.render_reference(s, self.camera, self.time, self.visible_gems(),
                                               size or self.config.size, target)
 

@@ -148,7 +148,7 @@ class StreamEngine:
                                       motion=motion_to_model_size(packets, size, self.device))
 
     def _warn_missing_gbuffers(self, handed: int) -> None:
-        """Once per stream: a game that hands over some G-buffers, but not every one the model reads, gets the
+        """Once per engine: a game that hands over some G-buffers, but not every one the model reads, gets the
         frames-only picture (the model takes the buffers as absent); say which are missing."""
         reads = getattr(self.model.cfg, "gbuffer_channels", 0)
         if handed < reads and not self._warned_gbuffers:

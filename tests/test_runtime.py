@@ -91,7 +91,7 @@ def test_engine_takes_frames_of_any_size_without_gbuffers(random_model):
 
 def test_engine_says_once_which_gbuffers_a_game_leaves_out(random_v2_model):
     """A game that hands over some G-buffers but not all the model reads gets the frames-only picture: the engine
-    names the missing buffers once per stream, and says nothing when every buffer arrives."""
+    names the missing buffers once, and says nothing when every buffer arrives."""
     import warnings
     from dataclasses import replace
 
@@ -106,7 +106,7 @@ def test_engine_says_once_which_gbuffers_a_game_leaves_out(random_v2_model):
         engine.step(no_sun[:2])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        engine.step(no_sun[2:])   # once per stream
+        engine.step(no_sun[2:])   # once, not every chunk
 
 
 def test_chunk_mailbox_keeps_the_newest_frames():

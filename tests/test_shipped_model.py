@@ -90,7 +90,7 @@ def test_shipped_model_reaches_the_picture_floor(held_out_clip):
 def _paraphrases():
     from demo_game import STYLES
 
-    return [pytest.param(name, prompt) for name, style in STYLES.items() for prompt in style.heldout_prompts]
+    return [(name, prompt) for name, style in STYLES.items() for prompt in style.heldout_prompts]
 
 
 @pytest.mark.parametrize("style, paraphrase", _paraphrases())
