@@ -277,7 +277,9 @@ class UNetDiT(nn.Module):
 
     def structure_inputs(self, cond: Conditioning, b: int, f: int, device: torch.device, dtype: torch.dtype
                          ) -> torch.Tensor:
-        """(B·F, inputs, H, W): every structure part, zero where absent or dropped, and a presence flag each."""
+        """(B·F, inputs, H, W), channels-last: every structure part, zero where absent or dropped, and a presence
+        flag each. Written part by part into one channels-last buffer: a concatenation and then a change of memory
+        format would move the 28 channels twice (docs/runtime.md)."""
         h, w = self.cfg.frame_size
         gb_channels = self.cfg.gbuffer_channels
         gbuffers = cond.gbuffers
@@ -285,20 +287,27 @@ class UNetDiT(nn.Module):
             gbuffers = None  # the game hands over fewer buffers than this model reads: it reads them as absent
         elif gbuffers is not None:
             gbuffers = self.structure_gbuffers(gbuffers[:, :, :gb_channels])
-        parts, flags = [], []
-        for tensor, keep, channels in ((cond.low, cond.keep_low, self.cfg.channels),
-                                       (gbuffers, cond.keep_gbuffers, self.cfg.structure_gbuffer_channels),
-                                       (cond.history, cond.keep_history, HISTORY_CHANNELS)):
+        parts = ((cond.low, cond.keep_low, self.cfg.channels),
+                 (gbuffers, cond.keep_gbuffers, self.cfg.structure_gbuffer_channels),
+                 (cond.history, cond.keep_history, HISTORY_CHANNELS))
+        total = sum(channels for *_, channels in parts) + PRESENCE_FLAGS
+        out = torch.empty(b * f, total, h, w, device=device, dtype=dtype, memory_format=torch.channels_last)
+        flags = torch.zeros(b, PRESENCE_FLAGS, device=device, dtype=dtype)
+        start = 0
+        for i, (tensor, keep, channels) in enumerate(parts):
+            part = out[:, start:start + channels]
+            start += channels
             if tensor is None:
-                parts.append(torch.zeros(b, f, channels, h, w, device=device, dtype=dtype))
-                flags.append(torch.zeros(b, 1, 1, 1, 1, device=device, dtype=dtype))
+                part.zero_()
                 continue
-            present = (torch.ones(b, device=device, dtype=dtype) if keep is None else keep.to(dtype))
-            present = present.view(b, 1, 1, 1, 1)
-            parts.append(tensor.to(dtype) * present)
-            flags.append(present)
-        flag_maps = torch.cat(flags, 2).expand(b, f, PRESENCE_FLAGS, h, w)
-        return torch.cat([*parts, flag_maps], 2).flatten(0, 1)
+            part.copy_(tensor.flatten(0, 1))
+            if keep is None:
+                flags[:, i] = 1
+            else:
+                flags[:, i] = keep.to(dtype)
+                part.mul_(flags[:, i].repeat_interleave(f).view(b * f, 1, 1, 1))
+        out[:, start:] = flags.repeat_interleave(f, 0)[:, :, None, None]
+        return out
 
     def structure_gbuffers(self, gbuffers: torch.Tensor) -> torch.Tensor:
         """(B, F, gbuffer_channels, H, W) in the training encoding -> (B, F, structure_gbuffer_channels, H, W): the
@@ -337,7 +346,7 @@ class UNetDiT(nn.Module):
         """x_t (B, F, C, H, W) -> tokens (B, F, T, D) and the skips of every level (B·F, w, h, w)."""
         b, f = x_t.shape[:2]
         cf = c.flatten(0, 1)
-        h = self.stem(x_t.flatten(0, 1))
+        h = self.stem(x_t.flatten(0, 1).contiguous(memory_format=torch.channels_last))
         skips = []
         for level, block in enumerate(self.encoder):
             if level:
@@ -360,6 +369,7 @@ class UNetDiT(nn.Module):
         p, (gh, gw) = self.cfg.token_patch, self.cfg.grid
         ch = self.cfg.widths[-1]
         h = cells.view(b * f, gh, gw, ch, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b * f, ch, gh * p, gw * p)
+        h = h.contiguous(memory_format=torch.channels_last)
         cf = c.flatten(0, 1)
         for level in range(len(self.decoder) - 1, -1, -1):
             if level < len(self.decoder) - 1:
