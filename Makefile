@@ -36,9 +36,9 @@ play: setup
 test: setup
 	SDL_VIDEODRIVER=offscreen SDL_AUDIODRIVER=dummy $(VPY) -m pytest $(PYTEST_ARGS)
 
-# The quick loop while editing: everything but the tests marked slow, xvfb, shipped or torchrun (pyproject.toml).
+# The quick loop while editing: everything but the tests marked slow, xvfb, shipped, torchrun or browser (pyproject.toml).
 test-fast: setup
-	SDL_VIDEODRIVER=offscreen SDL_AUDIODRIVER=dummy $(VPY) -m pytest -m "not slow and not xvfb and not shipped and not torchrun" $(PYTEST_ARGS)
+	SDL_VIDEODRIVER=offscreen SDL_AUDIODRIVER=dummy $(VPY) -m pytest -m "not slow and not xvfb and not shipped and not torchrun and not browser" $(PYTEST_ARGS)
 
 # The generation model (models/weights/generation, backbone v1; `restyler generate` uses it) from nothing: record the
 # data with the bot, train every stage of the recipe including the generation stage, evaluate on the held-out worlds,

@@ -130,6 +130,15 @@ def mp4_path(text: str) -> Path:
     return Path(text)
 
 
+def serve_address(text: str) -> tuple[str, int]:
+    from renderer.serve import parse_address
+
+    try:
+        return parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Options shared by several commands
 
@@ -149,6 +158,31 @@ def add_steps(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=None, metavar="N",
                    help="denoising steps per chunk, at most the student's levels; default: 1 on a CPU (the "
                         "real-time rate, docs/runtime.md), all of them on a GPU")
+
+
+def add_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--serve", type=serve_address, default=None, metavar="[HOST:]PORT",
+                   help="also serve the restyled stream as web pages: /view for an OBS Browser Source, /control "
+                        "for the style, view mode and live numbers (docs/streaming.md); the host defaults to "
+                        "127.0.0.1, this machine only")
+    p.add_argument("--serve-token", default=None, metavar="TOKEN",
+                   help="the token every page and request must carry (?token=TOKEN); needed, and made up when not "
+                        "given, whenever --serve binds an address other than loopback")
+
+
+def start_server(command: str, args: argparse.Namespace):
+    """The StreamServer --serve asks for, started, its addresses printed; None without --serve. Raises ServeError
+    (a port in use, say) before anything else has started."""
+    if args.serve is None:
+        return None
+    from demo_game.styles import STYLES
+    from renderer.serve import StreamServer
+
+    host, port = args.serve
+    server = StreamServer(host, port, args.serve_token, presets=tuple(s.prompts[0] for s in STYLES.values())).start()
+    print(f"{PROG} {command}: serving the stream: {server.page_url('view')} (OBS Browser Source), controls at "
+          f"{server.page_url('control')}", file=sys.stderr)
+    return server
 
 
 def add_sampler_options(p: Any, role: str, defaults: bool) -> None:

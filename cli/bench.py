@@ -26,6 +26,10 @@ def add_parser(sub) -> None:
     p.add_argument("--game-fps", type=positive_float, default=60.0, metavar="FPS",
                    help="the game loop's target rate beside the model")
     p.add_argument("--no-teacher", action="store_true", help="skip the teacher (its ratios are then null)")
+    p.add_argument("--page", action="store_true",
+                   help="measure the served page instead: `capture --serve` on the demo game's screen with one /view "
+                        "page in a headless Chromium, game frame to page paint against game frame to the capture "
+                        "window (needs Chromium and the playwright package; docs/streaming.md)")
     add_steps(p)
     p.set_defaults(handler=run)
 
@@ -37,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     from renderer.bench import STYLE, run_bench, table
     from renderer.engine import ModelError, load_bundle
 
+    if args.page:
+        return run_page(args)
     try:
         size = load_bundle(args.model).frame_size   # also: one clear error for a missing model
         # a held-out world, the game ticking at the benchmark's rate, rendering what the model reads: the cheap pass,
@@ -51,4 +57,26 @@ def run(args: argparse.Namespace) -> int:
     args.json.write_text(json.dumps(result.scores, indent=2) + "\n")
     args.json.with_name(args.json.stem + "_details.json").write_text(json.dumps(result.details, indent=2) + "\n")
     print(table(result))
+    return 0
+
+
+def run_page(args: argparse.Namespace) -> int:
+    import json
+
+    from demo_game.screen import GameScreen
+    from renderer.bench import bench_page
+    from renderer.engine import ModelError, load_bundle
+
+    try:
+        load_bundle(args.model)   # one clear error for a missing model before a browser starts
+        scores = bench_page(args.model, lambda stop: GameScreen(stop), args.seconds)
+    except ImportError:
+        return error("bench", "--page drives a headless Chromium through the playwright package: pip install "
+                              "playwright (and apt install chromium)")
+    except (ModelError, RuntimeError) as exc:
+        return error("bench", str(exc))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(scores, indent=2) + "\n")
+    for key, value in scores.items():
+        print(f"{key:<28}  {value}")
     return 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.args import (PROG, add_model, add_steps, add_worker, default_style, error, has_display, mp4_path,
-                      parse_region, positive_float)
+from cli.args import (PROG, add_model, add_serve, add_steps, add_worker, default_style, error, has_display,
+                      mp4_path, parse_region, positive_float, start_server)
 
 
 def add_parser(sub) -> None:
@@ -23,9 +23,10 @@ def add_parser(sub) -> None:
     p.add_argument("--record", type=mp4_path, default=None, metavar="FILE.mp4",
                    help="also write the restyled stream to this mp4")
     p.add_argument("--headless", action="store_true",
-                   help="show no window (use with --record and --seconds)")
+                   help="show no window (use with --record or --serve)")
     p.add_argument("--seconds", type=positive_float, default=None, metavar="N",
                    help="stop after N seconds; default: until the window is closed")
+    add_serve(p)
     add_worker(p)
     add_steps(p)
     p.set_defaults(handler=run)
@@ -36,22 +37,30 @@ def run(args: argparse.Namespace) -> int:
     from renderer.capture import run_capture
     from renderer.engine import ModelError
     from renderer.runtime import StreamingRestyler
+    from renderer.serve import ServeError
 
     headless = args.headless
     if not headless and not has_display():
         return error("capture", "no display to capture from or to show on ($DISPLAY unset); run it in a desktop "
                                  "session, or under Xvfb with --headless --record FILE.mp4 --seconds N")
-    if headless and args.record is None:
-        return error("capture", "--headless shows nothing, so it needs --record FILE.mp4 to keep the result")
+    if headless and args.record is None and args.serve is None:
+        return error("capture", "--headless shows nothing, so it needs --record FILE.mp4 or --serve PORT to keep or "
+                                "show the result")
     try:
         restyler = StreamingRestyler.from_pretrained(args.model, worker=args.worker, steps=args.steps)
         source = ScreenSource(region=args.region) if args.region else ScreenSource(window=args.window)
     except (ModelError, BridgeError, ValueError) as exc:
         return error("capture", str(exc))
+    try:
+        server = start_server("capture", args)
+    except ServeError as exc:
+        source.close()
+        return error("capture", str(exc))
     what = f"region {args.region}" if args.region else f"window {args.window!r}"
     print(f"{PROG} capture: restyling {what} ({source.size[0]}x{source.size[1]}); Ctrl+C stops", file=sys.stderr)
     try:
-        result = run_capture(source, restyler, default_style(args.style), args.record, headless, args.seconds)
+        result = run_capture(source, restyler, default_style(args.style), args.record, headless, args.seconds,
+                             server)
     except (BridgeError, RuntimeError) as exc:   # RuntimeError: the worker could not start (the reason is in it)
         return error("capture", str(exc))
     recorded = f"; wrote {result.frames_recorded} frames to {args.record}" if args.record else ""

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.args import (PROG, add_model, add_steps, add_worker, error, has_display, non_negative_int, parse_size,
-                      positive_float)
+from cli.args import (PROG, add_model, add_serve, add_steps, add_worker, error, has_display, non_negative_int,
+                      parse_size, positive_float, start_server)
 from renderer import DEFAULT_MODEL
 
 
@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
                    help="play without AI rendering: the game's own reference renderer (no model needed)")
     add_worker(p)
     add_steps(p)
+    add_serve(p)
     p.add_argument("--headless", action="store_true",
                    help="no window: the scripted bot plays and frames are written to --out (for CI and servers)")
     p.add_argument("--seconds", type=positive_float, default=None, metavar="N",
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from demo_game.game import run_play
     from demo_game.styles import style_for_prompt
     from renderer.engine import ModelError
+    from renderer.serve import ServeError
 
     model = args.model
     if model is None and not args.no_ai and DEFAULT_MODEL.is_dir():
@@ -72,10 +74,19 @@ def run(args: argparse.Namespace) -> int:
             style_for_prompt(args.style)
         except KeyError as exc:
             return error("play", exc.args[0])
+    if args.serve is not None and model is None:
+        return error("play", "--serve streams the AI picture, which needs a model; drop --no-ai (or give --model)")
+    try:
+        server = start_server("play", args)
+    except ServeError as exc:
+        return error("play", str(exc))
     try:
         return int(run_play(style=args.style, headless=headless, seconds=seconds, out=args.out, seed=args.seed,
-                            size=args.size, model=model, worker=args.worker, steps=args.steps) or 0)
+                            size=args.size, model=model, worker=args.worker, steps=args.steps, server=server) or 0)
     except ModelError as exc:
         return error("play", str(exc))
     except RuntimeError as exc:  # no OpenGL here: the message says which packages to install
         return error("play", str(exc))
+    finally:
+        if server is not None:
+            server.close()

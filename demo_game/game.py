@@ -50,7 +50,8 @@ GBUFFER_VIEWS = [View.DEPTH, View.NORMALS, View.MATERIAL, View.MOTION]
 
 def run_play(style: str | None, headless: bool, seconds: float, out: Path, seed: int,
              size: tuple[int, int], model: Path | None = None, worker: str = "process",
-             steps: int | None = None) -> int:
+             steps: int | None = None, server=None) -> int:
+    """`server`: a started renderer.serve.StreamServer that also shows the AI stream as a web page (AI on only)."""
     restyler = None
     if model is None and style is not None:
         style_for_prompt(style)   # without a model only the reference styles exist: fail before opening anything
@@ -67,8 +68,8 @@ def run_play(style: str | None, headless: bool, seconds: float, out: Path, seed:
     config = GameConfig(seed=seed, width=size[0], height=size[1], fps=AI_GAME_FPS if restyler else 30)
     try:
         if headless:
-            return run_ai_headless(config, style, restyler, seconds, out)
-        return run_window(config, style, seconds if seconds > 0 else None, restyler)
+            return run_ai_headless(config, style, restyler, seconds, out, server=server)
+        return run_window(config, style, seconds if seconds > 0 else None, restyler, server)
     finally:
         if restyler is not None:
             restyler.close()
@@ -93,7 +94,7 @@ class GameWindow:
     """The interactive game in a Pygame OpenGL window: input → simulation tick → chosen view → HUD."""
 
     def __init__(self, config: GameConfig, style: str | None = None, restyler=None,
-                 window_size: tuple[int, int] = WINDOW_SIZE):
+                 window_size: tuple[int, int] = WINDOW_SIZE, server=None):
         import moderngl
         import pygame
 
@@ -114,6 +115,7 @@ class GameWindow:
         self.styles = list(STYLES.values())
         self.style: Style = self.styles[0]      # the reference renderer's style
         self.restyler = restyler
+        self.server = server   # renderer.serve.StreamServer (--serve): the AI stream as a web page, and its controls
         self.prompt = style or self.styles[0].prompts[0]   # what the AI is asked for: any text with a model
         self._known_style(self.prompt)
         self.view, self.autopilot, self.grabbed = View.STYLE, False, False
@@ -229,6 +231,8 @@ class GameWindow:
         """One displayed frame: the caller flips the display."""
         for event in self.pygame.event.get():
             self.handle(event)
+        if self.server is not None:
+            self._apply_requests()
         game, config = self.game, self.config
         if self.autopilot:
             actions = None
@@ -273,8 +277,22 @@ class GameWindow:
             r.submit(packet)
         styled = None if failed else r.latest_frame()
         self.last_frame = packet.rgb if styled is None else styled.rgb
+        if self.server is not None:
+            from renderer.serve import publish_frame
+
+            publish_frame(self.server, r, None if styled is None else styled.rgb, packet.rgb, styled)
         self.overlay.draw(packet.rgb, None if styled is None else styled.rgb, self.hud_lines(),
                           None if styled is None else styled.index, packet.index, packet.motion)
+
+    def _apply_requests(self) -> None:
+        """Style and reset requests from the server's control page, applied as if typed here: a known style's
+        name also moves the sun the game hands over."""
+        for kind, value in self.server.actions():
+            if kind == "style":
+                self.view = View.STYLE
+                self.set_prompt(value)
+            elif kind == "reset" and self.restyler is not None:
+                self.restyler.reset()
 
     def hud_lines(self) -> list[str]:
         s = self.restyler.stats
@@ -304,8 +322,8 @@ class GameWindow:
         self.pygame.quit()
 
 
-def run_window(config: GameConfig, style: str | None, seconds: float | None, restyler=None) -> int:
-    window = GameWindow(config, style, restyler)
+def run_window(config: GameConfig, style: str | None, seconds: float | None, restyler=None, server=None) -> int:
+    window = GameWindow(config, style, restyler, server=server)
     elapsed = 0.0
     try:
         while window.running and (seconds is None or elapsed < seconds):
@@ -318,14 +336,14 @@ def run_window(config: GameConfig, style: str | None, seconds: float | None, res
 
 
 def run_ai_headless(config: GameConfig, style: str | None, restyler, seconds: float, out: Path,
-                    window_size: tuple[int, int] = HEADLESS_WINDOW_SIZE) -> int:
+                    window_size: tuple[int, int] = HEADLESS_WINDOW_SIZE, server=None) -> int:
     """The game with AI on in an offscreen window, the bot driving, in real time: every second displayed frame is
     recorded (out/play.mp4 at half the game rate, HUD included) and a few moments go on a contact sheet."""
     from bridge.video import Mp4Writer
 
     os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")   # no display: an OpenGL window with no X server
     out.mkdir(parents=True, exist_ok=True)
-    window = GameWindow(config, style, restyler, window_size)
+    window = GameWindow(config, style, restyler, window_size, server)
     window.autopilot = True
     frames = max(1, int(round(seconds * config.fps)))
     sheet_at = set(np.linspace(frames // 4, frames - 1, 4).round().astype(int).tolist())

@@ -281,3 +281,70 @@ def table(result: BenchResult) -> str:
                                         f"(student {d['ratios']['throughput']:.0f}x)")]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Glass to page: the capture path served as a web page (renderer.serve), watched by a headless Chromium
+
+
+def find_chromium() -> str | None:
+    import shutil
+
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+def bench_page(model_dir: Path, make_source: Callable[[Any], Any], seconds: float = 10.0,
+               say: Callable[[str], None] = print) -> dict[str, Any]:
+    """`restyler capture --serve` as a streamer runs it, with one /view page open in a headless Chromium: the
+    latency from a source frame handed to the runtime to the capture loop's display tick that shows it (when the
+    capture window flips to it, and when it is handed to the server) and to its paint in the page (acknowledged
+    back to the server), p50 and p95, and the page's painted frames a second. `make_source(stop_event)` builds the
+    frame source on the capture's own thread."""
+    import threading
+
+    from playwright.sync_api import sync_playwright
+
+    from renderer.capture import run_capture
+    from renderer.serve import StreamServer
+
+    chromium = find_chromium()
+    if chromium is None:
+        raise RuntimeError("the page benchmark needs Chromium (Debian: apt install chromium) and the playwright "
+                           "package (pip install playwright)")
+    server = StreamServer("127.0.0.1", 0).start()
+    restyler = StreamingRestyler.from_pretrained(model_dir)
+    stop, done = threading.Event(), {}
+
+    def capture() -> None:
+        done["result"] = run_capture(make_source(stop), restyler, STYLE, None, True, None, server)
+
+    thread = threading.Thread(target=capture, name="bench-capture", daemon=True)
+    thread.start()
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page()
+            page.goto(server.page_url("view"))
+            page.wait_for_function("window.restyler.painted > 0", timeout=120_000)
+            time.sleep(SETTLE_S)
+            server.stats.page_latencies.clear()
+            server.stats.publish_latencies.clear()
+            painted0 = page.evaluate("window.restyler.painted")
+            say(f"bench: one /view page in headless Chromium beside the capture, {seconds:g} s")
+            time.sleep(seconds)
+            painted = page.evaluate("window.restyler.painted") - painted0
+            page_ms = np.array(list(server.stats.page_latencies))
+            window_ms = np.array(list(server.stats.publish_latencies))
+            browser.close()
+    finally:
+        stop.set()   # run_capture then closes the restyler and the server
+        thread.join(timeout=30)
+    if len(page_ms) == 0:
+        raise RuntimeError("the page painted no frame whose source time the server knew")
+    return {"page_fps": round(painted / seconds, 2),
+            "window_latency_p50_ms": round(float(np.percentile(window_ms, 50)), 1),
+            "window_latency_p95_ms": round(float(np.percentile(window_ms, 95)), 1),
+            "page_latency_p50_ms": round(float(np.percentile(page_ms, 50)), 1),
+            "page_latency_p95_ms": round(float(np.percentile(page_ms, 95)), 1),
+            "frames_skipped_for_the_page": server.stats.frames_skipped,
+            "source": "the capture path (RGB only) at 30 fps, one page"}

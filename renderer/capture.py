@@ -2,8 +2,9 @@
 
 capture: a ScreenSource (a region or a window; RGB only, no G-buffers) feeds the StreamingRestyler; a Pygame window
 titled "Restyler capture" shows the stylized stream (OBS captures that window) with a HUD line; `record` writes every
-displayed frame to an mp4. Ctrl+C, closing the window, the captured window going away or the time running out all
-end the same way: the recording is finalised and the command says how many frames it holds.
+displayed frame to an mp4; a StreamServer (`--serve`) shows it as a web page (an OBS Browser Source) and takes
+style and reset requests from its control page. Ctrl+C, closing the window, the captured window going away or the
+time running out all end the same way: the recording is finalised and the command says how many frames it holds.
 
 restyle: every frame of a file goes through the same StreamEngine chunk by chunk (no worker, no dropping: offline,
 every frame counts), written at the file's size and frame rate.
@@ -20,6 +21,7 @@ import torch
 from bridge import FramePacket, SourceClosedError
 from renderer.engine import resize
 from renderer.runtime import StreamingRestyler
+from renderer.serve import apply_requests, publish_frame
 
 DISPLAY_FPS = 30            # the capture window's refresh and the recording's frame rate
 CAPTURE_WINDOW_TITLE = "Restyler capture"
@@ -43,8 +45,9 @@ def _upscale(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def run_capture(source, restyler: StreamingRestyler, style: str, record: Path | None, headless: bool,
-                seconds: float | None) -> CaptureResult:
-    """Capture → restyle → show/record until stopped; always finalises the recording and closes the source."""
+                seconds: float | None, server=None) -> CaptureResult:
+    """Capture → restyle → show/record/serve until stopped; always finalises the recording and closes the source
+    and the server."""
     from bridge.video import Mp4Writer
 
     window = writer = None
@@ -62,11 +65,15 @@ def run_capture(source, restyler: StreamingRestyler, style: str, record: Path | 
                 stopped_by = f"source closed: {exc}"
                 break
             captured += 1
+            if server is not None:
+                apply_requests(server, restyler)
             restyler.submit(packet)
-            styled = restyler.latest()
+            styled = restyler.latest_frame()
             if styled is not None and styled is not last_styled:   # upscale each new AI frame once
-                shown, last_styled = _upscale(styled, source.size), styled
+                shown, last_styled = _upscale(styled.rgb, source.size), styled
             frame = shown if shown is not None else packet.rgb   # the original until the first AI frame
+            if server is not None:
+                publish_frame(server, restyler, shown, packet.rgb, last_styled)
             if writer is not None:
                 writer.write(frame)
             if window is not None and not window.show(frame, restyler):
@@ -83,6 +90,8 @@ def run_capture(source, restyler: StreamingRestyler, style: str, record: Path | 
             window.close()
         source.close()
         restyler.close()
+        if server is not None:
+            server.close()
     return CaptureResult(writer.frames_written if writer else 0, captured, time.monotonic() - t0, stopped_by)
 
 

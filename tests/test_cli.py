@@ -110,9 +110,9 @@ def fake_run_play(monkeypatch):
     """Stands in for demo_game.game.run_play and records what the CLI passed."""
     calls = []
 
-    def run_play(style, headless, seconds, out, seed, size, model, worker, steps):
+    def run_play(style, headless, seconds, out, seed, size, model, worker, steps, server=None):
         calls.append(dict(style=style, headless=headless, seconds=seconds, out=out, seed=seed, size=size,
-                          model=model))
+                          model=model, **({} if server is None else {"server": server})))
         return 0
 
     monkeypatch.setitem(sys.modules, "demo_game.game", types.SimpleNamespace(run_play=run_play))
@@ -144,6 +144,25 @@ def test_play_unknown_style_one_line(fake_run_play, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown style 'underwater castle'" in err[0] and "sunny summer" in err[0]
     assert fake_run_play == []
+
+
+def test_play_serve_starts_the_web_server_and_closes_it_after(fake_run_play, monkeypatch, capsys):
+    """Guards against `play --serve` not handing the game a running server (or leaving it running after the game),
+    and against --serve without a model or on a bad address failing with a traceback instead of one line."""
+    import urllib.request
+
+    monkeypatch.setenv("DISPLAY", ":0")
+    assert run_main(["play", "--serve", "0"]) == 0
+    server = fake_run_play[-1]["server"]
+    assert server.host == "127.0.0.1" and server.port > 0 and server.token is None
+    assert "/view" in capsys.readouterr().err
+    with pytest.raises(OSError):   # closed once the game ended
+        urllib.request.urlopen(server.url + "/api/stats", timeout=2)
+
+    assert run_main(["play", "--no-ai", "--serve", "0"]) == 2
+    assert "needs a model" in capsys.readouterr().err
+    assert run_main(["play", "--serve", "localhost:port"]) == 2
+    assert "expected [HOST:]PORT" in capsys.readouterr().err
 
 
 def test_record_data_passes_arguments(monkeypatch, capsys, tmp_path: Path):
