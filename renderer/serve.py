@@ -155,7 +155,8 @@ class StreamServer:
                 t_source: float | None = None, numbers: dict[str, Any] | None = None) -> None:
         """A new displayed frame: `styled` the AI frame (None before the first), `original` the frame it came from
         at the same size, `style` the prompt it was made with, `t_source` when its source frame was handed to the
-        runtime (time.monotonic), `numbers` the producer's live numbers for /control. Never blocks."""
+        runtime (time.monotonic), `numbers` the producer's live numbers for /control. Never blocks. The server
+        keeps the arrays until it has encoded them: hand over arrays that are not written to afterwards."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -290,11 +291,12 @@ class StreamServer:
     async def _websocket(self, request):
         from aiohttp import WSMsgType, web
 
-        ws = web.WebSocketResponse(heartbeat=10, max_msg_size=MAX_BODY_BYTES)
+        # no per-message deflate: JPEG does not compress, and each page's compressor held 36 KB (docs/streaming.md)
+        ws = web.WebSocketResponse(heartbeat=10, max_msg_size=MAX_BODY_BYTES, compress=False)
         try:
             await ws.prepare(request)
-        except ConnectionResetError:   # the page closed while connecting
-            return ws
+        except ConnectionResetError:   # the page closed while connecting: aiohttp drops this answer quietly
+            return web.Response(status=499)
         page = _Page()
         self._pages.add(ws)
         self.stats.pages = len(self._pages)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -232,8 +233,6 @@ def test_an_unchanged_ai_frame_is_not_sent_again():
 
 
 def test_a_hundred_connect_disconnect_cycles_leave_the_server_serving_with_flat_memory():
-    import tracemalloc
-
     with StreamServer("127.0.0.1", 0) as server, Producer(server):
         async def cycles(n: int):
             async with aiohttp.ClientSession() as session:
@@ -252,8 +251,7 @@ def test_a_hundred_connect_disconnect_cycles_leave_the_server_serving_with_flat_
         time.sleep(0.3)
         after, tasks_after = tracemalloc.take_snapshot(), tasks()
         tracemalloc.stop()
-        growth = sum(s.size_diff for s in after.compare_to(before, "filename")
-                     if "aiohttp" in s.traceback[0].filename or "serve.py" in s.traceback[0].filename)
+        growth = _server_growth(before, after)
         assert growth < 200_000, f"{growth} bytes more after 100 connections"
         assert tasks_after <= tasks_before and server.stats.pages == 0
         assert len(run(receive_frames(server.url + "/ws", 3))) == 3   # and it still serves
@@ -261,6 +259,12 @@ def test_a_hundred_connect_disconnect_cycles_leave_the_server_serving_with_flat_
 
 async def _count_tasks():
     return [t for t in asyncio.all_tasks() if not t.done()]
+
+
+def _server_growth(before, after) -> int:
+    """Bytes allocated by aiohttp and the server between two tracemalloc snapshots, still held."""
+    return sum(s.size_diff for s in after.compare_to(before, "filename")
+               if "aiohttp" in s.traceback[0].filename or "serve.py" in s.traceback[0].filename)
 
 
 # -- the game window as a producer --------------------------------------------------------------------------------
@@ -371,8 +375,10 @@ def test_a_headless_chromium_watches_the_stream_and_steers_it(tmp_path):
             assert reached <= 1.0, f"the typed style reached the picture after {reached:.2f} s"
             control.wait_for_function("document.querySelector('#numbers').textContent.includes('AI fps')")
 
-            # 100 connect/disconnect cycles of a page leave the server serving
+            # 100 connect/disconnect cycles of a page leave the server serving, with flat memory
             pages_before = server.stats.pages
+            tracemalloc.start()
+            before = tracemalloc.take_snapshot()
             for _ in range(100):
                 page = browser.new_page()
                 page.goto(server.page_url("view"))
@@ -380,7 +386,11 @@ def test_a_headless_chromium_watches_the_stream_and_steers_it(tmp_path):
             deadline = time.monotonic() + 5
             while server.stats.pages > pages_before and time.monotonic() < deadline:
                 time.sleep(0.05)
+            time.sleep(5)   # closed connections let go of their buffers a moment after closing
+            growth = _server_growth(before, tracemalloc.take_snapshot())
+            tracemalloc.stop()
             assert server.stats.pages == pages_before
+            assert growth < 200_000, f"{growth} bytes more after 100 page cycles"
 
             # every page closed: the stream runs on, and a new page picks it up
             view.close()
