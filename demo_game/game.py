@@ -129,11 +129,15 @@ class GameWindow:
             restyler.prepare(self.prompt)
 
     def _known_style(self, prompt: str) -> None:
-        """Point the reference view at the style a prompt names, when the game has it."""
+        """Point the reference view and the sun the game hands over at the style a prompt names, when the game has
+        it. A prompt it does not know gets the sun of the trained style the model finds nearest, once the first
+        frame in that prompt comes back (`_frame_ai`): the sun of the previous style cost 0.9 dB over the
+        held-back paraphrases (docs/runtime.md)."""
         try:
             self.style = style_for_prompt(prompt)
+            self.prompt_known = True
         except KeyError:
-            pass
+            self.prompt_known = False
 
     def set_prompt(self, prompt: str) -> None:
         prompt = prompt.strip()
@@ -276,6 +280,9 @@ class GameWindow:
         if not failed:
             r.submit(packet)
         styled = None if failed else r.latest_frame()
+        if (styled is not None and not self.prompt_known and styled.style == self.prompt
+                and styled.look in STYLES):
+            self.style = STYLES[styled.look]   # from the next frame on, the sun of the nearest trained style
         self.last_frame = packet.rgb if styled is None else styled.rgb
         if self.server is not None:
             from renderer.serve import publish_frame

@@ -31,7 +31,7 @@ from models.io.data import GBUFFERS, gbuffers_from_arrays
 from models.network.autoencoder import Autoencoder
 from models.network.dit import Conditioning, VideoDiT
 from models.network.loading import load_autoencoder, load_student
-from models.network.prompt import PromptEncoder
+from models.network.prompt import PromptEncoder, nearest_style
 from models.network.streaming import StudentSampler, stream_chunk
 
 GBUFFER_NAMES = [name for name, _ in GBUFFERS]  # the packet fields the G-buffers come from, in the models' order
@@ -105,6 +105,10 @@ class StreamEngine:
         self.generator = torch.Generator().manual_seed(seed)
         self.style: torch.Tensor | None = None   # (1, 384) MiniLM embedding
         self.style_prompt: str | None = None
+        # the trained style the prompt is nearest to (None: the model lists no training prompts): a game whose
+        # G-buffers depend on the look (the demo game's sun) hands over that style's for a prompt it does not know
+        self.look: str | None = None
+        self._trained: dict[str, torch.Tensor] | None = None   # each trained style's prompt embeddings
         self.noise: list[torch.Tensor] | None = None
 
     # -- state ------------------------------------------------------------------------------------------------
@@ -114,8 +118,13 @@ class StreamEngine:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"a style prompt must be a non-empty string, e.g. 'snowy winter village'; got {prompt!r}")
         encoder = encoder or PromptEncoder.shared()
-        self.style = encoder.encode([prompt.strip()]).to(self.device)
+        embedding = encoder.encode([prompt.strip()])
+        self.style = embedding.to(self.device)
         self.style_prompt = prompt.strip()
+        prompts = self.bundle.meta.get("prompts") or {}
+        if self._trained is None and prompts:
+            self._trained = {name: encoder.encode(list(texts)) for name, texts in prompts.items()}
+        self.look = nearest_style(embedding[0], self._trained) if self._trained else None
         self.reset()
 
     def reset(self) -> None:

@@ -47,6 +47,7 @@ class StyledFrame:
     t_submit: float      # when that packet was submitted (time.monotonic)
     t_due: float         # when the frame was released to the display
     style: str
+    look: str | None = None   # the trained style `style` is nearest to (renderer.engine.StreamEngine.look)
 
     @property
     def latency_s(self) -> float:
@@ -83,7 +84,7 @@ class _Pacer:
             t0 = result.t_submit[0]
             for rgb, index, t_submit in zip(result.frames, result.indices, result.t_submit):
                 self._pending.append(StyledFrame(rgb, index, t_submit, result.t_done + (t_submit - t0),
-                                                 result.style))
+                                                 result.style, result.look))
 
     def due(self, now: float) -> list[StyledFrame]:
         """Frames whose time has come since the last call, oldest first; the newest becomes `current`."""

@@ -55,6 +55,7 @@ class ChunkResult:
     t_done: float                   # when the frames were ready (time.monotonic)
     style: str                      # the prompt they were made with
     compute_s: float                # the engine's time for this chunk
+    look: str | None = None         # the trained style that prompt is nearest to (StreamEngine.look)
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ class ThreadWorker(_Worker):
                 frames = engine.step([s.packet for s in chunk])
                 t_done = time.monotonic()
                 self.on_chunk(ChunkResult(frames, [s.packet.index for s in chunk], [s.t_submit for s in chunk],
-                                          t_done, engine.style_prompt, t_done - t0))
+                                          t_done, engine.style_prompt, t_done - t0, engine.look))
         except Exception as exc:  # noqa: BLE001 - any failure must reach the HUD, not kill the game
             self.on_error(f"{type(exc).__name__}: {exc}")
 
@@ -202,8 +203,8 @@ def _child_main(conn, spec: WorkerSpec, style: str) -> None:
                            for i in range(k)]
                 t0 = time.monotonic()
                 frames = engine.step(packets)
-                conn.send_bytes(pack("frames", {"compute_s": time.monotonic() - t0, "style": engine.style_prompt},
-                                     {"frames": frames}))
+                conn.send_bytes(pack("frames", {"compute_s": time.monotonic() - t0, "style": engine.style_prompt,
+                                                "look": engine.look}, {"frames": frames}))
     except (EOFError, KeyboardInterrupt):
         return   # the parent went away or the terminal was interrupted: nothing left to report to
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which keeps the game running
@@ -279,7 +280,7 @@ class ProcessWorker(_Worker):
                     return
                 self.on_chunk(ChunkResult(arrays["frames"].copy(), [s.packet.index for s in chunk],
                                           [s.t_submit for s in chunk], time.monotonic(), meta["style"],
-                                          meta["compute_s"]))
+                                          meta["compute_s"], meta.get("look")))
         except (EOFError, OSError):
             if not self._stop.is_set():
                 self.on_error(self._why_the_child_died(conn))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from demo_game.styles import STYLES
-from models.network.prompt import EMBED_DIM, PromptEncoder
+from models.network.prompt import EMBED_DIM, PromptEncoder, nearest_style
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +32,15 @@ def test_paraphrases_land_closer_than_other_styles(encoder):
     for name in names:
         sims = encoder.encode(list(STYLES[name].heldout_prompts)) @ centroids.T  # (heldout, styles)
         assert (sims.argmax(1) == names.index(name)).all(), (name, sims)
+
+
+def test_nearest_style_names_the_style_of_every_held_back_paraphrase(encoder):
+    """What the engine reports as a prompt's look (StreamEngine.look): the game takes that style's sun for a prompt
+    it does not know."""
+    trained = {name: encoder.encode(list(style.prompts)) for name, style in STYLES.items()}
+    for name, style in STYLES.items():
+        for prompt in style.heldout_prompts:
+            assert nearest_style(encoder.encode([prompt])[0], trained) == name, prompt
 
 
 def test_rejects_a_bare_string(encoder):

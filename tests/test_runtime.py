@@ -261,6 +261,23 @@ def test_style_switch_mid_stream_never_shows_a_blank_frame(random_model):
     assert set(styles[:switch]) == {"sunny summer day"} and set(styles[switch:]) == {"snowy winter village"}
 
 
+def test_frames_name_the_trained_style_nearest_to_their_prompt(random_model):
+    """A prompt the model was not trained on still says which trained style it is nearest to, so a game whose
+    G-buffers depend on the look (the demo game's sun) can hand over that style's."""
+    with StreamingRestyler(random_model, "cpu", worker="thread") as r:
+        r.prepare("a frozen village in a blizzard")
+        for i in range(2):
+            r.submit(packet(i))
+        wait_for(lambda: r.latest_frame() is not None)
+        assert r.latest_frame().look == "snowy winter"
+        r.update_style("a hot cloudless summer noon")
+        for i in range(2, 40):
+            r.submit(packet(i))
+            time.sleep(0.01)
+        wait_for(lambda: r.latest_frame().style == "a hot cloudless summer noon")
+        assert r.latest_frame().look == "sunny summer"
+
+
 def test_worker_crash_keeps_the_game_running_and_restart_recovers(random_model, monkeypatch):
     """An exception in the worker must not reach the game: submit keeps working, the last frame stays, `error`
     says why; restart() brings frames back."""
@@ -310,10 +327,12 @@ def test_process_worker_matches_thread_worker_and_survives_a_killed_process(rand
         return r.latest(), r
 
     thread_frame, r = first_chunk("thread")
+    thread_look = r.latest_frame().look
     r.close()
     process_frame, r = first_chunk("process")
     try:
         np.testing.assert_array_equal(process_frame, thread_frame)
+        assert r.latest_frame().look == thread_look == "sunny summer"   # the nearest trained style crosses too
         os.kill(r._worker.process.pid, signal.SIGKILL)
         for i in range(2, 40):
             r.submit(packet(i))

@@ -295,6 +295,10 @@ assert post("/api/style", {"prompt": "neon night city"}) == 202
 assert frames_until(lambda: window.prompt == "neon night city")
 assert window.style.name == "neon night"   # the sun the game hands over follows a known style from the web too
 assert restyler.stats.style == "neon night city"
+# a prompt the game does not know: the sun follows the trained style the model finds nearest (the random model
+# knows sunny summer and snowy winter)
+assert post("/api/style", {"prompt": "a frozen village in a blizzard"}) == 202
+assert frames_until(lambda: window.style.name == "snowy winter")
 assert post("/api/reset", {}) == 202
 assert frames_until(lambda: not server._actions)
 window.close(); restyler.close(); server.close()

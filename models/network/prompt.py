@@ -74,3 +74,11 @@ class PromptEncoder:
             pooled = torch.nn.functional.normalize(pooled, dim=-1).float().cpu()
             self._memo.update(zip(todo, pooled))
         return torch.stack([self._memo[p] for p in prompts])
+
+
+def nearest_style(prompt_embedding: torch.Tensor, styles: dict[str, torch.Tensor]) -> str:
+    """The style whose training prompts a prompt is closest to: cosine similarity between the prompt's embedding
+    (D,) and each style's mean prompt embedding ({name: (P, D)} from `PromptEncoder.encode`). Every held-back
+    paraphrase of the demo game's four styles lands on its own (docs/runtime.md)."""
+    e = torch.nn.functional.normalize(prompt_embedding.float(), dim=0)
+    return max(styles, key=lambda name: float(e @ torch.nn.functional.normalize(styles[name].float().mean(0), dim=0)))
