@@ -300,11 +300,9 @@ def bench_page(model_dir: Path, make_source: Callable[[Any], Any], seconds: floa
     capture window flips to it, and when it is handed to the server) and to its paint in the page (acknowledged
     back to the server), p50 and p95, and the page's painted frames a second. `make_source(stop_event)` builds the
     frame source on the capture's own thread."""
-    import threading
-
     from playwright.sync_api import sync_playwright
 
-    from renderer.capture import run_capture
+    from renderer.capture import capture_in_background
     from renderer.serve import StreamServer
 
     chromium = find_chromium()
@@ -313,13 +311,7 @@ def bench_page(model_dir: Path, make_source: Callable[[Any], Any], seconds: floa
                            "package (pip install playwright)")
     server = StreamServer("127.0.0.1", 0).start()
     restyler = StreamingRestyler.from_pretrained(model_dir)
-    stop, done = threading.Event(), {}
-
-    def capture() -> None:
-        done["result"] = run_capture(make_source(stop), restyler, STYLE, None, True, None, server)
-
-    thread = threading.Thread(target=capture, name="bench-capture", daemon=True)
-    thread.start()
+    thread, stop, _ = capture_in_background(make_source, restyler, STYLE, server)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])

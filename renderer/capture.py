@@ -95,6 +95,22 @@ def run_capture(source, restyler: StreamingRestyler, style: str, record: Path | 
     return CaptureResult(writer.frames_written if writer else 0, captured, time.monotonic() - t0, stopped_by)
 
 
+def capture_in_background(make_source, restyler: StreamingRestyler, style: str, server=None):
+    """`run_capture` headless on its own thread, the source built there by `make_source(stop)` (a game's GL
+    context lives on the thread that renders with it). Returns (thread, stop, result): set `stop` to close the
+    source as a closed window would; `result["run"]` then holds the CaptureResult."""
+    import threading
+
+    stop, result = threading.Event(), {}
+
+    def capture() -> None:
+        result["run"] = run_capture(make_source(stop), restyler, style, None, True, None, server)
+
+    thread = threading.Thread(target=capture, name="restyler-capture", daemon=True)
+    thread.start()
+    return thread, stop, result
+
+
 class _CaptureWindow:
     """The window OBS captures: the stylized stream at the captured size, the HUD in its corner."""
 

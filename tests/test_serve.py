@@ -337,19 +337,12 @@ def test_a_headless_chromium_watches_the_stream_and_steers_it(tmp_path):
 
     from demo_game.screen import GameScreen
     from renderer import DEFAULT_MODEL
-    from renderer.capture import run_capture
+    from renderer.capture import capture_in_background
     from renderer.runtime import StreamingRestyler
 
     server = StreamServer("127.0.0.1", 0, presets=("sunny summer day", "neon night city")).start()
     restyler = StreamingRestyler.from_pretrained(DEFAULT_MODEL)
-    result, stop = {}, threading.Event()
-
-    def capture_game() -> None:   # the game's GL context lives on the thread that renders with it
-        source = GameScreen(stop)
-        result["run"] = run_capture(source, restyler, "sunny summer day", None, True, None, server)
-
-    capture = threading.Thread(target=capture_game, daemon=True)
-    capture.start()
+    capture, stop, result = capture_in_background(GameScreen, restyler, "sunny summer day", server)
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
