@@ -51,6 +51,8 @@ class FramePacket:
                                  or None
     index     int                frame number within the stream
     t         float              timestamp in seconds
+    display   FramePacket        the same frame drawn at the displayed size (its cheap pass and G-buffers), or None:
+                                 what a model's upsampler is guided by to bring the AI frame to that size
     """
 
     rgb: np.ndarray
@@ -63,6 +65,7 @@ class FramePacket:
     sun: np.ndarray | None = None
     index: int = 0
     t: float = 0.0
+    display: FramePacket | None = None
 
     @classmethod
     def from_rgb(cls, rgb: np.ndarray, index: int = 0, t: float = 0.0) -> FramePacket:
@@ -114,6 +117,18 @@ class FramePacket:
                     f"among {buf.size} values"
                 )
 
+        display = self.display
+        if display is not None:
+            if not isinstance(display, FramePacket):
+                raise InvalidFrameError(f"FramePacket.display: expected a FramePacket (the frame at display size) or "
+                                        f"None, got {describe(display)}")
+            if display.display is not None:
+                raise InvalidFrameError("FramePacket.display: the display-size frame cannot carry a display of its "
+                                        "own")
+            try:
+                display.validate()
+            except InvalidFrameError as exc:   # name the field as the caller wrote it
+                raise InvalidFrameError(str(exc).replace("FramePacket.", "FramePacket.display.", 1)) from None
         index = self.index
         if isinstance(index, bool) or not isinstance(index, numbers.Integral) or index < 0:
             raise InvalidFrameError(f"FramePacket.index: expected a non-negative int, got {describe(index)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.args import add_device, add_model, add_steps, add_worker, error, positive_float, positive_int
+from cli.args import add_device, add_model, add_steps, add_worker, error, parse_size, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
@@ -30,6 +30,10 @@ def add_parser(sub) -> None:
                    help="measure the served page instead: `capture --serve` on the demo game's screen with one /view "
                         "page in a headless Chromium, game frame to page paint against game frame to the capture "
                         "window (needs Chromium and the playwright package; docs/streaming.md)")
+    p.add_argument("--display", type=parse_size, default=None, metavar="WxH",
+                   help="measure the whole chain at this displayed size: the game also renders its cheap pass and "
+                        "G-buffers there and the model's upsampler brings each AI frame to it (the size the model's "
+                        "upsampler was trained for; without --display the AI frames stay at the model's size)")
     add_steps(p)
     p.set_defaults(handler=run)
 
@@ -44,13 +48,21 @@ def run(args: argparse.Namespace) -> int:
     if args.page:
         return run_page(args)
     try:
-        size = load_bundle(args.model).frame_size   # also: one clear error for a missing model
+        bundle = load_bundle(args.model)   # also: one clear error for a missing model
+        size = bundle.frame_size
+        if args.display is not None and args.display != bundle.display_size:
+            return error("bench", f"--display {args.display[0]}x{args.display[1]}: " + (
+                f"{args.model} ships no upsampler (train one with `restyler train upsampler`)"
+                if bundle.upsampler is None else
+                f"the model's upsampler draws at {bundle.display_size[0]}x{bundle.display_size[1]}"))
         # a held-out world, the game ticking at the benchmark's rate, rendering what the model reads: the cheap pass,
-        # its G-buffers and the sun of the style the bench asks for, as `restyler play` does
+        # its G-buffers and the sun of the style the bench asks for, as `restyler play` does (and with --display
+        # the same at display size, which the upsampler reads)
         fps = max(1, round(args.game_fps))
         with GameSession(GameConfig(seed=1000, width=size[0], height=size[1], fps=fps)) as game:
-            result = run_bench(args.model, lambda: game.step(sun=STYLE), args.device, args.seconds, fps, args.worker,
-                               args.threads, args.steps, teacher=not args.no_teacher)
+            result = run_bench(args.model, lambda: game.step(sun=STYLE, display=args.display), args.device,
+                               args.seconds, fps, args.worker, args.threads, args.steps,
+                               teacher=not args.no_teacher, upsample=args.display is not None)
     except (ModelError, RuntimeError, ValueError) as exc:
         return error("bench", str(exc))
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cli.args import (add_device, add_model, add_sampler_options, cuda_available, error, parse_seeds,
+from cli.args import (add_device, add_model, add_sampler_options, cuda_available, error, parse_seeds, parse_size,
                       positive_float, positive_int, sampler_changes)
 
 
@@ -39,6 +39,10 @@ def add_parser(sub) -> None:
                    help="run only these rows (ablations skip the slow teacher); the others score null")
     p.add_argument("--worlds", type=Path, default=Path("out/eval_worlds"), metavar="DIR",
                    help="where the rendered held-out worlds are kept, so a second eval does not render them again")
+    p.add_argument("--display", type=parse_size, default=None, metavar="WxH",
+                   help="also score the student's frames brought to this display size (a whole multiple of the "
+                        "model's): bilinear, joint-bilateral and the model's learned upsampler against the reference "
+                        "drawn at that size; the worlds are rendered at that size too")
     add_device(p)
     p.set_defaults(handler=run)
 
@@ -83,11 +87,44 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate(args.model, clips, args.frames, drift, args.teacher_steps, sampler, device=device,
                           switch=args.switch, teacher_guidance=args.teacher_guidance,
                           **({} if args.rows is None else {"rows": args.rows}))
+        if args.display is not None:
+            if "student" not in held:
+                return error("eval", f"--display scores the student's frames, but {args.model} holds no student")
+            _score_display(args, clips, (width, height), result, device)
     except (RecordError, CheckpointError, DataError, EvalError, PromptEncoderError) as exc:
         return error("eval", str(exc))
     _write_eval(args.json, result, markdown_table(result))
     print(markdown_table(result))
     return 0
+
+
+def _score_display(args: argparse.Namespace, clips: Path, model_size: tuple[int, int], result: Any,
+                   device: str) -> None:
+    """--display: the held-out worlds again at display size, the student's frames on them upsampled three ways and
+    scored (models.evaluation.upsample); the scores go into result.scores["display"], the picture into the media."""
+    from demo_game.record import FORMAT, RecordError, record_dataset
+    from models.evaluation.restyle import EvalError, token_pixels
+    from models.evaluation.upsample import evaluate_upsampling
+    from models.network.loading import load_network, load_upsampler
+    from models.recipe.upsample import student_frames
+
+    width, height = args.display
+    if width % model_size[0] or height % model_size[1] or width // model_size[0] != height // model_size[1]:
+        raise EvalError(f"--display {width}x{height} must be the model's {model_size[0]}x{model_size[1]} times a "
+                        "whole number")
+    seeds = f"{args.seeds.start}-{args.seeds.stop - 1}"
+    display = args.worlds / f"v{FORMAT}_{width}x{height}_{args.frames}f_seeds{seeds}"
+    try:
+        record_dataset(display, args.seeds, args.frames, (width, height), force_eval_seeds=True)
+    except RecordError as exc:
+        raise EvalError(str(exc)) from None
+    # the eval's student row, kept per model (a retrained student makes them again)
+    frames = student_frames(args.model, clips, args.worlds / f"student_frames_{clips.name}", device, print)
+    upsampler = load_upsampler(args.model, device)
+    scores = evaluate_upsampling(display, frames, upsampler, args.frames,
+                                 token_pixels(load_network(args.model, "student")[0]))
+    result.side_by_side_display = scores.pop("side_by_side")
+    result.scores["display"] = scores
 
 
 def _write_eval(path: Path, result: Any, table: str) -> None:
@@ -110,6 +147,8 @@ def _write_eval(path: Path, result: Any, table: str) -> None:
         save_grid(media / f"strip_{name}.png", [strip[None]])
     if result.side_by_side is not None:
         save_grid(media / "side_by_side.png", [result.side_by_side[None]])
+    if result.side_by_side_display is not None:
+        save_grid(media / "side_by_side_display.png", [result.side_by_side_display[None]])
     for row, frames in result.videos.items():
         if not frames:
             continue

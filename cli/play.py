@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.args import (PROG, add_model, add_serve, add_steps, add_worker, error, has_display, non_negative_int,
-                      parse_size, positive_float, start_server)
+from cli.args import (PROG, add_model, add_serve, add_steps, add_worker, cuda_available, error, has_display,
+                      non_negative_int, parse_size, positive_float, start_server)
 from renderer import DEFAULT_MODEL
 
 
@@ -44,6 +44,10 @@ def add_parser(sub) -> None:
                    help="size of the game's passes and of the headless video (multiples of 8) when AI rendering is "
                         "off (with AI on, the game renders at the model's size); the reference styles cost ~15 ms a "
                         "frame at 128x128 and ~160 ms at 768x768 on a 2-core CPU")
+    p.add_argument("--upsample", choices=["auto", "on", "off"], default="auto",
+                   help="bring the AI frame to the model's display size with its upsampler, the game rendering its "
+                        "cheap pass there too: auto (default) is on with a CUDA GPU and off on a CPU, where it costs "
+                        "half the frame rate (docs/upsampling.md); off keeps the AI frame at the model's size")
     p.set_defaults(handler=run)
 
 
@@ -76,13 +80,15 @@ def run(args: argparse.Namespace) -> int:
             return error("play", exc.args[0])
     if args.serve is not None and model is None:
         return error("play", "--serve streams the AI picture, which needs a model; drop --no-ai (or give --model)")
+    upsample = args.upsample == "on" or (args.upsample == "auto" and cuda_available())
     try:
         server = start_server("play", args)
     except ServeError as exc:
         return error("play", str(exc))
     try:
         return int(run_play(style=args.style, headless=headless, seconds=seconds, out=args.out, seed=args.seed,
-                            size=args.size, model=model, worker=args.worker, steps=args.steps, server=server) or 0)
+                            size=args.size, model=model, worker=args.worker, steps=args.steps, server=server,
+                            upsample=upsample) or 0)
     except ModelError as exc:
         return error("play", str(exc))
     except RuntimeError as exc:  # no OpenGL here: the message says which packages to install

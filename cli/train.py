@@ -13,11 +13,13 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="run one stage of the training recipe",
                        description="Train one stage; all stages of a recipe share one --out run directory, and "
                                    "a finished run directory is a model for --model.")
-    p.add_argument("stage", choices=["autoencoder", "teacher", "ode", "dmd", "gen", "regression"],
+    p.add_argument("stage", choices=["autoencoder", "teacher", "ode", "dmd", "gen", "regression", "upsampler"],
                    help="recipe stage, in order: autoencoder, teacher, ode (student init), dmd (distillation), "
                         "gen (teaches a finished student --init RUN to generate without structure, for "
                         "`restyler generate`); and regression, the backbone trained by a pixel loss alone, the "
-                        "baseline `restyler eval` scores beside the diffusion rows")
+                        "baseline `restyler eval` scores beside the diffusion rows; upsampler (after the student: "
+                        "the AI frame at display size, guided by the G-buffers there; --data is the display-size "
+                        "recording, --low-data the same worlds at the model's size)")
     p.add_argument("--data", type=Path, required=True, metavar="DIR", help="dataset from `restyler record-data`")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="run directory shared by all stages; each stage reads what the earlier ones wrote")
@@ -56,6 +58,16 @@ def add_parser(sub) -> None:
     p.add_argument("--loss-min-sigma", type=positive_float, default=None, metavar="S",
                    help="teacher only: floor of σ in the 1/σ² loss weight; 0.05 (default) favours fine detail, "
                         "0.5 the high-noise levels where the model learns to read structure and style")
+    u = p.add_argument_group("upsampler")
+    u.add_argument("--low-data", type=Path, default=None, metavar="DIR",
+                   help="the worlds of --data recorded at the model's size (same --seeds and --frames), which the "
+                        "student restyles")
+    u.add_argument("--student", type=Path, default=Path("models/weights/default"), metavar="DIR",
+                   help="the model whose student's frames are upsampled (default: the shipped one)")
+    u.add_argument("--upsampler-width", type=positive_int, default=None, metavar="N",
+                   help="conv channels at the AI frame's resolution (default: the recipe's, docs/upsampling.md)")
+    u.add_argument("--upsampler-context", type=int, default=None, metavar="N",
+                   help="channels of the half-resolution context branch (0: none; default: the recipe's)")
     g = p.add_argument_group("distillation and generation (ode, dmd, gen)")
     add_sampler_options(g, "ode: the student's", defaults=True)
     g.add_argument("--pair-clips", type=positive_int, default=128, metavar="N",
@@ -106,11 +118,33 @@ def run(args: argparse.Namespace) -> int:
         return error("train", "--loss-min-sigma and --guidance are the teacher's settings; the later stages "
                               "inherit them from its checkpoint")
     overrides = {"lr": args.lr, "clip_frames": args.clip_frames, **teacher_only}
+    if args.stage == "upsampler":
+        return _train_upsampler(args)
     try:
         run_stage(args.stage, args.data, args.out, size=args.size, prompts=prompts, space=args.space, arch=args.arch,
                   steps=args.steps, batch=args.batch, resume=args.resume, device=args.device, overrides=overrides,
                   init=args.init, sampler=StudentSampler(**changes) if changes else None,
                   pair_clips=args.pair_clips, dmd_cfg=dmd_cfg, ode_cfg=ode_cfg, model_options=dict(args.model_option))
+    except (TrainError, DataError, CheckpointError, PromptEncoderError) as exc:
+        return error("train", str(exc))
+    return 0
+
+
+def _train_upsampler(args: argparse.Namespace) -> int:
+    from models.io.checkpoint import CheckpointError
+    from models.io.data import DataError
+    from models.network.prompt import PromptEncoderError
+    from models.recipe.loop import TrainError
+    from models.recipe.upsample import UpsampleSettings, run_upsampler
+
+    if args.low_data is None:
+        return error("train", "the upsampler needs --low-data DIR: the worlds of --data recorded at the model's size "
+                              "(`restyler record-data` with the same --seeds and --frames)")
+    changes = {k: v for k, v in (("width", args.upsampler_width), ("context", args.upsampler_context))
+               if v is not None}
+    try:
+        run_upsampler(args.data, args.low_data, args.student, args.out, steps=args.steps, batch=args.batch,
+                      lr=args.lr, resume=args.resume, device=args.device, settings=UpsampleSettings(**changes))
     except (TrainError, DataError, CheckpointError, PromptEncoderError) as exc:
         return error("train", str(exc))
     return 0

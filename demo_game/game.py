@@ -50,8 +50,10 @@ GBUFFER_VIEWS = [View.DEPTH, View.NORMALS, View.MATERIAL, View.MOTION]
 
 def run_play(style: str | None, headless: bool, seconds: float, out: Path, seed: int,
              size: tuple[int, int], model: Path | None = None, worker: str = "process",
-             steps: int | None = None, server=None) -> int:
-    """`server`: a started renderer.serve.StreamServer that also shows the AI stream as a web page (AI on only)."""
+             steps: int | None = None, server=None, upsample: bool = True) -> int:
+    """`server`: a started renderer.serve.StreamServer that also shows the AI stream as a web page (AI on only);
+    `upsample`: the model's upsampler brings the AI frames to its display size when the model ships one (the game
+    then also renders its cheap pass and G-buffers there)."""
     restyler = None
     if model is None and style is not None:
         style_for_prompt(style)   # without a model only the reference styles exist: fail before opening anything
@@ -59,7 +61,7 @@ def run_play(style: str | None, headless: bool, seconds: float, out: Path, seed:
         from renderer import StreamingRestyler
 
         # ModelError (missing or corrupt model): the CLI prints it with how to get one
-        restyler = StreamingRestyler.from_pretrained(model, worker=worker, steps=steps)
+        restyler = StreamingRestyler.from_pretrained(model, worker=worker, steps=steps, upsample=upsample)
     if restyler is None and headless:
         run_headless(GameConfig(seed=seed, width=size[0], height=size[1]), seconds, out, style)
         return 0
@@ -274,7 +276,8 @@ class GameWindow:
         r = self.restyler
         # with the sun of the style asked for: the shipped student reads it, and without every buffer it reads it
         # takes the G-buffers as absent and draws the frames-only picture
-        packet = self.game.render_fast(r.resolution, sun=self.style)
+        # and at the upsampler's size too when the model ships one: its G-buffers guide the AI frame to that size
+        packet = self.game.render_fast(r.resolution, sun=self.style, display=r.display_resolution)
         failed = (r.error is not None or self.restart_error is not None
                   or (self.restarting is not None and self.restarting.is_alive()))
         if not failed:
@@ -283,12 +286,13 @@ class GameWindow:
         if (styled is not None and not self.prompt_known and styled.style == self.prompt
                 and styled.look in STYLES):
             self.style = STYLES[styled.look]   # from the next frame on, the sun of the nearest trained style
-        self.last_frame = packet.rgb if styled is None else styled.rgb
+        original = packet.rgb if packet.display is None else packet.display.rgb   # the sharper one
+        self.last_frame = original if styled is None else styled.rgb
         if self.server is not None:
             from renderer.serve import publish_frame
 
-            publish_frame(self.server, r, None if styled is None else styled.rgb, packet.rgb, styled)
-        self.overlay.draw(packet.rgb, None if styled is None else styled.rgb, self.hud_lines(),
+            publish_frame(self.server, r, None if styled is None else styled.rgb, original, styled)
+        self.overlay.draw(original, None if styled is None else styled.rgb, self.hud_lines(),
                           None if styled is None else styled.index, packet.index, packet.motion)
 
     def _apply_requests(self) -> None:
@@ -303,7 +307,9 @@ class GameWindow:
 
     def hud_lines(self) -> list[str]:
         s = self.restyler.stats
-        lines = [f"game {self.clock.get_fps():4.0f} fps  AI {s.ai_fps:4.1f} fps  latency {s.latency_ms:3.0f} ms"]
+        drawn = self.restyler.display_resolution or self.restyler.resolution
+        lines = [f"game {self.clock.get_fps():4.0f} fps  AI {s.ai_fps:4.1f} fps  latency {s.latency_ms:3.0f} ms  "
+                 f"{drawn[0]}x{drawn[1]}" + ("" if self.restyler.display_resolution is None else " upsampled")]
         if self.typing is not None:
             lines.append(f"style> {self.typing}_   (Enter applies, Esc cancels)")
         else:

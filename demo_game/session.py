@@ -94,11 +94,11 @@ class GameSession:
         self._upload_dynamic()
 
     def step(self, actions: Actions | None = None, size: tuple[int, int] | None = None,
-             sun: str | Style | None = None) -> FramePacket:
+             sun: str | Style | None = None, display: tuple[int, int] | None = None) -> FramePacket:
         """One tick, then the cheap pass (render_fast); `sun` adds that style's sun G-buffer, which a model that reads
         it needs: without it the model gets the G-buffers as absent (the frames-only picture)."""
         self.advance(actions)
-        return self.render_fast(size, sun)
+        return self.render_fast(size, sun, display)
 
     def _gem_pose(self, i: int, time: float) -> tuple[np.ndarray, float]:
         centre = self.gems[i] + np.array([0.0, GEM_BOB * np.sin(2.0 * time + i), 0.0])
@@ -122,12 +122,16 @@ class GameSession:
                         dtype=np.float32).reshape(-1, 3)
 
     # --- passes ---------------------------------------------------------------------------------------------------
-    def render_fast(self, size: tuple[int, int] | None = None, sun: str | Style | None = None) -> FramePacket:
-        """The cheap pass and its G-buffers; with `sun` (a style or its prompt) also that style's sun G-buffer."""
+    def render_fast(self, size: tuple[int, int] | None = None, sun: str | Style | None = None,
+                    display: tuple[int, int] | None = None) -> FramePacket:
+        """The cheap pass and its G-buffers; with `sun` (a style or its prompt) also that style's sun G-buffer; with
+        `display` (W, H) the same again at that size as the packet's `display`, which a model's upsampler reads
+        (StreamingRestyler.display_resolution)."""
         size = size or self.config.size
         f = self.renderer.render_fast(self.camera, self.prev_camera, size, None if sun is None else _as_style(sun))
         return FramePacket(rgb=f.low, depth=f.depth, normals=f.normals, material=f.material, motion=f.motion,
-                           uv=f.uv, ao=f.ao, sun=f.sun, index=self.tick, t=self.time)
+                           uv=f.uv, ao=f.ao, sun=f.sun, index=self.tick, t=self.time,
+                           display=None if display is None else self.render_fast(display, sun))
 
     def render_sun(self, style: str | Style, size: tuple[int, int] | None = None) -> np.ndarray:
         """The sun G-buffer for `style`'s sun: (H, W) float32, cosine term times shadow, 0 on the sky."""

@@ -115,15 +115,16 @@ def _first_frame_ms(produce: Producer, restyler: StreamingRestyler, fps: float) 
 
 
 def profile_student(model_dir: Path, device: torch.device, frames: list[FramePacket], threads: int | None,
-                    sampler_changes: dict[str, Any] | None = None, chunks: int = PROFILE_CHUNKS) -> dict[str, float]:
+                    sampler_changes: dict[str, Any] | None = None, chunks: int = PROFILE_CHUNKS,
+                    upsample: bool = False) -> dict[str, float]:
     """Median ms of each stage of the student's step with a full cache, the model alone on the machine."""
     if threads:
         torch.set_num_threads(threads)
-    engine = StreamEngine(load_bundle(model_dir, device, sampler_changes), device)
+    engine = StreamEngine(load_bundle(model_dir, device, sampler_changes, upsample), device)
     engine.set_style(STYLE)
     engine.warm_up()
     k = engine.chunk_frames
-    times: dict[str, list[float]] = {"to_model": [], "denoise": [], "to_frames": []}
+    times: dict[str, list[float]] = {"to_model": [], "denoise": [], "to_frames": [], "upsample": []}
     with torch.no_grad():
         for i in range(chunks + engine.sampler.window_chunks + engine.sampler.sink_chunks):
             chunk = [frames[(i * k + j) % len(frames)] for j in range(k)]
@@ -134,10 +135,12 @@ def profile_student(model_dir: Path, device: torch.device, frames: list[FramePac
             x0 = engine.denoise(incoming, cond)
             _sync(device)
             t2 = time.perf_counter()
-            engine.to_frames(x0)
+            out = engine.to_frames(x0)
             t3 = time.perf_counter()
+            engine.upsample(out, chunk)
+            t4 = time.perf_counter()
             if i >= engine.sampler.window_chunks + engine.sampler.sink_chunks:   # cache full: the steady state
-                for name, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+                for name, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                     times[name].append(1000 * dt)
     profile = {f"{name}_ms": statistics.median(v) for name, v in times.items()}
     passes = len(engine.sampler.timesteps) + (engine.sampler.refresh == "clean")
@@ -178,10 +181,13 @@ def bench_teacher(model_dir: Path, device: torch.device, frames: list[FramePacke
 
 def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds: float = 10.0,
               game_fps: float = 60.0, worker: str = "process", threads: int | None = 1,
-              steps: int | None = None, teacher: bool = True,
+              steps: int | None = None, teacher: bool = True, upsample: bool = False,
               say: Callable[[str], None] = print) -> BenchResult:
+    """`upsample`: the whole chain at display size (the producer's packets carry FramePacket.display and the
+    model's upsampler draws there); off, the AI frames stay at the model's size."""
     dev = resolve_device(device)
-    restyler = StreamingRestyler.from_pretrained(model_dir, str(dev), worker=worker, threads=threads, steps=steps)
+    restyler = StreamingRestyler.from_pretrained(model_dir, str(dev), worker=worker, threads=threads, steps=steps,
+                                                 upsample=upsample)
     cfg, sampler, k = restyler.model_config, restyler.sampler, restyler.chunk_frames
     frames = [produce() for _ in range(PROFILE_FRAMES)]
 
@@ -207,10 +213,12 @@ def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds:
         dropped = stats.dropped - dropped0
         chunks = stats.chunks - chunks0   # > 0: frames were shown
         compute = 1000 * np.array(list(stats.compute_s)[-chunks:])
-    profile = profile_student(model_dir, dev, frames, threads, {"timesteps": sampler.timesteps})
+    profile = profile_student(model_dir, dev, frames, threads, {"timesteps": sampler.timesteps}, upsample=upsample)
     passes = profile["passes_per_chunk"]
     context = (sampler.window_chunks + sampler.sink_chunks + 1) * k
-    frame_flops = flops_per_frame(cfg, context, passes)
+    bundle = load_bundle(model_dir, "cpu", upsample=upsample)
+    upsampler_flops = 0.0 if bundle.upsampler is None else bundle.upsampler.flops_per_frame()
+    frame_flops = flops_per_frame(cfg, context, passes) + upsampler_flops
     model_flops = throughput * frame_flops
     torch.set_num_threads(_cores())   # the peak of the whole device, whatever the worker was given
     peak = matmul_peak_flops(dev)
@@ -219,6 +227,9 @@ def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds:
     scores = {
         "device": _device_name(dev),
         "resolution": f"{restyler.resolution[0]}x{restyler.resolution[1]}",
+        # the AI frames' size on screen: the upsampler's, or the model's own without one
+        "display": "x".join(map(str, restyler.display_resolution or restyler.resolution)),
+        "upsampler_gflop_per_frame": round(upsampler_flops / 1e9, 4),
         "steps": len(sampler.timesteps),
         "chunk_frames": k,
         "first_frame_latency_ms": round(statistics.median(first), 2),
@@ -265,6 +276,9 @@ def table(result: BenchResult) -> str:
     s, d = result.scores, result.details
     rows = [("device", s["device"]), ("resolution / steps / chunk", f"{s['resolution']} / {s['steps']} / "
                                                                     f"{s['chunk_frames']} frames"),
+            ("displayed", s["display"] + ("" if s["display"] == s["resolution"] else
+                                          f" (upsampled, {s['upsampler_gflop_per_frame']:.2f} GFLOP a frame, "
+                                          f"{d['student_profile']['upsample_ms']:.1f} ms a chunk)")),
             ("first frame", f"{s['first_frame_latency_ms']:.1f} ms"),
             ("latency p50 / p95", f"{s['latency_p50_ms']:.1f} / {s['latency_p95_ms']:.1f} ms"),
             ("throughput", f"{s['throughput_fps']:.1f} fps"),

@@ -9,6 +9,8 @@ its stages one by one (`to_model`, `denoise`, `to_frames`). Numbered as the desi
     3 few causal denoise steps attending to the KV cache
     4 write the chunk's K/V into the cache (rolling window + sinks; `last_step` or `clean` refresh)
     5 decode to (H, W, 3) uint8
+    6 when the model ships an upsampler and the packets carry their frame at display size: the AI frame at that
+      size, guided by the G-buffers there (models.network.upsampler)
 
 A style switch empties the cache: measured in docs/distillation.md, the reset switches within one frame where keeping
 or re-encoding the cache (LongLive) leaves old-style pixels in the context for several chunks.
@@ -27,14 +29,17 @@ import torch.nn.functional as F
 
 from bridge import FramePacket
 from models.io import checkpoint
-from models.io.data import GBUFFERS, gbuffers_from_arrays
+from models.io.data import GBUFFERS, gbuffers_from_arrays, normalize_depth
 from models.network.autoencoder import Autoencoder
 from models.network.dit import Conditioning, VideoDiT
-from models.network.loading import load_autoencoder, load_student
+from models.network.loading import load_autoencoder, load_student, load_upsampler
 from models.network.prompt import PromptEncoder, nearest_style
 from models.network.streaming import StudentSampler, stream_chunk
+from models.network.upsampler import TemporalResolve, Upsampler
 
 GBUFFER_NAMES = [name for name, _ in GBUFFERS]  # the packet fields the G-buffers come from, in the models' order
+# the display frame's G-buffers the upsampler reads (after its RGB), in the order of models.network.upsampler.GUIDE
+UPSAMPLER_BUFFERS = ("depth", "normals", "uv", "ao", "sun")
 
 HOW_TO_GET_A_MODEL = ("the default model ships in models/weights/default (restore it with `git checkout -- "
                       "models/weights`), `make train` reproduces it, and `--model RUN` takes any finished training run")
@@ -52,6 +57,15 @@ class StudentBundle:
     sampler: StudentSampler
     autoencoder: Autoencoder | None
     meta: dict[str, Any]
+    upsampler: Upsampler | None = None
+
+    @property
+    def display_size(self) -> tuple[int, int] | None:
+        """(W, H) the upsampler draws at, or None without one."""
+        if self.upsampler is None:
+            return None
+        h, w = self.upsampler.cfg.display_size
+        return w, h
 
     @property
     def frame_size(self) -> tuple[int, int]:
@@ -72,20 +86,22 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load_bundle(model_dir: Path | str, device: torch.device | str = "cpu",
-                sampler_changes: dict[str, Any] | None = None) -> StudentBundle:
-    """The student of a shipped model or a finished run, fp32 on CPU (no bf16 units there), ready to stream."""
+                sampler_changes: dict[str, Any] | None = None, upsample: bool = True) -> StudentBundle:
+    """The student of a shipped model or a finished run, fp32 on CPU (no bf16 units there), ready to stream, and
+    its upsampler when the directory has one and `upsample` is on."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelError(f"no model at {model_dir}: {HOW_TO_GET_A_MODEL}")
     try:
         student, sampler, meta = load_student(model_dir, "student", device)
         autoencoder = load_autoencoder(model_dir, device) if student.cfg.space == "latent" else None
+        upsampler = load_upsampler(model_dir, device) if upsample else None
     except (checkpoint.CheckpointError, KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"cannot load the model in {model_dir}: {exc}. {HOW_TO_GET_A_MODEL[0].upper()}"
                          f"{HOW_TO_GET_A_MODEL[1:]}") from None
     if sampler_changes:
         sampler = replace(sampler, **sampler_changes)
-    return StudentBundle(student, sampler, autoencoder, meta)
+    return StudentBundle(student, sampler, autoencoder, meta, upsampler)
 
 
 class StreamEngine:
@@ -98,6 +114,7 @@ class StreamEngine:
         self.device = torch.device(device)
         self.chunk_frames = self.model.cfg.chunk_frames
         self._warned_gbuffers = False
+        self._warned_display = False
         self.width, self.height = bundle.frame_size
         self.cache = self.model.new_cache(1, self.sampler.window_chunks, self.sampler.sink_chunks)
         self.sigmas = self.sampler.sigmas()
@@ -110,6 +127,7 @@ class StreamEngine:
         self.look: str | None = None
         self._trained: dict[str, torch.Tensor] | None = None   # each trained style's prompt embeddings
         self.noise: list[torch.Tensor] | None = None
+        self.resolve = TemporalResolve(0.0 if bundle.upsampler is None else bundle.upsampler.cfg.temporal_keep)
 
     # -- state ------------------------------------------------------------------------------------------------
     def set_style(self, prompt: str, encoder: PromptEncoder | None = None) -> None:
@@ -131,6 +149,7 @@ class StreamEngine:
         """Start a new stream: empty cache, new fixed noise (when the sampler uses it)."""
         self.cache.reset()
         self.noise = None
+        self.resolve.reset()
 
     # -- the step, in its stages --------------------------------------------------------------------------------
     def to_model(self, packets: Sequence[FramePacket]) -> tuple[torch.Tensor, Conditioning]:
@@ -183,23 +202,58 @@ class StreamEngine:
         return model_to_rgb(x0, self.bundle.autoencoder)
 
     @torch.no_grad()
+    def upsample(self, frames: np.ndarray, packets: Sequence[FramePacket]) -> np.ndarray:
+        """6. The K frames (K, h, w, 3) uint8 at display size when the model has an upsampler and every packet
+        carries its frame at that size with the G-buffers the upsampler reads; otherwise unchanged (the overlay
+        stretches them). The upsampler reads the uint8 frames, as evaluation scores it."""
+        upsampler = self.bundle.upsampler
+        if upsampler is None or any(p.display is None for p in packets):
+            self.resolve.reset()   # the next upsampled frame starts a new history
+            return frames
+        displays = [p.display for p in packets]
+        want = self.bundle.display_size
+        if any(d.size != want for d in displays):
+            raise ValueError(f"the model's upsampler draws at {want[0]}x{want[1]}; the packets' display frames are "
+                             f"{displays[0].size[0]}x{displays[0].size[1]}: render them at "
+                             "StreamingRestyler.display_resolution")
+        lacking = [name for name in UPSAMPLER_BUFFERS if any(getattr(d, name) is None for d in displays)]
+        if lacking:
+            if not self._warned_display:
+                self._warned_display = True
+                warnings.warn(f"the display frames lack {', '.join(lacking)}, which the upsampler reads; the AI frame "
+                              "stays at the model's size", stacklevel=3)
+            self.resolve.reset()
+            return frames
+        guide = display_guide(displays).to(self.device)
+        low = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        out = upsampler(low, guide).clamp(-1, 1)
+        # the temporal resolve, frame by frame along the display frames' motion (dropped where a frame has none)
+        out = torch.stack([self.resolve(frame, *_motion_and_depth(d, self.device)) for frame, d in zip(out, displays)])
+        out = out.add(1).mul(127.5).round().to(torch.uint8)
+        return out.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+    @torch.no_grad()
     def step(self, packets: Sequence[FramePacket]) -> np.ndarray:
-        """One chunk: K packets -> K stylized frames (K, H, W, 3) uint8."""
+        """One chunk: K packets -> K stylized frames (K, H, W, 3) uint8, at display size when upsampled."""
         incoming, cond = self.to_model(packets)
-        return self.to_frames(self.denoise(incoming, cond))
+        return self.upsample(self.to_frames(self.denoise(incoming, cond)), packets)
 
     @torch.no_grad()
     def warm_up(self) -> None:
         """Run chunks of a grey frame from an empty cache to a rolling one (every attention length the stream will
         see, with and without G-buffers), then forget them: the first real frame costs what a steady one does."""
         chunks = self.sampler.sink_chunks + self.sampler.window_chunks + 1
-        hw = (self.height, self.width)
-        grey = np.full((*hw, 3), 128, np.uint8)
-        every_gbuffer = dict(depth=np.full(hw, 10.0, np.float32), normals=np.zeros((*hw, 3), np.float32),
-                             uv=np.zeros((*hw, 2), np.float32), ao=np.ones(hw, np.float32),
-                             sun=np.zeros(hw, np.float32), material=np.ones(hw, np.uint8))
-        for with_gbuffers in (True, False):
-            packet = FramePacket(rgb=grey, **(every_gbuffer if with_gbuffers else {}))
+
+        def grey_frame(hw: tuple[int, int], **extra: Any) -> FramePacket:
+            return FramePacket(rgb=np.full((*hw, 3), 128, np.uint8), depth=np.full(hw, 10.0, np.float32),
+                               normals=np.zeros((*hw, 3), np.float32), uv=np.zeros((*hw, 2), np.float32),
+                               ao=np.ones(hw, np.float32), sun=np.zeros(hw, np.float32),
+                               material=np.ones(hw, np.uint8), **extra)
+
+        display = self.bundle.display_size
+        with_everything = grey_frame((self.height, self.width),
+                                     display=None if display is None else grey_frame(display[::-1]))
+        for packet in (with_everything, FramePacket(rgb=with_everything.rgb)):
             for _ in range(chunks):
                 self.step([packet] * self.chunk_frames)
             self.reset()
@@ -227,6 +281,28 @@ def motion_to_model_size(packets: Sequence[FramePacket], size: tuple[int, int], 
     h, w = motion.shape[-2:]
     scale = torch.tensor([size[1] / w, size[0] / h], device=motion.device).view(1, 2, 1, 1)
     return (resize(motion, size, "nearest") * scale)[None]
+
+
+def display_guide(displays: Sequence[FramePacket]) -> torch.Tensor:
+    """The upsampler's guide (K, C, H, W) from K display frames, in the training encoding (models.io.data: RGB and
+    uv, ao, sun mapped to [-1, 1], log depth) and in the order of models.network.upsampler.GUIDE. Built pixel-major,
+    so the tensor is channels-last, the layout the upsampler's convolutions read, with no copy to get there."""
+    def stacked(name: str) -> torch.Tensor:
+        x = torch.from_numpy(np.stack([getattr(d, name) for d in displays])).float()
+        return x[..., None] if x.dim() == 3 else x
+
+    parts = [stacked("rgb").div_(127.5).sub_(1.0), normalize_depth(stacked("depth")), stacked("normals"),
+             *(stacked(name).mul_(2).sub_(1) for name in ("uv", "ao", "sun"))]
+    return torch.cat(parts, -1).permute(0, 3, 1, 2)
+
+
+def _motion_and_depth(display: FramePacket, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """A display frame's motion (2, H, W) and linear depth (H, W) for the temporal resolve, or (None, None)."""
+    if display.motion is None or display.depth is None:
+        return None, None
+    # copies: arrays that came through the worker's pipe are read-only views of the message
+    return (torch.tensor(display.motion, dtype=torch.float32, device=device).permute(2, 0, 1),
+            torch.tensor(display.depth, dtype=torch.float32, device=device))
 
 
 def model_to_rgb(x0: torch.Tensor, autoencoder: Autoencoder | None) -> np.ndarray:

@@ -105,17 +105,18 @@ class StreamingRestyler:
     """Restyles a live stream of FramePackets with the causal student. See the module docstring."""
 
     def __init__(self, model_dir: Path | str = DEFAULT_MODEL, device: str = "auto", worker: str = "process",
-                 steps: int | None = None, seed: int = 0, threads: int | None = 1):
+                 steps: int | None = None, seed: int = 0, threads: int | None = 1, upsample: bool = True):
         """`worker`: "process" (default) or "thread"; `threads`: the worker's torch threads (1 leaves a core of a
         2-core CPU to the game; None is torch's default); `steps`: how many of the student's levels to run, None
-        for the device's default (CPU_STEPS on a CPU, all of them on a GPU). docs/runtime.md has the
-        measurements behind every default."""
+        for the device's default (CPU_STEPS on a CPU, all of them on a GPU); `upsample`: use the model's upsampler
+        when it ships one (`display_resolution` then says at which size a game hands over FramePacket.display).
+        docs/runtime.md has the measurements behind every default."""
         if worker not in WORKERS:
             raise ValueError(f"worker must be one of {sorted(WORKERS)}; got {worker!r}")
         self.device = resolve_device(device)
         # Load once here so a missing or corrupt model is one clear error before anything starts; the worker
         # builds its own engine from the same directory (a process worker must).
-        bundle = load_bundle(model_dir, "cpu")   # on the CPU: the parent only checks and reads sizes
+        bundle = load_bundle(model_dir, "cpu", upsample=upsample)   # on the CPU: the parent only checks and reads sizes
         levels = bundle.sampler.timesteps
         if steps is None:
             steps = min(CPU_STEPS, len(levels)) if self.device.type == "cpu" else len(levels)
@@ -125,9 +126,12 @@ class StreamingRestyler:
         bundle.sampler = replace(bundle.sampler, **changes)
         self.chunk_frames = bundle.student.cfg.chunk_frames
         self.resolution = bundle.frame_size
+        # (W, H) of the AI frames when the game hands over each frame at this size too (FramePacket.display): the
+        # model's upsampler draws them there, guided by those G-buffers; None when the model has no upsampler
+        self.display_resolution = bundle.display_size
         self.sampler = bundle.sampler
         self.model_config = bundle.student.cfg
-        self.spec = WorkerSpec(str(model_dir), str(self.device), changes, seed, threads)
+        self.spec = WorkerSpec(str(model_dir), str(self.device), changes, seed, threads, upsample)
         self.worker_kind = worker
         self._inbox: ChunkMailbox[Submitted] = ChunkMailbox(self.chunk_frames, merge=chain_motion)
         self._pacer = _Pacer(self.chunk_frames)

@@ -31,6 +31,8 @@ from bridge import ChunkMailbox, FramePacket
 # import torch to send a chunk), and the motion its sampler carries history and noise along; a worker carries these
 # and nothing else.
 MODEL_BUFFERS = ("depth", "normals", "uv", "ao", "sun", "material", "motion")
+# where a chunk message keeps the packets' frames at display size (FramePacket.display), for the upsampler
+DISPLAY = "display/"
 
 POLL_S = 0.05          # how often an idle worker looks for a stop or a command
 START_TIMEOUT_S = 120  # loading torch, the model and MiniLM in a fresh process takes seconds on a slow machine
@@ -67,6 +69,7 @@ class WorkerSpec:
     sampler_changes: dict[str, Any]
     seed: int
     threads: int | None             # torch intra-op threads; None keeps torch's default (one per core)
+    upsample: bool = True           # use the model's upsampler when it ships one
 
 
 def _build_engine(spec: WorkerSpec, style: str):
@@ -76,7 +79,7 @@ def _build_engine(spec: WorkerSpec, style: str):
 
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    bundle = load_bundle(Path(spec.model_dir), spec.device, spec.sampler_changes)
+    bundle = load_bundle(Path(spec.model_dir), spec.device, spec.sampler_changes, spec.upsample)
     engine = StreamEngine(bundle, spec.device, spec.seed)
     engine.set_style(style)
     engine.warm_up()
@@ -180,7 +183,22 @@ def _chunk_message(chunk: list[Submitted]) -> bytes:
     for name in MODEL_BUFFERS:
         if all(getattr(p, name) is not None for p in packets):
             arrays[name] = np.stack([getattr(p, name) for p in packets])
+    if all(p.display is not None for p in packets):   # the frames at display size, for the upsampler
+        displays = [p.display for p in packets]
+        arrays[f"{DISPLAY}rgb"] = np.stack([d.rgb for d in displays])
+        for name in MODEL_BUFFERS:
+            if all(getattr(d, name) is not None for d in displays):
+                arrays[DISPLAY + name] = np.stack([getattr(d, name) for d in displays])
     return pack("chunk", {"indices": [p.index for p in packets]}, arrays)
+
+
+def _packets(arrays: dict[str, np.ndarray], indices: list[int], prefix: str = "") -> list[FramePacket]:
+    """The chunk's packets back from _chunk_message's arrays (those under `prefix`: the display frames)."""
+    display = _packets(arrays, indices, DISPLAY) if not prefix and f"{DISPLAY}rgb" in arrays else None
+    return [FramePacket(rgb=arrays[prefix + "rgb"][i], index=indices[i],
+                        display=None if display is None else display[i],
+                        **{name: arrays[prefix + name][i] for name in MODEL_BUFFERS if prefix + name in arrays})
+            for i in range(len(indices))]
 
 
 def _child_main(conn, spec: WorkerSpec, style: str) -> None:
@@ -197,10 +215,7 @@ def _child_main(conn, spec: WorkerSpec, style: str) -> None:
             elif kind == "reset":
                 engine.reset()
             elif kind == "chunk":
-                k = len(arrays["rgb"])
-                packets = [FramePacket(rgb=arrays["rgb"][i], index=meta["indices"][i],
-                                       **{name: arrays[name][i] for name in MODEL_BUFFERS if name in arrays})
-                           for i in range(k)]
+                packets = _packets(arrays, meta["indices"])
                 t0 = time.monotonic()
                 frames = engine.step(packets)
                 conn.send_bytes(pack("frames", {"compute_s": time.monotonic() - t0, "style": engine.style_prompt,

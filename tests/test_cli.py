@@ -110,9 +110,10 @@ def fake_run_play(monkeypatch):
     """Stands in for demo_game.game.run_play and records what the CLI passed."""
     calls = []
 
-    def run_play(style, headless, seconds, out, seed, size, model, worker, steps, server=None):
+    def run_play(style, headless, seconds, out, seed, size, model, worker, steps, server=None, upsample=False):
         calls.append(dict(style=style, headless=headless, seconds=seconds, out=out, seed=seed, size=size,
-                          model=model, **({} if server is None else {"server": server})))
+                          model=model, **({} if server is None else {"server": server}),
+                          **({"upsample": True} if upsample else {})))
         return 0
 
     monkeypatch.setitem(sys.modules, "demo_game.game", types.SimpleNamespace(run_play=run_play))
@@ -135,6 +136,15 @@ def test_play_without_display_runs_headless_with_the_shipped_model(fake_run_play
                                      size=(256, 192), model=None)
     assert run_main(["play", "--style", "an underwater castle"]) == 0   # with a model any prompt is a style
     assert fake_run_play[-1]["style"] == "an underwater castle"
+    # the upsampler to display size: off on a CPU unless asked for (it halves the frame rate there), on with a GPU
+    assert "upsample" not in fake_run_play[-1]
+    assert run_main(["play", "--upsample", "on"]) == 0
+    assert fake_run_play[-1]["upsample"] is True
+    monkeypatch.setattr(play, "cuda_available", lambda: True)
+    assert run_main(["play"]) == 0
+    assert fake_run_play[-1]["upsample"] is True
+    assert run_main(["play", "--upsample", "off"]) == 0
+    assert "upsample" not in fake_run_play[-1]
 
 
 def test_play_unknown_style_one_line(fake_run_play, capsys):

@@ -308,3 +308,15 @@ def test_make_train_v2_runs_its_profile_end_to_end(tmp_path):
                                                           for e in ("json", "safetensors")]
     assert {str(t.dtype) for t in load_file(str(exported / "student.safetensors")).values()} == {"torch.float16"}
     assert json.loads((exported / "student.json").read_text())["sampler"] == meta["sampler"]
+    # and its upsampler: the same worlds at twice the size, trained on the student's frames, shipped beside it and
+    # scored at display size
+    upsampler = subprocess.run(["make", "-s", "train-upsampler", "PROFILE=tiny", f"V2_RUN={tmp_path / 'run'}",
+                                f"V2_DATA={tmp_path / 'data'}", f"V2_WORLDS={tmp_path / 'worlds'}",
+                                f"UP_DATA={tmp_path / 'data_display'}"],
+                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert upsampler.returncode == 0, upsampler.stdout[-2000:] + upsampler.stderr[-2000:]
+    display = json.loads((tmp_path / "run_upsampler" / "eval.json").read_text())["display"]
+    assert display["display_size"] == [128, 128] and display["scale"] == 2
+    assert set(display["rows"]) == {"bilinear", "bilateral", "learned_per_frame", "learned"}
+    up_meta = json.loads((exported / "upsampler.json").read_text())
+    assert up_meta["config"]["scale"] == 2 and up_meta["config"]["temporal_keep"] > 0

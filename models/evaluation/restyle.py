@@ -53,6 +53,7 @@ class EvalResult:
     strips: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # (name, image (3, H, W) in [-1, 1])
     side_by_side: torch.Tensor | None = None  # the first world, a row per style: each row's output, then reference
     videos: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # row -> frames (H, W, 3) uint8
+    side_by_side_display: torch.Tensor | None = None  # --display: the first world upsampled, a line per style
 
 
 @dataclass
@@ -423,4 +424,12 @@ def markdown_table(result: EvalResult) -> str:
     lines.append("psnr by style: " + "; ".join(
         f"{style} " + ", ".join(f"{row} {v['psnr']:.2f}" for row, v in of_style.items())
         for style, of_style in d["scores_by_style"].items()))
+    display = result.scores.get("display")
+    if display:
+        w, h = display["display_size"]
+        lines += ["", f"at {w}x{h} displayed (×{display['scale']}), against the reference drawn at that size:", "",
+                  "| upsampling | psnr | ssim | blockiness | warp_ratio |", "|---|---|---|---|---|"]
+        for row, v in display["rows"].items():
+            lines.append(f"| {row} | {v['psnr']:.2f} | {v['ssim']:.3f} | {v['blockiness']:.3f} | "
+                         f"{v['warp_ratio']:.3f} |")
     return "\n".join(lines) + "\n"

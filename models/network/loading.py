@@ -19,6 +19,7 @@ from models.network.dit import flops_per_frame as dit_flops_per_frame
 from models.network.streaming import StudentSampler
 from models.network.unet import UNetConfig, UNetDiT
 from models.network.unet import flops_per_frame as unet_flops_per_frame
+from models.network.upsampler import Upsampler, UpsamplerConfig
 
 # The recipe stage that writes each network, for the error that says how to get a missing one.
 WRITTEN_BY = {"autoencoder": "autoencoder", "teacher": "teacher", "student_ode": "ode", "student": "dmd",
@@ -76,3 +77,13 @@ def student_meta(teacher_meta: dict[str, Any], cfg: DiTConfig | UNetConfig, samp
     """The JSON a student is saved with: its config and sampler, and the prompts and styles of its teacher."""
     return {"kind": "student", "config": asdict(cfg), **architecture_of(cfg), "prompts": teacher_meta["prompts"],
             "styles": teacher_meta["styles"], "sampler": asdict(sampler), "teacher_sampler": teacher_meta["sampler"]}
+
+
+def load_upsampler(directory: Path | str, device: torch.device | str = "cpu") -> Upsampler | None:
+    """The upsampler a model directory ships, or None when it has none."""
+    if not checkpoint.exists(directory, "upsampler"):
+        return None
+    tensors, meta = checkpoint.load_checkpoint(directory, "upsampler")
+    model = Upsampler(checkpoint.config_from_json(UpsamplerConfig, meta["config"]))
+    checkpoint.load_into(model, {k: v.float() for k, v in tensors.items()}, f"{directory}/upsampler")
+    return model.to(device).eval().to(memory_format=torch.channels_last)

@@ -10,6 +10,7 @@ and a periodic cache reset cuts the part of long-stream drift that the stream's 
 
     python -m models.recipe.export RUN models/weights/default --refresh last_step --reset-every 16
     python -m models.recipe.export RUN models/weights/v2 --first-stages
+    python -m models.recipe.export runs/upsampler models/weights/default --only upsampler
 """
 
 from __future__ import annotations
@@ -22,16 +23,23 @@ import torch
 
 from models.io import checkpoint
 
-SHIPPED = ("autoencoder", "teacher", "student", "regression")
+SHIPPED = ("autoencoder", "teacher", "student", "regression", "upsampler")
 
 
 def export_model(run: Path, out: Path, sampler_changes: dict[str, Any] | None = None,
-                 generation_changes: dict[str, Any] | None = None, first_stages: bool = False) -> list[Path]:
+                 generation_changes: dict[str, Any] | None = None, first_stages: bool = False,
+                 only: str | None = None, temporal_keep: float | None = None) -> list[Path]:
     """Copy the shipped networks of `run` into `out` as fp16; returns the files written. `generation_changes`
     (steps, carry) set how a student trained to generate (`train gen`) generates: models.network.generation's
     GenerationSampler, measured by models.evaluation.generation after training. `first_stages` ships a run with a
-    teacher and no student (a backbone's first stages, scored by `restyler eval` but not playable)."""
-    if first_stages:
+    teacher and no student (a backbone's first stages, scored by `restyler eval` but not playable). `only` copies
+    that one network alone into `out` (an upsampler trained on the frames of the student `out` already ships);
+    `temporal_keep` sets how the stream runs the upsampler (models.network.upsampler.TemporalResolve)."""
+    if only is not None:
+        if only not in SHIPPED or not checkpoint.exists(run, only):
+            raise checkpoint.CheckpointError(f"{run} holds no {only}; the networks a model ships are "
+                                              f"{', '.join(SHIPPED)}")
+    elif first_stages:
         if not checkpoint.exists(run, "teacher"):
             raise checkpoint.CheckpointError(f"{run} holds no teacher; train it (`restyler train teacher --out {run}`) "
                                               "before exporting the first stages")
@@ -44,7 +52,7 @@ def export_model(run: Path, out: Path, sampler_changes: dict[str, Any] | None = 
                                           "--first-stages")
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in SHIPPED:
+    for name in SHIPPED if only is None else (only,):
         if not checkpoint.exists(run, name):
             continue  # a pixel-space model has no autoencoder
         tensors, meta = checkpoint.load_checkpoint(run, name)
@@ -56,6 +64,8 @@ def export_model(run: Path, out: Path, sampler_changes: dict[str, Any] | None = 
                 raise checkpoint.CheckpointError(f"the student of {run} was not trained to generate (`restyler "
                                                   "train gen`); --gen-steps and --gen-carry do not apply")
             meta["generation"]["sampler"] = {**meta["generation"].get("sampler", {}), **generation_changes}
+        if name == "upsampler" and temporal_keep is not None:
+            meta["config"] = {**meta["config"], "temporal_keep": temporal_keep}
         checkpoint.save_checkpoint(out, name, tensors, meta, dtype=torch.float16)
         written += list(checkpoint.paths(out, name))
     return written
@@ -76,6 +86,12 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="model directory to write, e.g. models/weights/default")
     parser.add_argument("--first-stages", action="store_true",
                         help="ship a run without a student: its teacher and regression baseline, for `restyler eval`")
+    parser.add_argument("--only", choices=SHIPPED, default=None,
+                        help="copy only this network, e.g. an upsampler trained (`restyler train upsampler`) on the "
+                             "frames of the student OUT already ships")
+    parser.add_argument("--temporal-keep", type=float, default=None, metavar="K",
+                        help="the upsampler's temporal resolve: the weight of the previous output, in [0, 1) (0: every "
+                             "frame alone; docs/upsampling.md has the measurement)")
     parser.add_argument("--refresh", choices=["clean", "last_step"], default=None,
                         help="the student's KV-cache refresh at run time (default: the one it trained with)")
     parser.add_argument("--reset-every", type=_int_at_least(0), default=None, metavar="N",
@@ -89,8 +105,11 @@ def main() -> None:
     generation = {k: v for k, v in (("steps", args.gen_steps), ("carry", args.gen_carry)) if v is not None}
     if "carry" in generation and not 0 < generation["carry"] <= 1:
         parser.error(f"--gen-carry must be in (0, 1]; got {generation['carry']}")
+    if args.temporal_keep is not None and not 0 <= args.temporal_keep < 1:
+        parser.error(f"--temporal-keep must be in [0, 1); got {args.temporal_keep}")
     try:
-        written = export_model(args.run, args.out, changes, generation, first_stages=args.first_stages)
+        written = export_model(args.run, args.out, changes, generation, first_stages=args.first_stages,
+                               only=args.only, temporal_keep=args.temporal_keep)
     except checkpoint.CheckpointError as exc:
         parser.error(str(exc))
     for path in written:
