@@ -2,7 +2,7 @@
 
 Everything that turns frames into stylized frames lives here, with no threads: the streaming runtime's worker calls
 `step()` for each chunk it gathered, `restyler restyle` calls it for every chunk of a file, and `restyler bench` times
-its stages one by one (`to_model`, `denoise`, `to_frames`). Numbered as the design's data flow:
+its stages one by one (`to_model`, `denoise`, `to_frames`, `upsample`). Numbered as the design's data flow:
 
     1 gather K frames into a chunk (model resolution, [-1, 1], structure channels)
     2 encode; noise to t* (SDEdit start)

@@ -291,10 +291,20 @@ __all__ = ["DEFAULT_MODEL", "ModelError", "RuntimeStats", "StreamingRestyler", "
 
 def chain_motion(dropped: Submitted, following: Submitted) -> Submitted:
     """The inbox's merge: a frame the worker never took hands its motion on, so the next frame's motion reaches
-    back to the last frame the worker did take (the student carries its history and noise along it)."""
-    newer, older = following.packet.motion, dropped.packet.motion
+    back to the last frame the worker did take (the student carries its history and noise along it, and the
+    upsampler's temporal resolve its last output, along the display frame's motion)."""
+    packet = _chained(dropped.packet, following.packet)
+    if following.packet.display is not None:
+        older = dropped.packet.display
+        newer = following.packet.display
+        # a dropped frame without a display frame: the resolve cannot follow, so it starts again
+        packet = replace(packet, display=replace(newer, motion=None) if older is None else _chained(older, newer))
+    return replace(following, packet=packet)
+
+
+def _chained(dropped: FramePacket, following: FramePacket) -> FramePacket:
+    newer, older = following.motion, dropped.motion
     if newer is None:
         return following
     # a dropped frame without motion began a new view: where the next frame's surfaces were before it is unknown
-    motion = None if older is None else compose_motion(newer, older)
-    return replace(following, packet=replace(following.packet, motion=motion))
+    return replace(following, motion=None if older is None else compose_motion(newer, older))

@@ -11,9 +11,9 @@ from bridge import FramePacket
 from bridge.video import Mp4Writer, read_video
 from cli import main as cli
 
-BENCH_KEYS = {"device", "resolution", "steps", "chunk_frames", "first_frame_latency_ms", "latency_p50_ms",
-              "latency_p95_ms", "throughput_fps", "game_fps", "mfu", "gflop_per_frame", "teacher_first_frame_latency_ms",
-              "teacher_throughput_fps"}
+BENCH_KEYS = {"device", "resolution", "display", "steps", "chunk_frames", "first_frame_latency_ms", "latency_p50_ms",
+              "latency_p95_ms", "throughput_fps", "game_fps", "mfu", "gflop_per_frame", "upsampler_gflop_per_frame",
+              "teacher_first_frame_latency_ms", "teacher_throughput_fps"}
 
 
 @pytest.mark.slow
@@ -61,6 +61,7 @@ def test_bench_reports_every_design_key(random_model):
     s = result.scores
     assert set(s) == BENCH_KEYS
     assert s["resolution"] == "64x64" and s["steps"] == 1 and s["chunk_frames"] == 2
+    assert s["display"] == "64x64" and s["upsampler_gflop_per_frame"] == 0   # no upsampler: the model's own size
     assert 0 < s["first_frame_latency_ms"] < 5000 and 0 < s["latency_p50_ms"] <= s["latency_p95_ms"]
     assert s["throughput_fps"] > 0 and 20 < s["game_fps"] <= 61 and 0 < s["mfu"] < 1
     assert s["teacher_first_frame_latency_ms"] > 0 and s["teacher_throughput_fps"] > 0

@@ -145,6 +145,36 @@ def test_a_dropped_frame_hands_its_motion_on_to_the_next():
     assert first.packet.index == 5 and first.packet.motion is None  # what came before the cut is gone
 
 
+def test_a_dropped_frame_hands_its_display_motion_on_too():
+    """The display frames' motion (the upsampler's temporal resolve follows it) is chained like the model's; after
+    a dropped frame that had no display frame the resolve is told to start again (no motion)."""
+    from renderer.runtime import chain_motion
+    from renderer.workers import Submitted
+
+    def moving(index: int, display: bool = True) -> Submitted:
+        def frame(size: int, dx: float) -> FramePacket:
+            motion = np.zeros((size, size, 2), np.float32)
+            motion[..., 0] = dx
+            return FramePacket(rgb=np.zeros((size, size, 3), np.uint8), motion=motion, index=index)
+        packet = frame(8, 1.0)
+        packet.display = frame(16, 2.0) if display else None
+        return Submitted(packet, 0.0)
+
+    box: ChunkMailbox[Submitted] = ChunkMailbox(2, merge=chain_motion)
+    for i in range(4):
+        box.put(moving(i))
+    first, second = box.take(timeout=0)
+    assert np.all(first.packet.display.motion[..., 0][:, 4:] == 6.0)   # three frames of 2 display pixels
+    assert np.all(first.packet.motion[..., 0][:, 2:] == 3.0)
+    assert np.all(second.packet.display.motion[..., 0] == 2.0)
+    box.put(moving(4, display=False))
+    box.put(moving(5))
+    box.put(moving(6))
+    first, _ = box.take(timeout=0)
+    assert first.packet.display is not None and first.packet.display.motion is None
+    assert np.all(first.packet.motion[..., 0][:, 2:] == 2.0)
+
+
 def test_wire_format_round_trip():
     arrays = {"rgb": np.arange(24, dtype=np.uint8).reshape(2, 2, 2, 3), "depth": np.ones((2, 2, 2), np.float32)}
     kind, meta, back = unpack(pack("chunk", {"indices": [4, 5]}, arrays))

@@ -372,9 +372,15 @@ def test_a_headless_chromium_watches_the_stream_and_steers_it(tmp_path):
             assert reached <= 1.0, f"the typed style reached the picture after {reached:.2f} s"
             control.wait_for_function("document.querySelector('#numbers').textContent.includes('AI fps')")
 
-            # 100 connect/disconnect cycles of a page leave the server serving, with flat memory
+            # 100 connect/disconnect cycles of a page leave the server serving, with flat memory: measured after 10
+            # cycles, so what aiohttp allocates once on first use is not counted as growth (with it counted, a CI run
+            # on a loaded machine measured 208 KB against the 200 KB bar)
             pages_before = server.stats.pages
             tracemalloc.start()
+            for _ in range(10):
+                page = browser.new_page()
+                page.goto(server.page_url("view"))
+                page.close()
             before = tracemalloc.take_snapshot()
             for _ in range(100):
                 page = browser.new_page()

@@ -81,7 +81,8 @@ def _packet(size, rng, display=None, index=0):
     return FramePacket(rgb=rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
                        depth=rng.uniform(1, 50, (h, w)).astype(np.float32),
                        normals=rng.normal(size=(h, w, 3)).astype(np.float32),
-                       uv=rng.uniform(0, 1, (h, w, 2)).astype(np.float32), ao=rng.uniform(0, 1, (h, w)).astype(np.float32),
+                       uv=rng.uniform(0, 1, (h, w, 2)).astype(np.float32),
+                       ao=rng.uniform(0, 1, (h, w)).astype(np.float32),
                        sun=rng.uniform(0, 1, (h, w)).astype(np.float32), material=np.ones((h, w), np.uint8),
                        motion=np.zeros((h, w, 2), np.float32), index=index, display=display)
 
@@ -246,3 +247,24 @@ def test_upsampler_stage_trains_resumes_and_is_scored(tmp_path, random_v2_model)
     zero = _random_upsampler(2, (64, 64), zero=True)
     same = evaluate_upsampling(display, run / "student_frames" / "low", zero, 4, 16)["rows"]
     assert same["learned"] == same["bilinear"]
+
+
+@pytest.mark.slow
+def test_bench_measures_the_whole_chain_at_display_size(tmp_path, random_v2_model):
+    from renderer.bench import run_bench, table
+
+    model_dir = _model_with_upsampler(tmp_path, random_v2_model)
+    rng = np.random.default_rng(4)
+    count = iter(range(10**9))
+
+    def produce() -> FramePacket:
+        i = next(count)
+        return _packet((64, 64), rng, display=_packet((128, 128), rng, index=i), index=i)
+
+    result = run_bench(model_dir, produce, "cpu", seconds=1.5, game_fps=30, worker="thread", teacher=False,
+                       upsample=True, say=lambda s: None)
+    s = result.scores
+    assert s["resolution"] == "64x64" and s["display"] == "128x128" and s["upsampler_gflop_per_frame"] > 0
+    assert s["gflop_per_frame"] > s["upsampler_gflop_per_frame"] and s["throughput_fps"] > 0
+    assert result.details["student_profile"]["upsample_ms"] > 0
+    assert "128x128 (upsampled" in table(result)
