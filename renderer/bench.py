@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from bridge import FramePacket
-from models.network.loading import flops_per_frame
+from models.network.loading import flops_per_frame, load_upsampler
 from renderer.engine import StreamEngine, load_bundle, resolve_device
 from renderer.runtime import StreamingRestyler
 
@@ -216,8 +216,8 @@ def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds:
     profile = profile_student(model_dir, dev, frames, threads, {"timesteps": sampler.timesteps}, upsample=upsample)
     passes = profile["passes_per_chunk"]
     context = (sampler.window_chunks + sampler.sink_chunks + 1) * k
-    bundle = load_bundle(model_dir, "cpu", upsample=upsample)
-    upsampler_flops = 0.0 if bundle.upsampler is None else bundle.upsampler.flops_per_frame()
+    upsampler = load_upsampler(model_dir) if upsample else None
+    upsampler_flops = 0.0 if upsampler is None else upsampler.flops_per_frame()
     frame_flops = flops_per_frame(cfg, context, passes) + upsampler_flops
     model_flops = throughput * frame_flops
     torch.set_num_threads(_cores())   # the peak of the whole device, whatever the worker was given

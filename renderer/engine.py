@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from bridge import FramePacket
 from models.io import checkpoint
-from models.io.data import GBUFFERS, gbuffers_from_arrays, normalize_depth
+from models.io.data import GBUFFERS, encode_gbuffer, gbuffers_from_arrays
 from models.network.autoencoder import Autoencoder
 from models.network.dit import Conditioning, VideoDiT
 from models.network.loading import load_autoencoder, load_student, load_upsampler
@@ -225,12 +225,10 @@ class StreamEngine:
             self.resolve.reset()
             return frames
         guide = display_guide(displays).to(self.device)
-        low = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-        out = upsampler(low, guide).clamp(-1, 1)
+        out = upsampler(rgb_to_model_size(frames, frames.shape[1:3], self.device), guide).clamp(-1, 1)
         # the temporal resolve, frame by frame along the display frames' motion (dropped where a frame has none)
         out = torch.stack([self.resolve(frame, *_motion_and_depth(d, self.device)) for frame, d in zip(out, displays)])
-        out = out.add(1).mul(127.5).round().to(torch.uint8)
-        return out.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        return model_to_rgb(out[None], None)
 
     @torch.no_grad()
     def step(self, packets: Sequence[FramePacket]) -> np.ndarray:
@@ -291,8 +289,7 @@ def display_guide(displays: Sequence[FramePacket]) -> torch.Tensor:
         x = torch.from_numpy(np.stack([getattr(d, name) for d in displays])).float()
         return x[..., None] if x.dim() == 3 else x
 
-    parts = [stacked("rgb").div_(127.5).sub_(1.0), normalize_depth(stacked("depth")), stacked("normals"),
-             *(stacked(name).mul_(2).sub_(1) for name in ("uv", "ao", "sun"))]
+    parts = [stacked("rgb").div_(127.5).sub_(1.0), *(encode_gbuffer(name, stacked(name)) for name in UPSAMPLER_BUFFERS)]
     return torch.cat(parts, -1).permute(0, 3, 1, 2)
 
 

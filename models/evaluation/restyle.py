@@ -42,6 +42,11 @@ DRIFT_WINDOW = 300  # frames at each end of the drift stream (docs/evaluation.md
 SWITCHES = ("reset", "recache", "keep")
 
 
+def row_generator(seed: int, world: int, row: str) -> torch.Generator:
+    """Noise of one row on one world, independent of which other rows run (ablations compare exactly)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + world * 101 + _NOISE_STREAM[row])
+
+
 class EvalError(RuntimeError):
     """An evaluation that cannot run; the message says what is missing."""
 
@@ -170,10 +175,6 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
     period = token_pixels(m.any_network())
     reference_blockiness: list[float] = []
 
-    def rng_for(world: int, row: str) -> torch.Generator:
-        """Noise of one row on one world, independent of which other rows run (ablations compare exactly)."""
-        return torch.Generator().manual_seed(seed * 1_000_003 + world * 101 + _NOISE_STREAM[row])
-
     for first in range(0, len(data), n_styles):  # one world (all its styles) per batch
         items = collate([data[i] for i in range(first, first + n_styles)])
         ref = items["style"]
@@ -193,7 +194,7 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
             shape = (b, window, m.teacher.cfg.channels, *m.teacher.cfg.sample_size)
             outputs["teacher"] = torch.cat([m.decode(sample_teacher(
                 m.teacher, cond.frames(slice(s, s + window)), shape, steps, m.teacher_sampler["shift"],
-                guidance, rng_for(world, "teacher"), device)[0]).cpu()
+                guidance, row_generator(seed, world, "teacher"), device)[0]).cpu()
                 for s in range(0, frames, window)], 1)
             seconds["teacher"] += time.perf_counter() - tick
         # student_rgb: what screen capture and video files give the student, the frames alone (no G-buffers, so no
@@ -205,7 +206,7 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
             if row not in rows:
                 continue
             tick = time.perf_counter()
-            outputs[row] = m.decode(stream_clip(model, incoming, given, m.sampler, rng_for(world, row),
+            outputs[row] = m.decode(stream_clip(model, incoming, given, m.sampler, row_generator(seed, world, row),
                                                 no_context=no_context)).cpu()
             seconds[row] += time.perf_counter() - tick
         for i in range(b):

@@ -15,6 +15,7 @@ s-pixel grid, in the details) and warp_ratio over each clip with the display-siz
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,6 @@ def evaluate_upsampling(display_clips: Path, frames_dir: Path, upsampler: Upsamp
                         token_pixels: int) -> dict[str, Any]:
     """Scores per row (overall and per style), the reference's own blockiness, and a full-size side-by-side of the
     first world (a line per style: bilinear, bilateral, learned when present, reference) as (3, H, W) in [-1, 1]."""
-    import json
-
     data = ClipDataset(display_clips, clip_frames=frames, stride=1 << 30)
     kept = json.loads((frames_dir / "manifest.json").read_text())
     files = {int(s): f for s, f in kept["clips"].items()}

@@ -276,9 +276,14 @@ def gbuffers_from_arrays(buffers: dict[str, np.ndarray | None]) -> torch.Tensor:
         if array is None:
             break
         x = torch.from_numpy(np.ascontiguousarray(array)).float()
-        x = x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)
-        parts.append(normalize_depth(x) if name == "depth" else x if name in ("normals", "material") else x * 2 - 1)
+        parts.append(encode_gbuffer(name, x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2)))
     return torch.cat(parts, 1)
+
+
+def encode_gbuffer(name: str, x: torch.Tensor) -> torch.Tensor:
+    """One G-buffer as the packet carries it (float) -> the training encoding, any layout: log depth, normals and
+    material ids as they are, the [0, 1] buffers (uv, ao, sun) mapped to [-1, 1]."""
+    return normalize_depth(x) if name == "depth" else x if name in ("normals", "material") else x * 2 - 1
 
 
 def make_loader(root: Path | str, batch: int, clip_frames: int, *, styles: Sequence[str | int] | None = None,

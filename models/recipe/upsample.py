@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from safetensors.numpy import load_file, save_file
 from torch.utils.data import Dataset
 
+from models.evaluation.restyle import row_generator, to_uint8
 from models.io.atomic import write_atomic
 from models.io.data import ClipDataset, DataError, collate, gbuffers_of
 from models.io.images import save_grid
@@ -36,20 +37,10 @@ from models.network.upsampler import Upsampler, UpsamplerConfig, bilinear, guide
 from models.recipe.loop import Stage, StepInput, StepLoss, TrainConfig, TrainError
 
 FRAMES_MANIFEST = "manifest.json"
-# The noise of the student row of `restyler eval` (models.evaluation.restyle), so the frames kept for the held-out
-# worlds are exactly the frames eval scores as `student`.
-STUDENT_NOISE_STREAM = 2
-
-
 def default_config() -> TrainConfig:
     # whole display-size frames, 8 a step; still gaining at 12,000 steps (docs/upsampling.md)
     return TrainConfig(steps=16000, batch=8, lr=2e-3, warmup=50, ema_decay=0.995, ema_start=200, sample_every=1000,
                        checkpoint_every=250)
-
-
-def noise_generator(seed: int, world: int) -> torch.Generator:
-    """The student row's noise on one world in `restyler eval` (seed 0 there)."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + world * 101 + STUDENT_NOISE_STREAM)
 
 
 @torch.no_grad()
@@ -81,8 +72,9 @@ def student_frames(model_dir: Path, clips_dir: Path, out: Path, device: torch.de
         items = collate([data[i] for i in range(first, first + n_styles)])
         cond = Conditioning(low=items["low"].to(device), gbuffers=gbuffers_of(items).to(device),
                             style=table[items["style_index"]].to(device), motion=items["motion"].to(device))
-        frames = stream_clip(student, cond.low, cond, sampler, noise_generator(0, seed)).clamp(-1, 1)
-        pixels = ((frames.cpu() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).contiguous()
+        # the noise of `restyler eval`'s student row, so the frames kept for held-out worlds are the ones it scores
+        frames = stream_clip(student, cond.low, cond, sampler, row_generator(0, seed, "student"))
+        pixels = to_uint8(frames.cpu()).contiguous()
         write_atomic(out / name, lambda path: save_file({"frames": pixels.numpy()}, str(path)))
         kept["clips"][str(seed)] = name
         write_atomic(manifest_path, lambda path: Path(path).write_text(json.dumps(kept, indent=1)))
@@ -100,8 +92,6 @@ class UpsampleData(Dataset):
         frame      float32 (3, h, w)   the student's frame in [-1, 1]
         guide      float32 (C, H, W)   GUIDE at display size
         reference  float32 (3, H, W)   the reference style at display size in [-1, 1]
-        motion     float32 (2, H, W)   display-size motion to the previous frame, pixels
-        depth      float32 (1, H, W)   display-size log depth (the data encoding)
         seed, start, style_index  int64
     """
 
@@ -141,7 +131,6 @@ class UpsampleData(Dataset):
                             f"has frame {start}: record both with the same --frames")
         frame = torch.from_numpy(kept[style, start]).permute(2, 0, 1).float() / 127.5 - 1
         return {"frame": frame, "guide": guide_of(item)[0], "reference": item["style"][0],
-                "motion": item["motion"][0], "depth": item["depth"][0],
                 "seed": item["seed"], "start": item["start"], "style_index": item["style_index"]}
 
 
