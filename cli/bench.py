@@ -34,15 +34,16 @@ def add_parser(sub) -> None:
                    help="measure the whole chain at this displayed size: the game also renders its cheap pass and "
                         "G-buffers there and the model's upsampler brings each AI frame to it (the size the model's "
                         "upsampler was trained for; without --display the AI frames stay at the model's size)")
+    p.add_argument("--game", default=None, metavar="MODULE:FACTORY",
+                   help="run beside another game: its GameFactory (bridge.recording), whose games hand over their "
+                        "play-time frames with play_frame(), e.g. tile_game:recordable; default: the demo game")
     add_steps(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from demo_game import GameConfig, GameSession
-    from renderer.bench import STYLE, run_bench, table
+    from renderer.bench import STYLE, run_bench
     from renderer.engine import ModelError, load_bundle
 
     if args.page:
@@ -59,17 +60,51 @@ def run(args: argparse.Namespace) -> int:
         # its G-buffers and the sun of the style the bench asks for, as `restyler play` does (and with --display
         # the same at display size, which the upsampler reads)
         fps = max(1, round(args.game_fps))
+        if args.game is not None:
+            return _bench_game(args, size, fps)
         with GameSession(GameConfig(seed=1000, width=size[0], height=size[1], fps=fps)) as game:
             result = run_bench(args.model, lambda: game.step(sun=STYLE, display=args.display), args.device,
                                args.seconds, fps, args.worker, args.threads, args.steps,
                                teacher=not args.no_teacher, upsample=args.display is not None)
     except (ModelError, RuntimeError, ValueError) as exc:
         return error("bench", str(exc))
+    _write(args, result)
+    return 0
+
+
+def _bench_game(args: argparse.Namespace, size: tuple[int, int], fps: int) -> int:
+    """Beside another game: its first held-out level, each tick its play-time frame at the model's size."""
+    from bridge.recording import RecordError, RecordingRequest, load_factory
+    from renderer.bench import run_bench
+    from renderer.engine import ModelError
+
+    if args.display is not None:
+        return error("bench", "--display measures the demo game's display-size chain; leave it out with --game")
+    try:
+        game = load_factory(args.game)(RecordingRequest(seed=1000, size=size))
+        if not callable(getattr(game, "play_frame", None)):
+            return error("bench", f"--game {args.game}: its games have no play_frame() (the frame a game streams at "
+                                  "play time, without targets), which the benchmark runs the game with")
+        try:
+            result = run_bench(args.model, game.play_frame, args.device, args.seconds, fps, args.worker,
+                               args.threads, args.steps, teacher=not args.no_teacher)
+        finally:
+            game.close()
+    except (RecordError, ModelError, RuntimeError, ValueError) as exc:
+        return error("bench", str(exc))
+    _write(args, result)
+    return 0
+
+
+def _write(args: argparse.Namespace, result) -> None:
+    import json
+
+    from renderer.bench import table
+
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result.scores, indent=2) + "\n")
     args.json.with_name(args.json.stem + "_details.json").write_text(json.dumps(result.details, indent=2) + "\n")
     print(table(result))
-    return 0
 
 
 def run_page(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
-"""`restyler eval`: render held-out worlds with the game and score a model on them
-(models.evaluation.restyle; docs/evaluation.md defines every number).
+"""`restyler eval`: render held-out worlds with the game (the demo game, or any game's GameFactory with --game) and
+score a model on them (models.evaluation.restyle; docs/evaluation.md defines every number).
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
                    help="run only these rows (ablations skip the slow teacher); the others score null")
     p.add_argument("--worlds", type=Path, default=Path("out/eval_worlds"), metavar="DIR",
                    help="where the rendered held-out worlds are kept, so a second eval does not render them again")
+    p.add_argument("--game", default=None, metavar="MODULE:FACTORY",
+                   help="render the held-out levels of another game through its GameFactory (bridge.recording), "
+                        "e.g. tile_game:recordable; default: the demo game")
     p.add_argument("--display", type=parse_size, default=None, metavar="WxH",
                    help="also score the student's frames brought to this display size (a whole multiple of the "
                         "model's): bilinear, joint-bilateral and the model's learned upsampler against the reference "
@@ -47,8 +50,24 @@ def add_parser(sub) -> None:
     p.set_defaults(handler=run)
 
 
+def _held_out(args: argparse.Namespace, size: tuple[int, int], frames: int, seeds: range | list[int],
+              what: str) -> Path:
+    """The held-out worlds at `size`, rendered by the game once and kept under --worlds for later evals (the shard
+    format in the name: worlds kept by an older version are rendered again, not refused)."""
+    from bridge.recording import SHARD_FORMAT, load_factory, record_dataset as record_game
+    from demo_game.record import record_dataset
+
+    game = "" if args.game is None else args.game.partition(":")[0].replace(".", "_") + "_"
+    out = args.worlds / f"{game}v{SHARD_FORMAT}_{what}{size[0]}x{size[1]}_{frames}f_seeds{seeds[0]}-{seeds[-1]}"
+    if args.game is None:
+        record_dataset(out, seeds, frames, size, force_eval_seeds=True)
+    else:
+        record_game(out, load_factory(args.game), seeds, frames, size, force_eval_seeds=True)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
-    from demo_game.record import FORMAT, RecordError, record_dataset
+    from bridge.recording import RecordError
     from models.evaluation.restyle import EvalError, evaluate, markdown_table
     from models.io.checkpoint import CheckpointError, config_from_json, exists, load_checkpoint
     from models.io.data import DataError
@@ -75,15 +94,10 @@ def run(args: argparse.Namespace) -> int:
             return error("eval", f"--timesteps, --refresh, --noise and --reset-every change the student's sampler, "
                                  f"but {args.model} holds no student")
         sampler = replace(config_from_json(StudentSampler, meta["sampler"]), **changes) if changes else None
-        # the held-out worlds, rendered by the game once and kept for later evals (the data format in the name:
-        # worlds kept by an older version are rendered again, not refused)
-        seeds = f"{args.seeds.start}-{args.seeds.stop - 1}"
-        clips = args.worlds / f"v{FORMAT}_{width}x{height}_{args.frames}f_seeds{seeds}"
-        record_dataset(clips, args.seeds, args.frames, (width, height), force_eval_seeds=True)
+        clips = _held_out(args, (width, height), args.frames, args.seeds, "")
         drift = None
         if args.drift_frames > 0 and "student" in held:   # the drift stream is the student's
-            drift = args.worlds / f"v{FORMAT}_drift_{width}x{height}_{args.drift_frames}f_seed{args.seeds.start}"
-            record_dataset(drift, [args.seeds[0]], args.drift_frames, (width, height), force_eval_seeds=True)
+            drift = _held_out(args, (width, height), args.drift_frames, [args.seeds[0]], "drift_")
         result = evaluate(args.model, clips, args.frames, drift, args.teacher_steps, sampler, device=device,
                           switch=args.switch, teacher_guidance=args.teacher_guidance,
                           **({} if args.rows is None else {"rows": args.rows}))
@@ -102,7 +116,7 @@ def _score_display(args: argparse.Namespace, clips: Path, model_size: tuple[int,
                    device: str) -> None:
     """--display: the held-out worlds again at display size, the student's frames on them upsampled three ways and
     scored (models.evaluation.upsample); the scores go into result.scores["display"], the picture into the media."""
-    from demo_game.record import FORMAT, RecordError, record_dataset
+    from bridge.recording import RecordError
     from models.evaluation.restyle import EvalError, token_pixels
     from models.evaluation.upsample import evaluate_upsampling
     from models.network.loading import load_network, load_upsampler
@@ -112,10 +126,8 @@ def _score_display(args: argparse.Namespace, clips: Path, model_size: tuple[int,
     if width % model_size[0] or height % model_size[1] or width // model_size[0] != height // model_size[1]:
         raise EvalError(f"--display {width}x{height} must be the model's {model_size[0]}x{model_size[1]} times a "
                         "whole number")
-    seeds = f"{args.seeds.start}-{args.seeds.stop - 1}"
-    display = args.worlds / f"v{FORMAT}_{width}x{height}_{args.frames}f_seeds{seeds}"
     try:
-        record_dataset(display, args.seeds, args.frames, (width, height), force_eval_seeds=True)
+        display = _held_out(args, (width, height), args.frames, args.seeds, "")
     except RecordError as exc:
         raise EvalError(str(exc)) from None
     # the eval's student row, kept per model (a retrained student makes them again)

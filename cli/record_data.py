@@ -1,4 +1,5 @@
-"""`restyler record-data`: record training clips of the demo game with its bot."""
+"""`restyler record-data`: record training clips of the demo game with its bot, or of any game through the
+recording API (bridge.recording) with --game module:factory."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from cli.args import error, parse_seeds, parse_size, positive_float, positive_in
 
 def add_parser(sub) -> None:
     p = sub.add_parser("record-data", help="record training clips with the scripted bot",
-                       description="Record one clip per seed: the low-detail pass, G-buffers and every reference "
-                                   "style. Interrupt any time; a rerun with the same arguments resumes.")
+                       description="Record one clip per seed: the cheap frame, the G-buffers the game has and its "
+                                   "target frame in every style. Interrupt any time; a rerun with the same arguments "
+                                   "resumes.")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="dataset directory; rerunning into the same DIR skips clips already recorded")
     p.add_argument("--seeds", type=parse_seeds, required=True, metavar="A:B",
@@ -25,15 +27,24 @@ def add_parser(sub) -> None:
     p.add_argument("--pace", type=positive_float, default=1.0, metavar="X",
                    help="the bot's walking and turning speed as a multiple of normal; 0.3 records the calm camera "
                         "the generation stage (`train gen`) learns from")
+    p.add_argument("--game", default=None, metavar="MODULE:FACTORY",
+                   help="record another game through the recording API: a GameFactory (bridge.recording) such as "
+                        "tile_game:recordable; default: the demo game (docs/your-game.md)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from demo_game.record import RecordError, record_dataset
+    from bridge.recording import RecordError, load_factory, record_dataset as record_game
 
     try:
-        record_dataset(args.out, args.seeds, args.frames, args.size, force_eval_seeds=args.force_eval_seeds,
-                       pace=args.pace)
+        if args.game is None:
+            from demo_game.record import record_dataset
+
+            record_dataset(args.out, args.seeds, args.frames, args.size, force_eval_seeds=args.force_eval_seeds,
+                           pace=args.pace)
+        else:
+            record_game(args.out, load_factory(args.game), args.seeds, args.frames, args.size,
+                        force_eval_seeds=args.force_eval_seeds, pace=args.pace)
     except RecordError as exc:
         return error("record-data", str(exc))
     return 0

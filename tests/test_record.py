@@ -11,12 +11,13 @@ import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 
+from bridge import FramePacket
 from demo_game import record
 from demo_game.record import RecordError, record_dataset
 from models.io.data import (ClipDataset, DataError, collate, gbuffers_from_arrays, gbuffers_of, load_clip, make_loader,
@@ -62,6 +63,9 @@ class FakeSession:
     def __exit__(self, *exc):
         return False
 
+    def close(self):
+        pass
+
     def _rng(self, *salt: int) -> np.random.Generator:
         return np.random.default_rng([self.config.seed, self.frame, *salt])
 
@@ -69,7 +73,7 @@ class FakeSession:
         self.frame += 1
         rng, hw = self._rng(), (self.config.height, self.config.width)
         normals = rng.normal(size=(*hw, 3)).astype(np.float32)
-        return SimpleNamespace(
+        return FramePacket(
             rgb=rng.integers(0, 256, (*hw, 3), dtype=np.uint8),
             depth=rng.uniform(0.1, 120.0, hw).astype(np.float32),
             normals=normals / np.linalg.norm(normals, axis=-1, keepdims=True),
@@ -161,8 +165,12 @@ def test_round_trip_matches_contract(game: Game, tmp_path: Path):
     game.record(out, range(0, 2))
 
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["format"] == 2 and manifest["size"] == [32, 32] and manifest["frames"] == FRAMES
+    assert manifest["format"] == 3 and manifest["size"] == [32, 32] and manifest["frames"] == FRAMES
     assert manifest["fps"] == 30 and manifest["styles"] == game.styles
+    assert manifest["buffers"] == ["depth", "normals", "material", "motion", "uv", "ao", "sun"]
+    # the shards keep format 2's bytes (the manifest alone changed in format 3): the same header metadata as before
+    with safe_open(str(out / "seed_0001.safetensors"), framework="np") as f:
+        assert json.loads(f.metadata()["restyler"]) == {"format": 2, "seed": 1, "fps": 30, "styles": game.styles}
     assert manifest["clips"] == {
         f"seed_000{s}": {"seed": s, "file": f"seed_000{s}.safetensors", "frames": FRAMES} for s in (0, 1)
     }
@@ -312,10 +320,11 @@ def test_bad_session_output_named(fake_game: Game, tmp_path: Path):
     """Guards against a game that returns a missing G-buffer or a frame of the wrong size being recorded silently
     (or failing with a bare numpy broadcast error)."""
 
-    class NoDepth(FakeSession):
+    class NoDepth(FakeSession):   # a game may have no depth at all, but not depth on some frames only
         def step(self):
             packet = super().step()
-            packet.depth = None
+            if self.frame > 1:
+                packet.depth = None
             return packet
 
     with pytest.raises(RecordError, match="depth"):
@@ -325,7 +334,7 @@ def test_bad_session_output_named(fake_game: Game, tmp_path: Path):
         def render_styles(self):
             return {name: img[:-1] for name, img in super().render_styles().items()}
 
-    with pytest.raises(RecordError, match="style/0"):
+    with pytest.raises(RecordError, match=r"targets\['sunny'\] should be .* \(32, 32, 3\)"):
         fake_game.record(tmp_path / "b", range(0, 1), session_cls=WrongSize)
 
 

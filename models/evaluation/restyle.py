@@ -151,16 +151,19 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
     if frames % window or (m.student is not None and frames % m.student.cfg.chunk_frames):
         raise EvalError(f"--frames must be a multiple of the {window}-frame clip the models work on; got {frames}")
     data = ClipDataset(clips_dir, clip_frames=frames, stride=1 << 30)
-    missing = [s for s in data.style_names if s not in m.prompts]
+    # a style the model never learnt is asked for by the game's own prompt for it (a model scored on a game it
+    # was not trained on)
+    prompts = {**(data.prompts or {}), **m.prompts}
+    missing = [s for s in data.style_names if s not in prompts]
     if missing:
-        raise EvalError(f"the model knows no prompts for styles {missing} of {clips_dir}")
+        raise EvalError(f"the model knows no prompts for styles {missing} of {clips_dir}, and the data lists none")
     frame_size = tuple(data.size[::-1])
     model_size = m.any_network().cfg.frame_size
     if frame_size != model_size:
         raise EvalError(f"the model works at {model_size[1]}x{model_size[0]} but {clips_dir} holds "
                         f"{frame_size[1]}x{frame_size[0]} frames")
     encoder = PromptEncoder.shared()
-    style_table = encoder.encode([m.prompts[name][0] for name in data.style_names])  # the first training prompt
+    style_table = encoder.encode([prompts[name][0] for name in data.style_names])  # the first training prompt
     steps = None if m.teacher is None else teacher_steps or m.teacher_sampler["steps"]
     guidance = None if m.teacher is None else (
         m.teacher_sampler["guidance"] if teacher_guidance is None else teacher_guidance)
@@ -179,7 +182,7 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
         items = collate([data[i] for i in range(first, first + n_styles)])
         ref = items["style"]
         depth = denormalize_depth(items["depth"][:, :, 0])
-        cond = Conditioning(low=m.encode(items["low"].to(device)), gbuffers=gbuffers_of(items).to(device),
+        cond = Conditioning(low=m.encode(items["low"].to(device)), gbuffers=gbuffers_of(items, device),
                             style=style_table[items["style_index"]].to(device), motion=items["motion"].to(device))
         incoming = cond.low
         outputs: dict[str, torch.Tensor] = {"input": items["low"]}
@@ -323,7 +326,7 @@ def style_switch(m: _Models, data: ClipDataset, frames: int, style_table: torch.
         old = items["style_index"]
         new = old.roll(-1)
         low = m.encode(items["low"].to(device))
-        gb = gbuffers_of(items).to(device)
+        gb = gbuffers_of(items, device)
         motion = items["motion"].to(device)
         cache = m.student.new_cache(len(old), m.sampler.window_chunks, m.sampler.sink_chunks)
         noise = m.sampler.stream_noise(low[:, :k], rng)
@@ -375,7 +378,7 @@ def long_stream_drift(m: _Models, drift_dir: Path, style_table: torch.Tensor, st
     scores = []
     for i in range(len(data)):
         items = collate([data[i]])
-        cond = Conditioning(low=m.encode(items["low"].to(device)), gbuffers=gbuffers_of(items).to(device),
+        cond = Conditioning(low=m.encode(items["low"].to(device)), gbuffers=gbuffers_of(items, device),
                             style=style, motion=items["motion"].to(device))
         if noise is None:
             noise = m.sampler.stream_noise(cond.low, rng)

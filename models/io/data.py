@@ -5,7 +5,8 @@ format of docs/interfaces.md on its own (models/ imports nothing from the game, 
 are opened lazily and memory-mapped, and a window reads only its own frames, so a dataset larger than memory trains
 fine.
 
-Every item is a dict of tensors, frame-major as inside the models, (F, C, H, W):
+Every item is a dict of tensors, frame-major as inside the models, (F, C, H, W); a dataset recorded from a game with
+fewer buffers (the manifest's "buffers") gives only those, and `sun` only when it lists "sun":
     low          float32 (F, 3, H, W)  low-detail pass in [-1, 1]
     style        float32 (F, 3, H, W)  the target: reference style `style_index`, in [-1, 1]
     depth        float32 (F, 1, H, W)  log depth in [-1, 1], see normalize_depth
@@ -35,14 +36,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file
 from torch.utils.data import DataLoader, Dataset
 
-FORMAT = 2  # 2 added the uv, ao and per-style sun G-buffers
+FORMAT = 3  # 2 added the uv, ao and per-style sun G-buffers; 3 lists the buffers and the prompts in the manifest
+READABLE_FORMATS = (2, 3)   # a format-2 dataset holds every buffer (the demo game's), its prompts are the game's
 MANIFEST = "manifest.json"
 # The game's far plane (GameConfig.far, in blocks); the sky is recorded at this depth. Depth beyond it is clamped.
 DEPTH_FAR = 120.0
 OPEN_SHARDS = 64  # memory-mapped shards kept open per process; older ones are closed first
 
 # What each stored tensor must look like: name -> (safetensors dtype, trailing dims after (F, H, W)).
-_STORED = {"low": ("U8", (3,)), "depth": ("F16", ()), "normals": ("F16", (3,)), "material": ("U8", ()),
+_STORED = {"depth": ("F16", ()), "normals": ("F16", (3,)), "material": ("U8", ()),
            "motion": ("F16", (2,)), "uv": ("F16", (2,)), "ao": ("F16", ())}
 _RERUN = "rerun `restyler record-data` with the same --out, --seeds, --frames and --size to re-record it"
 
@@ -72,10 +74,16 @@ def read_manifest(root: Path | str) -> dict[str, Any]:
             raise KeyError(", ".join(missing))
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path} is not a valid manifest ({exc!r}); record the data again into a fresh --out") from None
-    if fmt != FORMAT:
-        raise DataError(f"{path} has format {fmt!r}; this version reads format {FORMAT}: record the clips again "
-                        "into a fresh --out")
+    if fmt not in READABLE_FORMATS:
+        raise DataError(f"{path} has format {fmt!r}; this version reads formats {list(READABLE_FORMATS)}: record the "
+                        "clips again into a fresh --out")
+    manifest.setdefault("buffers", [*_STORED, "sun"])
     return manifest
+
+
+def recorded_buffers(manifest: dict[str, Any]) -> list[str]:
+    """The per-frame buffers besides the cheap frame that every clip of the dataset holds, "sun" included."""
+    return [name for name in (*_STORED, "sun") if name in manifest["buffers"]]
 
 
 def normalize_depth(depth: torch.Tensor, far: float = DEPTH_FAR) -> torch.Tensor:
@@ -102,14 +110,15 @@ def _shard_error(path: Path, problem: str) -> DataError:
     return DataError(f"shard {path} {problem}; {_RERUN}")
 
 
-def _check_shard(path: Path, frames: int, size: tuple[int, int], n_styles: int) -> None:
+def _check_shard(path: Path, frames: int, size: tuple[int, int], n_styles: int, buffers: Sequence[str]) -> None:
     """Read a shard's header and check it has every tensor the manifest implies; raise DataError otherwise."""
     if not path.is_file():
         raise _shard_error(path, "is missing")
     width, height = size
-    expected = dict(_STORED)
+    expected = {"low": ("U8", (3,)), **{name: _STORED[name] for name in buffers if name in _STORED}}
     expected.update({style_key(i): ("U8", (3,)) for i in range(n_styles)})
-    expected.update({sun_key(i): ("F16", ()) for i in range(n_styles)})
+    if "sun" in buffers:
+        expected.update({sun_key(i): ("F16", ()) for i in range(n_styles)})
     try:
         with safe_open(str(path), framework="pt") as f:
             missing = sorted(set(expected) - set(f.keys()))
@@ -135,7 +144,7 @@ def load_clip(root: Path | str, seed: int) -> dict[str, np.ndarray]:
         recorded = sorted(e["seed"] for e in manifest["clips"].values())
         raise DataError(f"seed {seed} is not recorded in {root}; recorded seeds: {recorded}")
     path = root / entry["file"]
-    _check_shard(path, entry["frames"], tuple(manifest["size"]), len(manifest["styles"]))
+    _check_shard(path, entry["frames"], tuple(manifest["size"]), len(manifest["styles"]), recorded_buffers(manifest))
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as exc:
@@ -155,6 +164,9 @@ class ClipDataset(Dataset):
         self.root = Path(root)
         manifest = read_manifest(self.root)
         self.style_names: list[str] = list(manifest["styles"])
+        self.buffers = recorded_buffers(manifest)
+        # style -> the prompts the game gave for it; None for format 2 (the demo game's, known from its styles)
+        self.prompts: dict[str, list[str]] | None = manifest.get("prompts")
         self.size: tuple[int, int] = tuple(manifest["size"])  # (W, H)
         self.clip_frames = clip_frames
         self.depth_far = depth_far
@@ -167,7 +179,7 @@ class ClipDataset(Dataset):
         self.windows: list[tuple[Path, int, int]] = []
         for entry in sorted(manifest["clips"].values(), key=lambda e: e["seed"]):
             path = self.root / entry["file"]
-            _check_shard(path, entry["frames"], self.size, len(self.style_names))
+            _check_shard(path, entry["frames"], self.size, len(self.style_names), self.buffers)
             if clip_frames > entry["frames"]:
                 raise DataError(f"clip_frames={clip_frames} exceeds the {entry['frames']} frames recorded per clip "
                                 f"in {self.root}; lower clip_frames or record longer clips")
@@ -227,20 +239,22 @@ class ClipDataset(Dataset):
             except (SafetensorError, OSError) as exc:
                 raise _shard_error(path, f"is unreadable ({exc})") from None
 
-        return {
+        item = {
             "low": rgb_to_unit(read("low")).contiguous(),                              # (F, 3, H, W)
             "style": rgb_to_unit(read(style_key(style_index))).contiguous(),           # (F, 3, H, W)
-            "depth": normalize_depth(read("depth"), self.depth_far).unsqueeze(1),      # (F, 1, H, W)
-            "normals": read("normals").movedim(-1, 1).float().contiguous(),            # (F, 3, H, W)
-            "material": read("material").long().unsqueeze(1),                          # (F, 1, H, W)
-            "motion": read("motion").movedim(-1, 1).float().contiguous(),              # (F, 2, H, W)
-            "uv": read("uv").movedim(-1, 1).float().mul(2.0).sub(1.0).contiguous(),   # (F, 2, H, W)
-            "ao": read("ao").float().mul(2.0).sub(1.0).unsqueeze(1),                  # (F, 1, H, W)
-            "sun": read(sun_key(style_index)).float().mul(2.0).sub(1.0).unsqueeze(1), # (F, 1, H, W)
-            "style_index": torch.tensor(style_index),
-            "seed": torch.tensor(seed),
-            "start": torch.tensor(start),
         }
+        decode = {
+            "depth": lambda: normalize_depth(read("depth"), self.depth_far).unsqueeze(1),      # (F, 1, H, W)
+            "normals": lambda: read("normals").movedim(-1, 1).float().contiguous(),            # (F, 3, H, W)
+            "material": lambda: read("material").long().unsqueeze(1),                          # (F, 1, H, W)
+            "motion": lambda: read("motion").movedim(-1, 1).float().contiguous(),              # (F, 2, H, W)
+            "uv": lambda: read("uv").movedim(-1, 1).float().mul(2.0).sub(1.0).contiguous(),   # (F, 2, H, W)
+            "ao": lambda: read("ao").float().mul(2.0).sub(1.0).unsqueeze(1),                  # (F, 1, H, W)
+            "sun": lambda: read(sun_key(style_index)).float().mul(2.0).sub(1.0).unsqueeze(1), # (F, 1, H, W)
+        }
+        item.update({name: decode[name]() for name in self.buffers})
+        item.update(style_index=torch.tensor(style_index), seed=torch.tensor(seed), start=torch.tensor(start))
+        return item
 
 
 def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -261,9 +275,19 @@ def gbuffer_slice(buffer: str) -> slice:
     return slice(start, start + GBUFFERS[names.index(buffer)][1])
 
 
-def gbuffers_of(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(B, F, 9, H, W): every channel of GBUFFERS, in order, as float32."""
-    return torch.cat([batch[name].float() for name, _ in GBUFFERS], 2)
+def gbuffers_of(batch: dict[str, torch.Tensor], device: torch.device | str | None = None) -> torch.Tensor | None:
+    """(B, F, C, H, W): the channels of GBUFFERS, in order, as float32 (on `device` when given), up to the first
+    buffer the data lacks (all 9 for the demo game's); None when it has none of them (a game that hands over its
+    frames alone)."""
+    parts = []
+    for name, _ in GBUFFERS:
+        if name not in batch:
+            break
+        parts.append(batch[name].float())
+    if not parts:
+        return None
+    stacked = torch.cat(parts, 2)
+    return stacked if device is None else stacked.to(device)
 
 
 def gbuffers_from_arrays(buffers: dict[str, np.ndarray | None]) -> torch.Tensor:

@@ -31,6 +31,8 @@ class RecipeData:
                  device: torch.device):
         self.cfg = cfg
         self.dataset = ClipDataset(data, clip_frames=cfg.clip_frames)
+        # a game's own data names its styles' prompts (a style of the same name as the teacher's is retaught)
+        prompts = {**prompts, **(self.dataset.prompts or {})}
         missing = [s for s in self.dataset.style_names if not prompts.get(s)]
         if missing:
             raise TrainError(f"no training prompts for styles {missing} of {data}")
@@ -72,7 +74,7 @@ class RecipeData:
         draws = draws or {}
         return Conditioning(
             low=self.to_model_space(items["low"].to(d)),
-            gbuffers=gbuffers_of(items).to(d),
+            gbuffers=gbuffers_of(items, d),
             style=(draws["style"] if style is None else style).to(d),
             keep_low=None if "keep_low" not in draws else draws["keep_low"].to(d),
             keep_gbuffers=None if "keep_gbuffers" not in draws else draws["keep_gbuffers"].to(d),

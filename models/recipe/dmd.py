@@ -355,7 +355,9 @@ class DmdStage(Stage):
         return generator_loss(disc(x0, low, gbuffers, style)), disc_loss
 
     def meta(self):
-        return {**student_meta(self.teacher_meta, self.model.cfg, self.sampler), "dmd": asdict(self.dmd_cfg),
+        # the styles and prompts of the data it learnt (another game's, when fine-tuning a finished student on it)
+        return {**student_meta(self.teacher_meta, self.model.cfg, self.sampler), "prompts": self.clips.prompts,
+                "styles": self.clips.dataset.style_names, "dmd": asdict(self.dmd_cfg),
                 **self.provenance}
 
     @torch.no_grad()

@@ -70,7 +70,7 @@ def student_frames(model_dir: Path, clips_dir: Path, out: Path, device: torch.de
         if name in kept["clips"].values() and (out / name).exists():
             continue
         items = collate([data[i] for i in range(first, first + n_styles)])
-        cond = Conditioning(low=items["low"].to(device), gbuffers=gbuffers_of(items).to(device),
+        cond = Conditioning(low=items["low"].to(device), gbuffers=gbuffers_of(items, device),
                             style=table[items["style_index"]].to(device), motion=items["motion"].to(device))
         # the noise of `restyler eval`'s student row, so the frames kept for held-out worlds are the ones it scores
         frames = stream_clip(student, cond.low, cond, sampler, row_generator(0, seed, "student"))
