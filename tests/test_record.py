@@ -379,3 +379,25 @@ def test_pace_scales_the_bot_and_is_part_of_the_dataset(fake_game: Game, tmp_pat
         fake_game.record(out, range(0, 2))
     with pytest.raises(RecordError, match="pace"):
         fake_game.record(tmp_path / "other", range(0, 1), pace=0)
+
+
+def test_demo_shards_keep_the_bytes_of_format_2(egl_ctx, tmp_path: Path):
+    """The demo game records through the recording API byte for byte as format 2's own writer did: the same
+    passes of the same seed, stacked in the same order, float16 where it was, with the same single metadata key."""
+    from safetensors.numpy import save_file
+
+    from demo_game import STYLES, GameConfig, GameSession
+
+    record_dataset(tmp_path, [3], 3, (32, 24), progress=False, ctx=egl_ctx)
+    with GameSession(GameConfig(seed=3, width=32, height=24), ctx=egl_ctx) as game:
+        ticks = [(game.step(), game.render_styles(), game.render_suns()) for _ in range(3)]
+    stored = {"low": np.uint8, "depth": np.float16, "normals": np.float16, "material": np.uint8,
+              "motion": np.float16, "uv": np.float16, "ao": np.float16}
+    before = {name: np.stack([getattr(p, "rgb" if name == "low" else name) for p, _, _ in ticks]).astype(dtype)
+              for name, dtype in stored.items()}
+    before.update({f"style/{i}": np.stack([refs[s] for _, refs, _ in ticks]) for i, s in enumerate(STYLES)})
+    before.update({f"sun/{i}": np.stack([suns[s] for _, _, suns in ticks]).astype(np.float16)
+                   for i, s in enumerate(STYLES)})
+    meta = {"format": 2, "seed": 3, "fps": 30, "styles": list(STYLES)}
+    save_file(before, str(tmp_path / "before.safetensors"), metadata={"restyler": json.dumps(meta, sort_keys=True)})
+    assert (tmp_path / "seed_0003.safetensors").read_bytes() == (tmp_path / "before.safetensors").read_bytes()

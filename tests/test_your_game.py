@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = "SEEDS=0:2 FRAMES=8 STEPS=2 EVAL_FRAMES=8 SECONDS=3 BENCH_SECONDS=2"
+TINY = "SEEDS=0:2 FRAMES=8 STEPS=2 CALM_STEPS=1 EVAL_FRAMES=8 SECONDS=3 BENCH_SECONDS=2"
 
 
 def recipe_block() -> list[str]:
@@ -39,10 +39,10 @@ def test_tutorial_steps_run_verbatim(tmp_path: Path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     manifest = json.loads((tmp_path / "data" / "tiles128" / "manifest.json").read_text())
     assert manifest["styles"] == ["sunny summer", "autumn dusk"] and len(manifest["clips"]) == 2
-    scores = json.loads((tmp_path / "runs" / "tiles_student" / "eval.json").read_text())
+    scores = json.loads((tmp_path / "runs" / "tiles_student_calm" / "eval.json").read_text())
     assert scores["rows"]["student"]["psnr"] > 0
     student = json.loads((tmp_path / "models" / "weights" / "tiles" / "student.json").read_text())
     assert student["styles"] == ["sunny summer", "autumn dusk"] and "autumn dusk" in student["prompts"]
     assert (tmp_path / "out" / "tile_play" / "play.mp4").stat().st_size > 0
-    bench = json.loads((tmp_path / "runs" / "tiles_student" / "bench.json").read_text())
+    bench = json.loads((tmp_path / "runs" / "tiles_student_calm" / "bench.json").read_text())
     assert bench["throughput_fps"] > 0
