@@ -207,3 +207,14 @@ def test_load_factory_errors():
                         ("tile_game:nothing", "no callable 'nothing'")]:
         with pytest.raises(RecordError, match=match):
             load_factory(spec)
+
+
+def test_eval_needs_motion_and_depth(tmp_path: Path):
+    """A frames-only recording trains, but `restyler eval` scores the warp ratio along the game's motion and says
+    so in one line rather than failing on a missing tensor."""
+    from models.evaluation.restyle import EvalError, evaluate
+
+    record_dataset(tmp_path, ToyGame, range(1000, 1001), FRAMES, (128, 128), progress=False, force_eval_seeds=True)
+    with pytest.raises(EvalError, match="recorded without depth and motion"):
+        evaluate(Path(__file__).resolve().parents[1] / "models" / "weights" / "tiles", tmp_path, FRAMES,
+                 rows=("input", "student"))

@@ -191,7 +191,7 @@ class Level:
         self.time += dt
         move = self._bot_move() if move is None else move
         self._walk(self.player, np.asarray(move, float), self.cfg.speed * dt)
-        for slime, i in zip(self.slimes, range(len(self.slimes))):
+        for i, slime in enumerate(self.slimes):
             self._wander(slime, i, dt)
         for coin in self.coins:
             coin.age += dt

@@ -157,6 +157,10 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
     missing = [s for s in data.style_names if s not in prompts]
     if missing:
         raise EvalError(f"the model knows no prompts for styles {missing} of {clips_dir}, and the data lists none")
+    lacking = [name for name in ("depth", "motion") if name not in data.buffers]
+    if lacking:
+        raise EvalError(f"{clips_dir} was recorded without {' and '.join(lacking)}: the warp ratio follows the "
+                        "game's motion vectors and depth, so `restyler eval` needs a game that hands them over")
     frame_size = tuple(data.size[::-1])
     model_size = m.any_network().cfg.frame_size
     if frame_size != model_size:

@@ -165,8 +165,10 @@ class ClipDataset(Dataset):
         manifest = read_manifest(self.root)
         self.style_names: list[str] = list(manifest["styles"])
         self.buffers = recorded_buffers(manifest)
-        # style -> the prompts the game gave for it; None for format 2 (the demo game's, known from its styles)
-        self.prompts: dict[str, list[str]] | None = manifest.get("prompts")
+        # style -> the prompts the game gave for it (styles it gave none for left out); None for format 2 (the demo
+        # game's, known from its styles)
+        self.prompts: dict[str, list[str]] | None = (
+            None if "prompts" not in manifest else {s: p for s, p in manifest["prompts"].items() if p})
         self.size: tuple[int, int] = tuple(manifest["size"])  # (W, H)
         self.clip_frames = clip_frames
         self.depth_far = depth_far

@@ -254,6 +254,10 @@ class DmdStage(Stage):
             raise TrainError(f"the rollout's {self.cfg.clip_frames} frames must be whole windows of the teacher's "
                              f"{teacher.cfg.clip_frames}")
         self.dataset = clips.dataset
+        lacking = [name for name in ("depth", "motion") if name not in self.dataset.buffers]
+        if dmd_cfg.temporal > 0 and lacking:
+            raise TrainError(f"--temporal follows the game's motion vectors and depth, and {clips.dataset.root} was "
+                             f"recorded without {' and '.join(lacking)}: leave --temporal out")
         self.device = device
         self.sampler = checkpoint.config_from_json(StudentSampler, start_meta["sampler"])
         if dmd_cfg.rollout == "parallel" and (self.sampler.history or self.sampler.noise != "fresh"):
