@@ -7,7 +7,8 @@ function, is checked against the layer it comes from, and the project's modules 
     models.evaluation   metrics and scorers                    models.io, models.network
     models.recipe       the training recipe                    models.io, models.network, models.evaluation
     renderer            the plugin a game imports              bridge, models.io, models.network (never training)
-    demo_game           a game like any other                  bridge, renderer, models.io (it records data)
+    demo_game           a game like any other                  bridge, renderer (it records through bridge)
+    tile_game           the second sample game, a user's game  bridge, renderer (the public API only)
     cli                 the `restyler` command                 everything
 
 A `__main__` module is an entry point like the console script, so it may import the CLI.
@@ -21,7 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("bridge", "models", "renderer", "demo_game", "cli")
+PACKAGES = ("bridge", "models", "renderer", "demo_game", "tile_game", "cli")
 ALLOWED: dict[str, set[str]] = {
     "bridge": set(),
     "models": set(),  # the package's own __init__: documentation only
@@ -30,7 +31,8 @@ ALLOWED: dict[str, set[str]] = {
     "models.evaluation": {"models.io", "models.network"},
     "models.recipe": {"models.io", "models.network", "models.evaluation"},
     "renderer": {"bridge", "models.io", "models.network"},
-    "demo_game": {"bridge", "renderer", "models.io"},
+    "demo_game": {"bridge", "renderer"},
+    "tile_game": {"bridge", "renderer"},
     "cli": {"bridge", "models", "models.io", "models.network", "models.evaluation", "models.recipe", "renderer",
             "demo_game"},
 }
