@@ -10,11 +10,11 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from cli import bench, capture, evaluate, generate, play, record_data, restyle, train
+from cli import bench, capture, eval_video, evaluate, generate, play, record_data, restyle, train
 from cli.args import PROG, error
 
 # In the order `restyler --help` lists them.
-COMMANDS = (play, capture, restyle, record_data, train, evaluate, bench, generate)
+COMMANDS = (play, capture, restyle, record_data, train, evaluate, eval_video, bench, generate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -152,15 +152,9 @@ class _CaptureWindow:
         self.pygame.quit()
 
 
-def restyle_file(input_path: Path, output_path: Path, model_dir: Path, style: str, device: str = "auto",
-                 steps: int | None = None, progress: bool = True) -> int:
-    """Restyle every frame of `input_path` into `output_path` (same size and frame rate); returns frames written.
-    Offline, so every frame is restyled and `steps` defaults to all of the student's levels (its best quality).
-    A trailing partial chunk is padded by repeating the last frame and the padding is not written."""
-    from tqdm import tqdm
-
-    from bridge import VideoFileSource
-    from bridge.video import Mp4Writer
+def offline_engine(model_dir: Path, style: str, device: str = "auto", steps: int | None = None):
+    """A StreamEngine asked for `style`, for restyling a whole video: offline, so every frame is restyled and `steps`
+    defaults to all of the student's levels (its best quality). Raises ModelError for a missing model."""
     from renderer.engine import StreamEngine, load_bundle, resolve_device
 
     dev = resolve_device(device)
@@ -169,25 +163,41 @@ def restyle_file(input_path: Path, output_path: Path, model_dir: Path, style: st
         bundle.sampler = replace(bundle.sampler, timesteps=bundle.sampler.timesteps[:steps])
     engine = StreamEngine(bundle, dev)
     engine.set_style(style)
-    k = engine.chunk_frames
-    with VideoFileSource(input_path) as src, Mp4Writer(output_path, src.fps, src.size) as out:
-        total = src.frame_count or None
-        bar = tqdm(total=total, unit="frame", desc=f"restyle ({style})", disable=not progress)
-        chunk: list[FramePacket] = []
+    return engine
 
-        def flush() -> None:
-            real = len(chunk)
-            chunk.extend([chunk[-1]] * (k - real))
-            for frame in engine.step(chunk)[:real]:
+
+def restyled_frames(source, engine, limit: int | None = None):
+    """(packet, stylized frame at the model's size) for every FramePacket of `source` (up to `limit`), restyled
+    chunk by chunk exactly as a live stream is. A trailing partial chunk is padded by repeating the last frame, and
+    the padding is not yielded."""
+    chunk: list[FramePacket] = []
+    for i, packet in enumerate(source):
+        if limit is not None and i >= limit:
+            break
+        chunk.append(packet)
+        if len(chunk) == engine.chunk_frames:
+            yield from zip(chunk, engine.step(chunk))
+            chunk = []
+    if chunk:
+        real = len(chunk)
+        padded = chunk + [chunk[-1]] * (engine.chunk_frames - real)
+        yield from zip(chunk, engine.step(padded)[:real])
+
+
+def restyle_file(input_path: Path, output_path: Path, model_dir: Path, style: str, device: str = "auto",
+                 steps: int | None = None, progress: bool = True) -> int:
+    """Restyle every frame of `input_path` into `output_path` (same size and frame rate, restyled_frames scaled
+    up); returns frames written."""
+    from tqdm import tqdm
+
+    from bridge import VideoFileSource
+    from bridge.video import Mp4Writer
+
+    engine = offline_engine(model_dir, style, device, steps)   # a missing model: one error before any file opens
+    with VideoFileSource(input_path) as src:
+        bar = tqdm(total=src.frame_count or None, unit="frame", desc=f"restyle ({style})", disable=not progress)
+        with Mp4Writer(output_path, src.fps, src.size) as out, bar:
+            for _, frame in restyled_frames(src, engine):
                 out.write(_upscale(frame, src.size))
-            bar.update(real)
-            chunk.clear()
-
-        for packet in src:
-            chunk.append(packet)
-            if len(chunk) == k:
-                flush()
-        if chunk:
-            flush()
-        bar.close()
+                bar.update(1)
         return out.frames_written

@@ -91,6 +91,7 @@ def test_distillation_and_eval_without_a_model_say_what_to_train(argv, expected,
 @pytest.mark.parametrize("argv", [
     ["capture", "--region", "0,0,64,64", "--headless", "--record", "x.mp4", "--model", "nowhere"],
     ["restyle", "in.mp4", "out.mp4", "--model", "nowhere"],
+    ["eval-video", "in.mp4", "--json", "e.json", "--model", "nowhere"],
     ["bench", "--model", "nowhere", "--json", "b.json"],
     ["play", "--headless", "--model", "nowhere"],
     ["generate", "--prompt", "snowy winter", "--frames", "4", "--out", "g.mp4", "--model", "nowhere"],
