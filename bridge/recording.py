@@ -206,12 +206,17 @@ class DatasetSpec:
                    prompts=() if prompts is None else tuple(tuple(prompts[s]) for s in styles))
 
 
+def handed_buffers(packet: FramePacket) -> list[str]:
+    """The BUFFERS a packet carries, in the order a shard stacks them."""
+    return [name for name in BUFFERS if getattr(packet, name) is not None]
+
+
 def spec_for(frame: TrainingFrame, game: RecordableGame, frames: int, pace: float) -> DatasetSpec:
     """The dataset a game's first frame implies: its size, styles and prompts, and the buffers it hands over."""
     packet = frame.packet
     if not isinstance(packet, FramePacket):
         raise RecordError(f"TrainingFrame.packet: expected a FramePacket, got {describe(packet)}")
-    buffers = [name for name in BUFFERS if getattr(packet, name, None) is not None]
+    buffers = handed_buffers(packet)
     if frame.suns is not None:
         buffers.append(SUN)
     styles = tuple(game.styles)
@@ -322,7 +327,7 @@ class ClipBuffer:
         if packet.size != spec.size:
             raise RecordError(f"{self._where()}: the packet is {packet.width}x{packet.height}, this dataset records "
                               f"{spec.size[0]}x{spec.size[1]}")
-        handed = [name for name in BUFFERS if getattr(packet, name) is not None]
+        handed = handed_buffers(packet)
         wanted = [name for name in spec.buffers if name != SUN]
         if handed != wanted:
             raise RecordError(f"{self._where()}: the packet carries buffers {handed}, every frame of this dataset "

@@ -154,6 +154,13 @@ def add_worker(p: argparse.ArgumentParser) -> None:
                         "smoothest on a 2-core CPU, docs/runtime.md) or a thread of the game's process")
 
 
+def add_game(p: argparse.ArgumentParser, does: str) -> None:
+    """--game MODULE:FACTORY: another game than the demo, through its GameFactory (bridge.recording)."""
+    p.add_argument("--game", default=None, metavar="MODULE:FACTORY",
+                   help=f"{does} another game through its GameFactory (bridge.recording, docs/your-game.md), e.g. "
+                        "tile_game:recordable; default: the demo game")
+
+
 def add_steps(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=None, metavar="N",
                    help="denoising steps per chunk, at most the student's levels; default: 1 on a CPU (the "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.args import add_device, add_model, add_steps, add_worker, error, parse_size, positive_float, positive_int
+from cli.args import (add_device, add_game, add_model, add_steps, add_worker, error, parse_size, positive_float,
+                      positive_int)
 
 
 def add_parser(sub) -> None:
@@ -34,9 +35,7 @@ def add_parser(sub) -> None:
                    help="measure the whole chain at this displayed size: the game also renders its cheap pass and "
                         "G-buffers there and the model's upsampler brings each AI frame to it (the size the model's "
                         "upsampler was trained for; without --display the AI frames stay at the model's size)")
-    p.add_argument("--game", default=None, metavar="MODULE:FACTORY",
-                   help="run beside another game: its GameFactory (bridge.recording), whose games hand over their "
-                        "play-time frames with play_frame(), e.g. tile_game:recordable; default: the demo game")
+    add_game(p, "run beside the play_frame() of")
     add_steps(p)
     p.set_defaults(handler=run)
 

@@ -9,8 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cli.args import (add_device, add_model, add_sampler_options, cuda_available, error, parse_seeds, parse_size,
-                      positive_float, positive_int, sampler_changes)
+from cli.args import (add_device, add_game, add_model, add_sampler_options, cuda_available, error, parse_seeds,
+                      parse_size, positive_float, positive_int, sampler_changes)
 
 
 def add_parser(sub) -> None:
@@ -39,9 +39,7 @@ def add_parser(sub) -> None:
                    help="run only these rows (ablations skip the slow teacher); the others score null")
     p.add_argument("--worlds", type=Path, default=Path("out/eval_worlds"), metavar="DIR",
                    help="where the rendered held-out worlds are kept, so a second eval does not render them again")
-    p.add_argument("--game", default=None, metavar="MODULE:FACTORY",
-                   help="render the held-out levels of another game through its GameFactory (bridge.recording), "
-                        "e.g. tile_game:recordable; default: the demo game")
+    add_game(p, "render the held-out levels of")
     p.add_argument("--display", type=parse_size, default=None, metavar="WxH",
                    help="also score the student's frames brought to this display size (a whole multiple of the "
                         "model's): bilinear, joint-bilateral and the model's learned upsampler against the reference "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.args import error, parse_seeds, parse_size, positive_float, positive_int
+from cli.args import add_game, error, parse_seeds, parse_size, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
@@ -27,9 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("--pace", type=positive_float, default=1.0, metavar="X",
                    help="the bot's walking and turning speed as a multiple of normal; 0.3 records the calm camera "
                         "the generation stage (`train gen`) learns from")
-    p.add_argument("--game", default=None, metavar="MODULE:FACTORY",
-                   help="record another game through the recording API: a GameFactory (bridge.recording) such as "
-                        "tile_game:recordable; default: the demo game (docs/your-game.md)")
+    add_game(p, "record")
     p.set_defaults(handler=run)
 
 

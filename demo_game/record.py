@@ -49,7 +49,7 @@ class DemoRecording:
         width, height = request.size
         config = at_pace(replace(GameConfig(width=width, height=height), seed=request.seed), request.pace)
         self.fps = config.fps
-        self.styles = {name: tuple(getattr(style, "prompts", ())) for name, style in styles.items()}
+        self.styles = {name: style.prompts for name, style in styles.items()}
         self.session = GameSession(config, ctx=ctx)
 
     def training_frame(self) -> TrainingFrame:

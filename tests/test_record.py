@@ -11,6 +11,7 @@ import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ class FakeConfig:
     turn_speed: float = 2.6
 
 
-FAKE_STYLES = {"sunny": object(), "snowy": object(), "neon": object()}
+FAKE_STYLES = {name: SimpleNamespace(prompts=(f"{name} day",)) for name in ("sunny", "snowy", "neon")}
 
 
 class FakeContext:
@@ -128,7 +129,8 @@ class Game:
     def record(self, out: Path, seeds: range, frames: int = FRAMES, size=SIZE, session_cls: type | None = None,
                **kwargs):
         session_cls = session_cls or self.session_cls
-        styles = dict.fromkeys(self.styles)
+        table = FAKE_STYLES if self.kind == "fake" else record._load_game()[2]
+        styles = {name: table[name] for name in self.styles}
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(record, "_load_game", lambda: (self.config_cls, session_cls, styles))
             return record_dataset(out, seeds, frames, size, progress=False, ctx=self.ctx, **kwargs)

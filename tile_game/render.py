@@ -254,13 +254,13 @@ def sun(level: Level, geo: Geometry, style: TileStyle) -> np.ndarray:
     sprites' own discs)."""
     light = style.light
     lambert = np.clip(geo.normal @ light.astype(np.float32), 0, 1)
-    rise = light[2] / np.hypot(light[0], light[1])          # height gained per tile walked towards the sun
+    across = np.hypot(light[0], light[1])
+    towards = light[0] / across, light[1] / across           # the sun's direction on the map
+    rise = light[2] / across                                 # height gained per tile walked towards the sun
     reach = min((WALL_HEIGHT + CANOPY_BASE + CANOPY_DOME) / rise, 4.0)
-    steps = np.arange(0.12, reach, 0.16)
     shadow = np.zeros_like(lambert)
-    for s in steps:
-        occ = _occluder_height(level, geo.x + light[0] / np.hypot(light[0], light[1]) * s,
-                               geo.y + light[1] / np.hypot(light[0], light[1]) * s)
+    for s in np.arange(0.12, reach, 0.16):
+        occ = _occluder_height(level, geo.x + towards[0] * s, geo.y + towards[1] * s)
         shadow = np.maximum(shadow, np.clip((occ - geo.height - s * rise) / 0.12, 0, 1))
     for sprite in level.sprites():   # each sprite's disc, cast along the light onto what lies below it
         if sprite.material in (Tile.DUST, Tile.SPARK):
