@@ -100,6 +100,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a probability from 0 to 1; got {text!r}")
+    return value
+
+
 def model_option(text: str) -> tuple[str, Any]:
     """KEY=VALUE with VALUE in JSON (a bare word is taken as a string) -> (key, value)."""
     import json

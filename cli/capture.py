@@ -22,6 +22,9 @@ def add_parser(sub) -> None:
     add_model(p)
     p.add_argument("--record", type=mp4_path, default=None, metavar="FILE.mp4",
                    help="also write the restyled stream to this mp4")
+    p.add_argument("--record-source", type=mp4_path, default=None, metavar="FILE.mp4",
+                   help="also write the frames as grabbed, the game itself, to this mp4 (what `restyler eval-video` "
+                        "scores)")
     p.add_argument("--headless", action="store_true",
                    help="show no window (use with --record or --serve)")
     p.add_argument("--seconds", type=positive_float, default=None, metavar="N",
@@ -43,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
     if not headless and not has_display():
         return error("capture", "no display to capture from or to show on ($DISPLAY unset); run it in a desktop "
                                  "session, or under Xvfb with --headless --record FILE.mp4 --seconds N")
-    if headless and args.record is None and args.serve is None:
-        return error("capture", "--headless shows nothing, so it needs --record FILE.mp4 or --serve PORT to keep or "
-                                "show the result")
+    if headless and args.record is None and args.serve is None and args.record_source is None:
+        return error("capture", "--headless shows nothing, so it needs --record FILE.mp4, --record-source FILE.mp4 "
+                                "or --serve PORT to keep or show the result")
     try:
         restyler = StreamingRestyler.from_pretrained(args.model, worker=args.worker, steps=args.steps)
         source = ScreenSource(region=args.region) if args.region else ScreenSource(window=args.window)
@@ -60,10 +63,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"{PROG} capture: restyling {what} ({source.size[0]}x{source.size[1]}); Ctrl+C stops", file=sys.stderr)
     try:
         result = run_capture(source, restyler, default_style(args.style), args.record, headless, args.seconds,
-                             server)
+                             server, args.record_source)
     except (BridgeError, RuntimeError) as exc:   # RuntimeError: the worker could not start (the reason is in it)
         return error("capture", str(exc))
     recorded = f"; wrote {result.frames_recorded} frames to {args.record}" if args.record else ""
+    recorded += f"; the game's frames to {args.record_source}" if args.record_source else ""
     print(f"{PROG} capture: stopped ({result.stopped_by}) after {result.frames_captured} captured frames in "
           f"{result.seconds:.1f} s{recorded}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from cli.args import (add_device, add_sampler_options, error, model_option, positive_float, positive_int,
-                      sampler_changes)
+                      probability, sampler_changes)
 
 
 def add_parser(sub) -> None:
@@ -88,6 +88,11 @@ def add_parser(sub) -> None:
                    help="dmd: fake-score updates per generator update (CausVid: 5)")
     g.add_argument("--real-guidance", type=positive_float, default=None, metavar="G",
                    help="dmd: guidance of the real score (default: the teacher's sampler guidance)")
+    g.add_argument("--rgb-only", type=probability, default=0.0, metavar="P",
+                   help="dmd: the fraction of steps streaming frames only, as screen capture does (default 0)")
+    g.add_argument("--randomise", type=probability, default=0.0, metavar="P",
+                   help="dmd: the fraction of those frames-only clips turned into captures of another game "
+                        "(random palette, capture artefacts, letterbox, HUD; docs/distillation.md)")
     g.add_argument("--lr", type=positive_float, default=None, metavar="LR",
                    help="learning rate (dmd: the student's); default: the stage's recipe value")
     p.set_defaults(handler=run)
@@ -110,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     changes = sampler_changes(args)
     regression = {} if args.regression is None else {"regression": args.regression}
     dmd_cfg = DmdConfig(fake_updates=args.fake_updates, real_guidance=args.real_guidance, rollout=args.rollout,
-                        temporal=args.temporal, distribution=args.distribution, gan=args.gan, **regression)
+                        temporal=args.temporal, distribution=args.distribution, gan=args.gan,
+                        rgb_only=args.rgb_only, randomise=args.randomise, **regression)
     ode_cfg = OdeConfig(**regression)
     # the teacher's own settings: the later stages inherit them from its checkpoint
     teacher_only = {"loss_min_sigma": args.loss_min_sigma, "guidance": args.guidance}

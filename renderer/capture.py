@@ -45,16 +45,18 @@ def _upscale(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def run_capture(source, restyler: StreamingRestyler, style: str, record: Path | None, headless: bool,
-                seconds: float | None, server=None) -> CaptureResult:
-    """Capture → restyle → show/record/serve until stopped; always finalises the recording and closes the source
-    and the server."""
+                seconds: float | None, server=None, record_source: Path | None = None) -> CaptureResult:
+    """Capture → restyle → show/record/serve until stopped; always finalises the recordings and closes the source
+    and the server. `record_source` keeps the frames as grabbed, the game itself (what `restyler eval-video`
+    scores)."""
     from bridge.video import Mp4Writer
 
-    window = writer = None
+    window = writer = source_writer = None
     stopped_by, captured, t0 = "time", 0, time.monotonic()
     try:
         window = None if headless else _CaptureWindow(source.size)
         writer = Mp4Writer(record, DISPLAY_FPS, source.size) if record is not None else None
+        source_writer = Mp4Writer(record_source, DISPLAY_FPS, source.size) if record_source is not None else None
         restyler.prepare(style)
         t0 = deadline = time.monotonic()
         shown, last_styled = None, None
@@ -76,6 +78,8 @@ def run_capture(source, restyler: StreamingRestyler, style: str, record: Path | 
                 publish_frame(server, restyler, shown, packet.rgb, last_styled)
             if writer is not None:
                 writer.write(frame)
+            if source_writer is not None:
+                source_writer.write(packet.rgb)
             if window is not None and not window.show(frame, restyler):
                 stopped_by = "window closed"
                 break
@@ -84,8 +88,9 @@ def run_capture(source, restyler: StreamingRestyler, style: str, record: Path | 
     except KeyboardInterrupt:
         stopped_by = "interrupted"
     finally:
-        if writer is not None:
-            writer.close()
+        for w in (writer, source_writer):
+            if w is not None:
+                w.close()
         if window is not None:
             window.close()
         source.close()

@@ -8,7 +8,8 @@ its stages one by one (`to_model`, `denoise`, `to_frames`, `upsample`). Numbered
     2 encode; noise to t* (SDEdit start)
     3 few causal denoise steps attending to the KV cache
     4 write the chunk's K/V into the cache (rolling window + sinks; `last_step` or `clean` refresh)
-    5 decode to (H, W, 3) uint8
+    5 decode to (H, W, 3) uint8; frames-only sources (capture, video) also get their letterbox bars cut off and
+      keep the picture where the captured frame is still (renderer.still)
     6 when the model ships an upsampler and the packets carry their frame at display size: the AI frame at that
       size, guided by the G-buffers there (models.network.upsampler)
 
@@ -36,6 +37,7 @@ from models.network.loading import load_autoencoder, load_student, load_upsample
 from models.network.prompt import PromptEncoder, nearest_style
 from models.network.streaming import StudentSampler, stream_chunk
 from models.network.upsampler import TemporalResolve, Upsampler
+from renderer.still import StillHold
 
 GBUFFER_NAMES = [name for name, _ in GBUFFERS]  # the packet fields the G-buffers come from, in the models' order
 # the display frame's G-buffers the upsampler reads (after its RGB), in the order of models.network.upsampler.GUIDE
@@ -127,6 +129,13 @@ class StreamEngine:
         self.look: str | None = None
         self._trained: dict[str, torch.Tensor] | None = None   # each trained style's prompt embeddings
         self.noise: list[torch.Tensor] | None = None
+        # where the last chunk's frames sit inside the model's frame (top, left, height, width) when to_model
+        # letterboxed them (a frames-only source of another aspect ratio); None: they fill it
+        self.content: tuple[int, int, int, int] | None = None
+        # frames-only sources keep the picture where the captured frame is still (renderer.still); the input it
+        # compares, (K, 3, h, w) in [-1, 1] with the bars cut off, is the last to_model's (None with G-buffers)
+        self.still = StillHold()
+        self.still_input: torch.Tensor | None = None
         self.resolve = TemporalResolve(0.0 if bundle.upsampler is None else bundle.upsampler.cfg.temporal_keep)
 
     # -- state ------------------------------------------------------------------------------------------------
@@ -150,6 +159,7 @@ class StreamEngine:
         self.cache.reset()
         self.noise = None
         self.resolve.reset()
+        self.still.reset()
 
     # -- the step, in its stages --------------------------------------------------------------------------------
     def to_model(self, packets: Sequence[FramePacket]) -> tuple[torch.Tensor, Conditioning]:
@@ -161,14 +171,19 @@ class StreamEngine:
         if self.style is None:
             raise RuntimeError("set_style() before the first chunk: the student needs a style prompt")
         size = (self.height, self.width)
-        low = rgb_to_model_size(np.stack([p.rgb for p in packets]), size, self.device)   # (K, 3, H, W)
-        gbuffers = None
+        rgb = np.stack([p.rgb for p in packets])
+        gbuffers, self.content, self.still_input = None, None, None
         if all(p.depth is not None and p.normals is not None for p in packets):
+            low = rgb_to_model_size(rgb, size, self.device)                                 # (K, 3, H, W)
             gb = gbuffers_from_arrays({name: np.stack([getattr(p, name) for p in packets])
                                        if all(getattr(p, name) is not None for p in packets) else None
                                        for name in GBUFFER_NAMES})
             gbuffers = resize(gb.to(self.device), size, "nearest")[None]                   # (1, K, ≤9, H, W)
             self._warn_missing_gbuffers(gbuffers.shape[2])
+        else:   # frames only (capture, video): any aspect ratio, letterboxed
+            low, self.content = letterbox_to_model_size(rgb, size, self.device)
+            top, left, h, w = self.content or (0, 0, *size)
+            self.still_input = low[:, :, top: top + h, left: left + w]
         low = low[None]                                                                     # (1, K, 3, H, W)
         ae = self.bundle.autoencoder
         incoming = low if ae is None else ae.encode_video(low)
@@ -198,8 +213,13 @@ class StreamEngine:
                             self.sigmas)
 
     def to_frames(self, x0: torch.Tensor) -> np.ndarray:
-        """5. x0 (1, K, C, h, w) -> (K, H, W, 3) uint8 at the model's resolution."""
-        return model_to_rgb(x0, self.bundle.autoencoder)
+        """5. x0 (1, K, C, h, w) -> (K, H, W, 3) uint8 at the model's resolution, the letterbox bars of the last
+        to_model cut off (then the frames have the captured aspect ratio)."""
+        frames = model_to_rgb(x0, self.bundle.autoencoder)
+        if self.content is None:
+            return frames
+        top, left, h, w = self.content
+        return np.ascontiguousarray(frames[:, top: top + h, left: left + w])
 
     @torch.no_grad()
     def upsample(self, frames: np.ndarray, packets: Sequence[FramePacket]) -> np.ndarray:
@@ -234,7 +254,10 @@ class StreamEngine:
     def step(self, packets: Sequence[FramePacket]) -> np.ndarray:
         """One chunk: K packets -> K stylized frames (K, H, W, 3) uint8, at display size when upsampled."""
         incoming, cond = self.to_model(packets)
-        return self.upsample(self.to_frames(self.denoise(incoming, cond)), packets)
+        frames = self.to_frames(self.denoise(incoming, cond))
+        if self.still_input is not None:
+            frames = self.still(self.still_input, frames)
+        return self.upsample(frames, packets)
 
     @torch.no_grad()
     def warm_up(self) -> None:
@@ -266,6 +289,24 @@ def rgb_to_model_size(rgb: np.ndarray, size: tuple[int, int], device: torch.devi
     # and the engine must match evaluation bit for bit
     x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
     return resize(x, size, "area" if x.shape[-1] > size[1] else "bilinear")
+
+
+def letterbox_to_model_size(rgb: np.ndarray, size: tuple[int, int], device: torch.device | str = "cpu"
+                            ) -> tuple[torch.Tensor, tuple[int, int, int, int] | None]:
+    """Frames (F, h, w, 3) uint8 of any aspect ratio -> (F, 3, *size) in [-1, 1], scaled to fit whole and centred
+    between black bars (the model was trained with bars: models.recipe.domain), and where they sit (top, left,
+    height, width), or None when they fill the frame (the same aspect ratio: plain rgb_to_model_size). Bars rather
+    than a crop, so a HUD at the screen's edge stays in the picture."""
+    h, w = rgb.shape[1:3]
+    scale = min(size[0] / h, size[1] / w)
+    inner = (min(size[0], max(1, round(h * scale))), min(size[1], max(1, round(w * scale))))
+    if inner == size:
+        return rgb_to_model_size(rgb, size, device), None
+    top, left = (size[0] - inner[0]) // 2, (size[1] - inner[1]) // 2
+    content = rgb_to_model_size(rgb, inner, device)
+    out = content.new_full((content.shape[0], 3, *size), -1.0)
+    out[:, :, top: top + inner[0], left: left + inner[1]] = content
+    return out, (top, left, *inner)
 
 
 def motion_to_model_size(packets: Sequence[FramePacket], size: tuple[int, int], device: torch.device | str = "cpu"

@@ -256,18 +256,22 @@ def recorded_frames(stdout: str) -> int:
 
 
 def test_capture_region_records_a_valid_mp4(display, window, random_model, tmp_path):
-    """Capture a region of a real X screen, restyle it, record it: the mp4 decodes with the frames the command
-    says it wrote, at the region's size."""
+    """Capture a region of a real X screen (3:2, so the model sees it letterboxed), restyle it, record it: the mp4
+    decodes with the frames the command says it wrote, at the region's size; --record-source keeps the game's own
+    frames beside it, frame for frame."""
     from bridge.video import read_video
 
     window("capture me", x=0, y=0, w=96, h=64)
-    out = tmp_path / "cap.mp4"
+    out, source = tmp_path / "cap.mp4", tmp_path / "game.mp4"
     proc = run_capture_cli(display, random_model, "--region", "0,0,96,64", "--headless", "--seconds", "3",
-                           "--record", str(out), "--style", "neon night city")
+                           "--record", str(out), "--record-source", str(source), "--style", "neon night city")
     stdout, stderr = proc.communicate()
     assert proc.returncode == 0, stderr[-2000:]
-    frames = read_video(out)
+    frames, game = read_video(out), read_video(source)
     assert len(frames) == recorded_frames(stdout) > 30 and frames.shape[1:] == (64, 96, 3)
+    assert game.shape == frames.shape
+    top_left = game[-1, 4:28, 4:44].reshape(-1, 3).mean(0)   # the window's top-left quadrant, through the codec
+    assert np.abs(top_left - TL).max() < 12, top_left
     assert "stopped (time)" in stdout
 
 

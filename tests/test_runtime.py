@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -81,12 +82,31 @@ def test_engine_step_is_the_evaluated_sampler(model, reset_every, request):
 
 
 def test_engine_takes_frames_of_any_size_without_gbuffers(random_model):
-    """Screen capture hands over RGB of any size: resized to the model, G-buffers absent, output at model size."""
+    """Screen capture hands over RGB of any size: a square one resized to the model, G-buffers absent, output at
+    model size."""
     engine = StreamEngine(load_bundle(random_model))
     engine.set_style("neon night city")   # any prompt, not only trained ones
-    big = FramePacket(rgb=np.zeros((90, 160, 3), np.uint8))
+    big = FramePacket(rgb=np.zeros((160, 160, 3), np.uint8))
     out = engine.step([big, big])
     assert out.shape == (2, SIZE, SIZE, 3) and out.dtype == np.uint8
+
+
+def test_engine_letterboxes_frames_of_another_aspect_ratio(random_model):
+    """A 16:9 capture is fitted whole between black bars (not squashed), and the stylized frames come back with the
+    bars cut off: the capture's aspect ratio at the model's width."""
+    engine = StreamEngine(load_bundle(random_model))
+    engine.set_style("sunny summer day")
+    wide = FramePacket(rgb=np.full((90, 160, 3), 255, np.uint8))
+    incoming, _ = engine.to_model([wide, wide])
+    height = round(90 * SIZE / 160)
+    top = (SIZE - height) // 2
+    assert engine.content == (top, 0, height, SIZE)
+    assert torch.all(incoming[0, :, :, :top] == -1) and torch.all(incoming[0, :, :, top + height:] == -1)
+    assert torch.all(incoming[0, :, :, top: top + height] == 1)
+    out = engine.step([wide, wide])
+    assert out.shape == (2, height, SIZE, 3)
+    tall = FramePacket(rgb=np.zeros((160, 90, 3), np.uint8))
+    assert engine.step([tall, tall]).shape == (2, SIZE, height, 3)
 
 
 def test_engine_says_once_which_gbuffers_a_game_leaves_out(random_v2_model):
@@ -464,3 +484,26 @@ def test_a_worker_that_fails_to_start_is_one_error_and_leaves_nothing_running(tm
     with pytest.raises(RuntimeError, match="failed to start"):
         r.prepare("sunny summer day")
     assert r._worker is None
+
+
+def test_a_still_capture_keeps_its_picture_and_a_change_refreshes_it(random_model):
+    """Frames-only sources have no motion vectors: where the captured frame is still, the stylized pixels stay
+    exactly as they were (fresh noise or not); where it changed, and a few pixels around, they are new; a reset
+    starts over."""
+    from renderer.still import WIDEN
+
+    bundle = load_bundle(random_model)
+    engine = StreamEngine(replace(bundle, sampler=replace(bundle.sampler, noise="fresh")))
+    engine.set_style("sunny summer day")
+    rng = np.random.default_rng(0)
+    still = FramePacket(rgb=rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8))
+    first = engine.step([still, still])
+    assert np.array_equal(first[0], first[1]) and np.array_equal(engine.step([still, still])[1], first[1])
+    moved = still.rgb.copy()
+    moved[10:20, 10:20] = 255 - moved[10:20, 10:20]
+    out = engine.step([FramePacket(rgb=moved)] * 2)
+    changed = np.any(out[0] != first[1], -1)
+    assert changed[10:20, 10:20].mean() > 0.5
+    assert not changed[: 10 - WIDEN].any() and not changed[20 + WIDEN:].any() and not changed[:, 20 + WIDEN:].any()
+    engine.reset()
+    assert not np.array_equal(engine.step([still, still])[0], first[0])   # a new stream, new noise: all new

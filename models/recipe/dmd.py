@@ -21,7 +21,7 @@ RUN/samples/dmd_*.png.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from models.network.loading import load_network, student_meta
 from models.network.sampling import chunk_inputs, predict_x0
 from models.network.streaming import StudentSampler
 from models.recipe.clips import RecipeData, student_grid
+from models.recipe.domain import randomise_clip
 from models.recipe.loop import Stage, StepInput, StepLoss, TrainConfig, TrainError
 
 
@@ -76,6 +77,11 @@ class DmdConfig:
     # (models.network.discriminator); 0: off. docs/distillation.md measures it
     gan: float = 0.0
     gan_lr: float = 2e-4  # the discriminator's learning rate (it starts from nothing; the fake score from the teacher)
+    # the fraction of steps that stream frames only, as screen capture does: no G-buffers, so no motion, history or
+    # noise carried along it (the temporal term still follows the recorded motion); 0: the game's path only
+    rgb_only: float = 0.0
+    # the fraction of those frames-only clips turned into captures of another game (models.recipe.domain)
+    randomise: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -290,7 +296,10 @@ class DmdStage(Stage):
         dmd_cfg, clips = self.dmd_cfg, self.clips
         items, rng, rows, global_batch = step.items, step.rng, step.rows, step.global_batch
         paraphrase = torch.rand(global_batch, generator=rng)[rows]
+        items, frames_only = self._capture_like(items, step)
         cond = clips.conditioning(items, {"style": clips.prompt_embeddings(items["style_index"], paraphrase)})
+        if frames_only:
+            cond = replace(cond, gbuffers=None, motion=None)
         incoming = clips.to_model_space(items["low"].to(self.device))
         x0 = rollout(self.model, incoming, cond, self.sigmas, self.sampler.refresh, dmd_cfg.rollout, rng,
                      self.sampler.window_chunks, self.sampler.sink_chunks, rows, global_batch, self.sampler.noise,
@@ -313,6 +322,22 @@ class DmdStage(Stage):
             loss = loss + dmd_cfg.temporal * temporal
             logged["temporal"] = temporal.item()
         return StepLoss(loss, logged=logged)
+
+    def _capture_like(self, items: dict[str, torch.Tensor], step: StepInput
+                      ) -> tuple[dict[str, torch.Tensor], bool]:
+        """Whether this step streams frames only (`rgb_only`, one draw for the whole batch: the rollout carries
+        history and noise along the motion for all its clips or none), and its clips, a `randomise` share of them
+        turned into captures of another game when it does."""
+        draws = torch.rand(1 + step.global_batch, generator=step.rng)
+        seeds = torch.randint(2 ** 62, (step.global_batch,), generator=step.rng)[step.rows]
+        if draws[0] >= self.dmd_cfg.rgb_only:
+            return items, False
+        low, style = items["low"].clone(), items["style"].clone()
+        material = items.get("material")
+        for i in torch.nonzero(draws[1:][step.rows] < self.dmd_cfg.randomise).flatten().tolist():
+            low[i], style[i] = randomise_clip(items["low"][i], items["style"][i],
+                                              None if material is None else material[i], int(seeds[i]))
+        return {**items, "low": low, "style": style}, True
 
     def _distribution(self, x0: torch.Tensor, cond: Conditioning, step: StepInput
                       ) -> tuple[torch.Tensor, dict[str, float]]:
