@@ -157,6 +157,28 @@ def test_dmd_resumes_and_refuses_changed_settings(tiny_run, tmp_path):
     assert json.loads((run / "student.json").read_text())["step"] == 3
 
 
+def test_dmd_frames_only_steps_stream_without_gbuffers_on_randomised_clips(tiny_run, tmp_path, monkeypatch):
+    """--rgb-only 1 --randomise 1: every rollout streams as screen capture does, with no G-buffers and no motion,
+    and the student's checkpoint records the settings (the randomised pairs are tested in test_domain.py)."""
+    import shutil
+
+    import models.recipe.dmd as dmd
+
+    data, shared = tiny_run
+    run = shutil.copytree(shared, tmp_path / "run")
+    seen, original = [], dmd.rollout
+
+    def spy(model, incoming, cond, *args, **kwargs):
+        seen.append((cond.gbuffers, cond.motion))
+        return original(model, incoming, cond, *args, **kwargs)
+
+    monkeypatch.setattr(dmd, "rollout", spy)
+    run_stage("dmd", data, run / "frames_only", steps=2, batch=2, init=run, overrides={"sample_every": 1000},
+              dmd_cfg=DmdConfig(fake_updates=1, rgb_only=1.0, randomise=1.0))
+    assert len(seen) == 2 and all(g is None and m is None for g, m in seen)
+    assert json.loads((run / "frames_only" / "student.json").read_text())["dmd"]["rgb_only"] == 1.0
+
+
 def test_dmd_state_of_an_earlier_layout_is_one_clear_error(tiny_run, tmp_path):
     """A dmd state saved before the critic moved into the training loop cannot be resumed; it says so in one line
     instead of failing on a missing tensor."""

@@ -327,7 +327,10 @@ class DmdStage(Stage):
                       ) -> tuple[dict[str, torch.Tensor], bool]:
         """Whether this step streams frames only (`rgb_only`, one draw for the whole batch: the rollout carries
         history and noise along the motion for all its clips or none), and its clips, a `randomise` share of them
-        turned into captures of another game when it does."""
+        turned into captures of another game when it does. Draws nothing when `rgb_only` is 0, so the game's own
+        recipe takes the same random numbers as before the option existed."""
+        if self.dmd_cfg.rgb_only == 0:
+            return items, False
         draws = torch.rand(1 + step.global_batch, generator=step.rng)
         seeds = torch.randint(2 ** 62, (step.global_batch,), generator=step.rng)[step.rows]
         if draws[0] >= self.dmd_cfg.rgb_only:
