@@ -32,16 +32,25 @@ WINDOW_SCRIPT = textwrap.dedent(
     import pygame
     w, h, title = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     colours = [tuple(int(c) for c in q.split(",")) for q in sys.argv[4:8]]
+    animate = sys.argv[8:] == ["animate"]   # the quadrants' colours turn round every frame
+
+    def draw(frame):
+        turn = frame if animate else 0
+        for i in range(4):  # quadrants: top-left, top-right, bottom-left, bottom-right
+            c = colours[(i + turn) % 4]
+            screen.fill(c, pygame.Rect((i % 2) * (w // 2), (i // 2) * (h // 2), w // 2, h // 2))
+        pygame.display.flip()
+
     pygame.display.init()
     screen = pygame.display.set_mode((w, h))
     pygame.display.set_caption(title)
-    for i, c in enumerate(colours):  # quadrants: top-left, top-right, bottom-left, bottom-right
-        screen.fill(c, pygame.Rect((i % 2) * (w // 2), (i // 2) * (h // 2), w // 2, h // 2))
-    pygame.display.flip()
+    draw(0)
     print("ready", flush=True)
+    frame = 0
     while not select.select([sys.stdin], [], [], 0.05)[0]:  # until the test closes our stdin
         pygame.event.pump()
-        pygame.display.flip()
+        frame += 1
+        draw(frame)
     """
 )
 
@@ -77,9 +86,11 @@ def display():
 
 
 class Window:
-    """A pygame window in its own process, at (x, y) with size (w, h) and four coloured quadrants."""
+    """A pygame window in its own process, at (x, y) with size (w, h) and four coloured quadrants; `animate` turns
+    their colours round every frame, so the restyled stream keeps changing (the still hold keeps a still
+    screen's picture still, and a still picture fills an mp4 only slowly)."""
 
-    def __init__(self, display: str, title: str, x: int, y: int, w: int, h: int) -> None:
+    def __init__(self, display: str, title: str, x: int, y: int, w: int, h: int, animate: bool = False) -> None:
         env = dict(
             os.environ,
             DISPLAY=display,
@@ -90,7 +101,7 @@ class Window:
         )
         colours = [",".join(map(str, c)) for c in (TL, TR, BL, BR)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", WINDOW_SCRIPT, str(w), str(h), title, *colours],
+            [sys.executable, "-c", WINDOW_SCRIPT, str(w), str(h), title, *colours, *(["animate"] if animate else [])],
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -116,8 +127,9 @@ def window(display):
     """Factory for pattern windows; every window is closed at the end of the test."""
     opened: list[Window] = []
 
-    def make(title: str, x: int = 0, y: int = 0, w: int = SCREEN_W, h: int = SCREEN_H) -> Window:
-        win = Window(display, title, x, y, w, h)
+    def make(title: str, x: int = 0, y: int = 0, w: int = SCREEN_W, h: int = SCREEN_H, animate: bool = False
+             ) -> Window:
+        win = Window(display, title, x, y, w, h, animate)
         opened.append(win)
         return win
 
@@ -279,7 +291,7 @@ def test_capture_interrupted_with_ctrl_c_leaves_a_valid_mp4(display, window, ran
     """Ctrl+C in the middle of a recording must finalise the mp4 with every frame written so far."""
     from bridge.video import read_video
 
-    window("capture me", x=0, y=0, w=64, h=64)
+    window("capture me", x=0, y=0, w=64, h=64, animate=True)   # a stream that keeps changing fills the mp4
     out = tmp_path / "interrupted.mp4"
     proc = run_capture_cli(display, random_model, "--region", "0,0,64,64", "--headless", "--seconds", "120",
                            "--record", str(out), wait=False)
@@ -299,7 +311,7 @@ def test_capture_stops_cleanly_when_the_window_closes(display, window, random_mo
     needs_xwininfo()
     from bridge.video import read_video
 
-    game = window("game to restyle", x=10, y=10, w=64, h=64)
+    game = window("game to restyle", x=10, y=10, w=64, h=64, animate=True)
     out = tmp_path / "closed.mp4"
     proc = run_capture_cli(display, random_model, "--window", "game to restyle", "--headless", "--seconds", "120",
                            "--record", str(out), wait=False)
