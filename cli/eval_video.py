@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from bridge import BridgeError, VideoFileSource
     from bridge.recording import RecordError
-    from models.evaluation.video import score_video, structure, to_size
+    from models.evaluation.video import from_uint8, score_video, structure, to_size
     from renderer.capture import offline_engine, restyled_frames
     from renderer.engine import ModelError
 
@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
         if len(pairs) < 2:
             return error("eval-video", f"{args.input} has {len(pairs)} frame(s); the scores compare frames with "
                                        "the ones before them, so it needs at least 2")
-        out = _video([frame for _, frame in pairs])
-        inp = to_size(_video([packet.rgb for packet, _ in pairs]), (out.shape[-1], out.shape[-2]))
+        out = from_uint8([frame for _, frame in pairs])
+        inp = to_size(from_uint8([packet.rgb for packet, _ in pairs]), (out.shape[-1], out.shape[-2]))
         palette, low, name = _style_reference(args.worlds, style, (out.shape[-1], out.shape[-2]))
     except (ModelError, BridgeError, RecordError) as exc:
         return error("eval-video", str(exc))
@@ -65,14 +65,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _video(frames):
-    """uint8 (H, W, 3) frames -> (T, 3, H, W) float in [0, 1]."""
-    import numpy as np
-    import torch
-
-    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
-
-
 def _style_reference(worlds: Path, style: str, size: tuple[int, int]):
     """(reference frames, cheap frames, style name): the demo game's held-out worlds at `size` in the trained style
     nearest the prompt, rendered once and kept under `worlds` as `restyler eval` keeps them."""
@@ -81,6 +73,7 @@ def _style_reference(worlds: Path, style: str, size: tuple[int, int]):
     from bridge.recording import SHARD_FORMAT
     from demo_game import STYLES
     from demo_game.record import record_dataset
+    from models.evaluation.video import from_uint8
     from models.io.data import load_clip
     from models.network.prompt import PromptEncoder, nearest_style
 
@@ -93,7 +86,7 @@ def _style_reference(worlds: Path, style: str, size: tuple[int, int]):
     loaded = [load_clip(clips, seed) for seed in seeds]
 
     def video(key: str) -> torch.Tensor:
-        return torch.cat([torch.from_numpy(c[key]).permute(0, 3, 1, 2).float() / 255 for c in loaded])
+        return torch.cat([from_uint8(c[key]) for c in loaded])
 
     return video(f"style/{index}"), video("low"), name
 

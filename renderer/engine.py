@@ -213,13 +213,16 @@ class StreamEngine:
                             self.sigmas)
 
     def to_frames(self, x0: torch.Tensor) -> np.ndarray:
-        """5. x0 (1, K, C, h, w) -> (K, H, W, 3) uint8 at the model's resolution, the letterbox bars of the last
-        to_model cut off (then the frames have the captured aspect ratio)."""
+        """5. x0 (1, K, C, h, w) -> (K, H, W, 3) uint8 at the model's resolution. For a frames-only chunk, the
+        letterbox bars of the last to_model cut off (the frames then have the captured aspect ratio) and the picture
+        held where the captured frame is still."""
         frames = model_to_rgb(x0, self.bundle.autoencoder)
-        if self.content is None:
+        if self.still_input is None:
             return frames
-        top, left, h, w = self.content
-        return np.ascontiguousarray(frames[:, top: top + h, left: left + w])
+        if self.content is not None:
+            top, left, h, w = self.content
+            frames = frames[:, top: top + h, left: left + w]
+        return self.still(self.still_input, frames)
 
     @torch.no_grad()
     def upsample(self, frames: np.ndarray, packets: Sequence[FramePacket]) -> np.ndarray:
@@ -254,10 +257,7 @@ class StreamEngine:
     def step(self, packets: Sequence[FramePacket]) -> np.ndarray:
         """One chunk: K packets -> K stylized frames (K, H, W, 3) uint8, at display size when upsampled."""
         incoming, cond = self.to_model(packets)
-        frames = self.to_frames(self.denoise(incoming, cond))
-        if self.still_input is not None:
-            frames = self.still(self.still_input, frames)
-        return self.upsample(frames, packets)
+        return self.upsample(self.to_frames(self.denoise(incoming, cond)), packets)
 
     @torch.no_grad()
     def warm_up(self) -> None:

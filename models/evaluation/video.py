@@ -16,6 +16,13 @@ FLICKER_FLOOR = 0.01   # flicker's denominator: an input this still counts as th
 HISTOGRAM_BINS = 8     # per channel: 8 × 8 × 8 colour bins
 
 
+def from_uint8(frames) -> torch.Tensor:
+    """uint8 frames (T, H, W, 3), an array or a list of (H, W, 3) arrays -> a video (T, 3, H, W) in [0, 1]."""
+    import numpy as np
+
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+
+
 def to_size(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(T, 3, H, W) -> (T, 3, h, w) at size = (w, h): area averaging when shrinking, bilinear when growing."""
     w, h = size

@@ -135,6 +135,7 @@ def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 _TO_YCBCR = torch.tensor([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+_FROM_YCBCR = torch.linalg.inv(_TO_YCBCR)
 
 
 def _ycbcr(x: torch.Tensor) -> torch.Tensor:
@@ -142,7 +143,7 @@ def _ycbcr(x: torch.Tensor) -> torch.Tensor:
 
 
 def _rgb(y: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("ij,fjhw->fihw", torch.linalg.inv(_TO_YCBCR), y)
+    return torch.einsum("ij,fjhw->fihw", _FROM_YCBCR, y)
 
 
 def subsample_chroma(x: torch.Tensor) -> torch.Tensor:
@@ -155,10 +156,14 @@ def subsample_chroma(x: torch.Tensor) -> torch.Tensor:
 
 
 def _dct_matrix(n: int = 8) -> torch.Tensor:
+    """The orthonormal DCT-II matrix: rows are the cosine basis."""
     k = torch.arange(n).float()
     m = torch.cos(math.pi * (2 * k[None] + 1) * k[:, None] / (2 * n)) * math.sqrt(2 / n)
     m[0] /= math.sqrt(2)
     return m
+
+
+_DCT = _dct_matrix()
 
 
 def quantise_blocks(x: torch.Tensor, step: float) -> torch.Tensor:
@@ -167,7 +172,7 @@ def quantise_blocks(x: torch.Tensor, step: float) -> torch.Tensor:
     f, c, h, w = x.shape
     ph, pw = -h % 8, -w % 8
     y = F.pad(_ycbcr(x), (0, pw, 0, ph), mode="replicate")
-    d = _dct_matrix()
+    d = _DCT
     blocks = y.unfold(2, 8, 8).unfold(3, 8, 8)                              # (F, 3, H/8, W/8, 8, 8)
     coeffs = d @ blocks @ d.T
     freq = torch.arange(8).float()
