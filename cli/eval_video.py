@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from bridge import BridgeError, VideoFileSource
     from bridge.recording import RecordError
-    from models.evaluation.video import from_uint8, score_video, structure, to_size
+    from models.evaluation.video import from_uint8, match_palette, score_video, structure, style_gain, to_size
     from renderer.capture import offline_engine, restyled_frames
     from renderer.engine import ModelError
 
@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     scores = {"video": str(args.input), "frames": len(pairs), "style": style, "palette_style": name,
               **{k: round(v, 4) for k, v in score_video(inp, out, palette).items()},
               # the same structure measured on the demo game's own reference renderer against its cheap frames
-              "reference_structure": round(structure(low, palette), 4)}
+              "reference_structure": round(structure(low, palette), 4),
+              # what recolouring the input channel by channel onto the style's palette would gain, edges untouched
+              "palette_match_style_gain": round(style_gain(inp, match_palette(inp, palette), palette), 4)}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(scores, indent=2) + "\n")
     strip = args.json.with_suffix(".png")

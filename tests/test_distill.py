@@ -216,11 +216,13 @@ def test_eval_cli_writes_every_key(tiny_run, tmp_path, egl_ctx):
     assert code == 0
     scores = json.loads(out.read_text())
     assert set(scores) == {"rows", "drift", "style_switch_frames"}
-    assert set(scores["rows"]) == {"input", "regression", "teacher", "student", "no_dmd", "per_frame", "student_rgb"}
+    assert set(scores["rows"]) == {"input", "regression", "teacher", "student", "no_dmd", "per_frame", "student_rgb",
+                                   "regression_rgb"}
+    baseline = {"regression", "regression_rgb"}
     for row, values in scores["rows"].items():
         assert set(values) == {"psnr", "ssim", "spectral", "blockiness", "warp_ratio"}
-        # the run holds no regression baseline: its row is there, null
-        assert all(isinstance(v, float) if row != "regression" else v is None for v in values.values())
+        # the run holds no regression baseline: its rows are there, null
+        assert all(isinstance(v, float) if row not in baseline else v is None for v in values.values())
     assert set(scores["drift"]) == {"psnr_first", "psnr_last", "frames"} and scores["drift"]["frames"] == 16
     # a 3-step model may never settle on the new style: then the key is null, otherwise a count within the stream
     assert scores["style_switch_frames"] is None or 1 <= scores["style_switch_frames"] <= 4
@@ -234,7 +236,7 @@ def test_eval_cli_writes_every_key(tiny_run, tmp_path, egl_ctx):
     with Image.open(media / "side_by_side.png") as image:   # full size: 4 styles × (6 rows + reference) of 64²
         assert image.size == (7 * 64, 4 * 64)
     for rows_of_style in details["scores_by_style"].values():   # every style, every row run, every metric
-        assert set(rows_of_style) == set(scores["rows"]) - {"regression"}
+        assert set(rows_of_style) == set(scores["rows"]) - baseline
         assert all(set(v) == {"psnr", "ssim", "spectral", "blockiness"} for v in rows_of_style.values())
     assert details["reference_blockiness"] > 0 and details["blockiness_period"] == 16
     from bridge.video import read_video
@@ -265,8 +267,10 @@ def test_eval_scores_the_regression_baseline_without_a_student(tiny_run, tmp_pat
     rows = json.loads(out.read_text())["rows"]
     assert all(isinstance(rows[r]["psnr"], float) for r in ("input", "regression", "teacher"))
     assert all(rows[r]["psnr"] is None for r in ("student", "no_dmd", "per_frame"))
-    assert main(argv) == 0   # every row the run can score
-    assert json.loads(out.read_text())["rows"]["regression"]["psnr"] is not None
+    assert main(argv) == 0   # every row the run can score, the baseline on frames alone too
+    rows = json.loads(out.read_text())["rows"]
+    assert rows["regression"]["psnr"] is not None and rows["regression_rgb"]["psnr"] is not None
+    assert rows["regression_rgb"]["psnr"] != rows["regression"]["psnr"]   # it was not handed the G-buffers
     assert not any(p.name.startswith("drift") for p in (tmp_path / "worlds").iterdir())   # no student: no stream
     assert main([*argv, "--rows", "student"]) == 2
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.evaluation.video import score_video, still_flicker, structure, style_gain
+from models.evaluation.video import match_palette, score_video, still_flicker, structure, style_gain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +47,20 @@ def test_each_metric_sees_what_it_is_for():
     assert style_gain(video, video, style) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_palette_match_moves_only_the_colours():
+    """The calibration beside style_gain: each channel recoloured onto the palette's values by rank. Onto its own
+    palette a video is unchanged; onto another, every channel takes exactly the palette's values and the edges stay
+    where they were."""
+    video = moving_squares()
+    assert torch.equal(match_palette(video, video), video)
+    palette = torch.rand(video.shape, generator=torch.Generator().manual_seed(3)) ** 2
+    matched = match_palette(video, palette)
+    for c in range(3):
+        assert torch.equal(matched[:, c].flatten().sort().values, palette[:, c].flatten().sort().values)
+    assert structure(video, matched) > 0.5
+    assert style_gain(video, matched, palette) > 0
+
+
 def test_input_is_brought_to_the_output_size():
     big = torch.nn.functional.interpolate(moving_squares(), scale_factor=2, mode="nearest")
     scores = score_video(big, moving_squares())
@@ -74,5 +88,6 @@ def test_eval_video_command(tmp_path: Path):
     assert scores["frames"] == 8 and scores["palette_style"] == "sunny summer"
     assert 0 < scores["structure"] <= 1 and scores["still_flicker"] >= 0 and 0.3 < scores["reference_structure"] < 1
     assert {"flicker", "style_gain"} <= set(scores) and (tmp_path / "scores.png").stat().st_size > 0
+    assert -1 <= scores["palette_match_style_gain"] <= 1
     refused = subprocess.run(cmd + ["--frames", "1"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert refused.returncode == 2 and "at least 2" in refused.stderr

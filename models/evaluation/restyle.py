@@ -27,14 +27,14 @@ from models.network.sampling import sample_teacher
 from models.network.streaming import StudentSampler, held_chunks, recache, stream_chunk, stream_clip
 from models.network.unet import UNetDiT, regress_frames
 
-ROWS = ("input", "regression", "teacher", "student", "no_dmd", "per_frame", "student_rgb")
+ROWS = ("input", "regression", "teacher", "student", "no_dmd", "per_frame", "student_rgb", "regression_rgb")
 # Each row's noise comes from its own generator, seeded by this fixed number (not its place in ROWS), so adding a
 # row never changes another row's numbers.
 _NOISE_STREAM = {"input": 0, "teacher": 1, "student": 2, "no_dmd": 3, "per_frame": 4, "regression": 5,
-                 "student_rgb": 6}
+                 "student_rgb": 6, "regression_rgb": 7}
 # The network each row runs (a _Models field) and the checkpoint it comes from.
 _NETWORK = {"regression": "regression", "teacher": "teacher", "student": "student", "no_dmd": "no_dmd",
-            "per_frame": "student", "student_rgb": "student"}
+            "per_frame": "student", "student_rgb": "student", "regression_rgb": "regression"}
 _CHECKPOINT = {"no_dmd": "student_ode"}
 METRICS = ("psnr", "ssim", "spectral", "blockiness", "warp_ratio")
 FRAME_METRICS = METRICS[:4]  # scored per frame against the reference; warp_ratio is scored over a clip
@@ -192,10 +192,14 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
         outputs: dict[str, torch.Tensor] = {"input": items["low"]}
         b = len(ref)
         world = int(items["seed"][0])
-        tick = time.perf_counter()
-        if "regression" in rows:
-            outputs["regression"] = regress_frames(m.regression, cond, b, frames).clamp(-1, 1).cpu()
-            seconds["regression"] += time.perf_counter() - tick
+        # student_rgb and regression_rgb: what screen capture and video files give the model, the frames alone (no
+        # G-buffers, so no motion either)
+        rgb_only = replace(cond, gbuffers=None, motion=None)
+        for row, given in (("regression", cond), ("regression_rgb", rgb_only)):
+            if row in rows:
+                tick = time.perf_counter()
+                outputs[row] = regress_frames(m.regression, given, b, frames).clamp(-1, 1).cpu()
+                seconds[row] += time.perf_counter() - tick
         tick = time.perf_counter()
         if "teacher" in rows:
             shape = (b, window, m.teacher.cfg.channels, *m.teacher.cfg.sample_size)
@@ -204,9 +208,6 @@ def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | No
                 guidance, row_generator(seed, world, "teacher"), device)[0]).cpu()
                 for s in range(0, frames, window)], 1)
             seconds["teacher"] += time.perf_counter() - tick
-        # student_rgb: what screen capture and video files give the student, the frames alone (no G-buffers, so no
-        # motion either)
-        rgb_only = replace(cond, gbuffers=None, motion=None)
         for row, model, no_context, given in (("student", m.student, False, cond), ("no_dmd", m.no_dmd, False, cond),
                                               ("per_frame", m.student, True, cond),
                                               ("student_rgb", m.student, False, rgb_only)):

@@ -88,6 +88,22 @@ def style_gain(inp: torch.Tensor, out: torch.Tensor, style_frames: torch.Tensor)
     return float(1 - d_out / d_in.clamp_min(1e-12))
 
 
+def match_palette(video: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+    """`video` recoloured channel by channel onto `palette`'s colours: each pixel's value replaced by the value of
+    the same rank among the palette's (histogram matching of each channel, the classic colour transfer). Edges stay
+    where they were; only the colours move. `restyler eval-video` scores it as `palette_match_style_gain`, the
+    style_gain of a pure recolouring of the input."""
+    out = torch.empty_like(video)
+    for c in range(video.shape[1]):
+        values = video[:, c].flatten()
+        target = palette[:, c].flatten().sort().values
+        rank = torch.empty_like(values, dtype=torch.long)
+        rank[values.argsort(stable=True)] = torch.arange(values.numel())
+        where = (rank * (target.numel() - 1) + (values.numel() - 1) // 2) // max(values.numel() - 1, 1)
+        out[:, c] = target[where].view_as(video[:, c])
+    return out
+
+
 def score_video(inp: torch.Tensor, out: torch.Tensor, style_frames: torch.Tensor | None = None) -> dict[str, float]:
     """Every score of one restyled video; style_gain only with the style's reference frames."""
     inp = to_size(inp, (out.shape[-1], out.shape[-2]))
