@@ -94,12 +94,14 @@ def match_palette(video: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
     where they were; only the colours move. `restyler eval-video` scores it as `palette_match_style_gain`, the
     style_gain of a pure recolouring of the input."""
     out = torch.empty_like(video)
+    n, m = video[:, 0].numel(), palette[:, 0].numel()
     for c in range(video.shape[1]):
         values = video[:, c].flatten()
         target = palette[:, c].flatten().sort().values
         rank = torch.empty_like(values, dtype=torch.long)
-        rank[values.argsort(stable=True)] = torch.arange(values.numel())
-        where = (rank * (target.numel() - 1) + (values.numel() - 1) // 2) // max(values.numel() - 1, 1)
+        rank[values.argsort(stable=True)] = torch.arange(n)
+        # the palette value at the same quantile: index round(rank · (m − 1) / (n − 1)), in exact integers
+        where = (rank * (m - 1) + (n - 1) // 2) // max(n - 1, 1)
         out[:, c] = target[where].view_as(video[:, c])
     return out
 
