@@ -82,12 +82,16 @@ def side_by_side(model: Path, path: Path) -> None:
 
 def play_clip(model: Path, out_dir: Path) -> None:
     """The headless play run (bot driving, AI on, HUD), cut to a small mp4 and a JPEG strip for the README."""
+    import torch
+
     from bridge.video import Mp4Writer, read_video
     from renderer import StreamingRestyler
 
     from .game import AI_GAME_FPS, run_ai_headless
 
-    restyler = StreamingRestyler.from_pretrained(model)
+    # the upsampler as `make play` (`restyler play --upsample auto`) uses it: on a GPU only, so the clip shows the
+    # frame rate and picture a CPU player gets
+    restyler = StreamingRestyler.from_pretrained(model, upsample=torch.cuda.is_available())
     with tempfile.TemporaryDirectory() as tmp:
         try:
             run_ai_headless(GameConfig(seed=SEED, fps=AI_GAME_FPS, width=restyler.resolution[0],
