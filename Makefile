@@ -180,7 +180,7 @@ train-upsampler: setup
 		--worlds $(V2_WORLDS) --json $(UP_RUN)/eval.json
 
 # The shipped default model from nothing: backbone v2's first stages, then its one-step student and its upsampler,
-# exported to models/weights/default. About 5 h on a 2-core CPU; every step resumes where it stopped, so rerunning
+# exported to models/weights/default. About 5.1 h on a 2-core CPU; every step resumes where it stopped, so rerunning
 # `make train` after an interruption goes on.
 train: train-v2 train-student train-upsampler
 
