@@ -146,9 +146,9 @@ train-v2: setup
 
 # Backbone v2's one-step student (docs/distillation.md, "Backbone v2's one-step student"), from the polished teacher
 # `make train-v2` left in RUN_polish: ODE initialisation at the `student` size with its warped history and noise
-# carried along the motion, then DMD with the adversarial and temporal terms on rollouts of four chunks, then a polish
-# in STUDENT_RUN_polish with the DMD term off (regression, adversarial and temporal terms: +0.4 dB), scored on the held-out
-# worlds and exported (with the teacher and the regression baseline) to STUDENT_OUT: the shipped
+# carried along the motion, then DMD with the adversarial and temporal terms on rollouts of four chunks, then a
+# polish in STUDENT_RUN_polish with the DMD term off (regression, adversarial and temporal terms: +0.4 dB), scored on
+# the held-out worlds and exported (with the teacher and the regression baseline) to STUDENT_OUT: the shipped
 # models/weights/default on the CPU profile; the gpu and tiny profiles write beside their run, because a GPU-trained
 # student ships only once `restyler eval` shows it beats the shipped one. Same PROFILE as train-v2; about 2.3 h on the
 # 2-core CPU (models/weights/default/README.md has each step's cost).
