@@ -91,7 +91,8 @@ V2_REGRESSION := --steps 3000 --batch 64 --clip-frames 2
 V2_TEACHER := --steps 4500 --batch 32 --clip-frames 4 --guidance 1
 V2_POLISH := --steps 1500 --batch 32 --clip-frames 4 --guidance 1 --lr 1e-4
 V2_EVAL := --seeds 1000:1003 --frames 24 --teacher-steps 50
-STUDENT_ODE := --pair-clips 1024 --steps 6000 --batch 16 --lr 1e-3 --regression 0.5
+STUDENT_ODE := --pair-clips 1024 --batch 16 --lr 1e-3 --regression 0.5
+STUDENT_ODE_STEPS := 6000
 STUDENT_DMD := --clip-frames 8 --steps 1000 --batch 8 --fake-updates 5 --lr 5e-5 --regression 0.5 --gan 0.05 \
 	--temporal 0.2
 STUDENT_POLISH := --clip-frames 8 --steps 1200 --batch 8 --lr 1e-4 --distribution 0 --regression 1 --gan 0.05 \
@@ -109,8 +110,8 @@ V2_TEACHER := --steps 4 --batch 2 --clip-frames 4 --guidance 1
 V2_POLISH := --steps 2 --batch 2 --clip-frames 4 --guidance 1 --lr 1e-4
 V2_EVAL := --seeds 1000:1001 --frames 8 --teacher-steps 2
 V2_OUT ?= $(V2_RUN)_shipped
-STUDENT_ODE := --pair-clips 2 --steps 2 --batch 2 --regression 0.5
-STUDENT_ODE_LEGS := 1
+STUDENT_ODE := --pair-clips 2 --batch 2 --regression 0.5
+STUDENT_ODE_STEPS := 1 2
 STUDENT_DMD := --clip-frames 8 --steps 1 --batch 2 --fake-updates 1 --regression 0.5 --gan 0.05 --temporal 0.2
 STUDENT_POLISH := --clip-frames 8 --steps 1 --batch 2 --distribution 0 --regression 1 --gan 0.05 --temporal 0.3
 STUDENT_FINISH := --clip-frames 8 --steps 1 --batch 2 --distribution 0 --regression 1 --gan 0.02 --temporal 0.3
@@ -124,8 +125,8 @@ V2_REGRESSION := --steps 1500 --batch 4 --clip-frames 2
 V2_TEACHER := --steps 4000 --batch 4 --clip-frames 4 --guidance 1
 V2_POLISH := --steps 1500 --batch 4 --clip-frames 4 --guidance 1 --lr 1e-4
 V2_EVAL := --seeds 1000:1003 --frames 24 --teacher-steps 25
-STUDENT_ODE := --pair-clips 128 --steps 14000 --batch 2 --lr 1e-3 --regression 2
-STUDENT_ODE_LEGS := 1500 3500 9000
+STUDENT_ODE := --pair-clips 128 --batch 2 --lr 1e-3 --regression 2
+STUDENT_ODE_STEPS := 1500 3500 9000 14000
 STUDENT_DMD := --clip-frames 8 --steps 300 --batch 2 --fake-updates 2 --lr 5e-5 --regression 0.5 --gan 0.05 \
 	--temporal 0.2
 STUDENT_POLISH := --clip-frames 8 --steps 1200 --batch 2 --lr 1e-4 --distribution 0 --regression 1 --gan 0.05 \
@@ -160,7 +161,7 @@ train-v2: setup
 # shipped models/weights/default on the CPU profile; the gpu and tiny profiles write beside their run, because a
 # GPU-trained student ships only once `restyler eval` shows it beats the shipped one. Same PROFILE as train-v2; about
 # 2.7 h on the 2-core CPU (models/weights/default/README.md has each step's cost). On the CPU the ODE stage runs in
-# legs (STUDENT_ODE_LEGS, then the full --steps), each resuming with a longer schedule so the cosine learning rate
+# legs (STUDENT_ODE_STEPS, the --steps of each), each resuming with a longer schedule so the cosine learning rate
 # restarts higher, as the shipped student's did: one 14,000-step schedule from nothing ended 0.5 dB lower after the
 # ODE stage (21.73 against 22.24 dB) and 0.4 dB lower finished (22.62 against 23.03; docs/distillation.md).
 STUDENT_RUN ?= $(V2_RUN)_student
@@ -168,12 +169,10 @@ train-student: setup
 	mkdir -p $(STUDENT_RUN)
 	cp -pn $(V2_RUN)_polish/teacher.json $(V2_RUN)_polish/teacher.safetensors $(V2_RUN)_polish/regression.json \
 		$(V2_RUN)_polish/regression.safetensors $(STUDENT_RUN)/
-	for steps in $(STUDENT_ODE_LEGS); do \
+	for steps in $(STUDENT_ODE_STEPS); do \
 		$(R) train ode --data $(V2_DATA) --out $(STUDENT_RUN) --size student --timesteps 1000 --refresh last_step \
 			--noise warped --history on $(STUDENT_ODE) --steps $$steps --resume || exit 1; \
 	done
-	$(R) train ode --data $(V2_DATA) --out $(STUDENT_RUN) --size student --timesteps 1000 --refresh last_step \
-		--noise warped --history on $(STUDENT_ODE) --resume
 	$(R) train dmd --data $(V2_DATA) --out $(STUDENT_RUN) $(STUDENT_DMD) --resume
 	$(R) train dmd --data $(V2_DATA) --out $(STUDENT_RUN)_polish --init $(STUDENT_RUN) $(STUDENT_POLISH) --resume
 	$(R) train dmd --data $(V2_DATA) --out $(STUDENT_RUN)_finish --init $(STUDENT_RUN)_polish $(STUDENT_FINISH) \

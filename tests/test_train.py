@@ -297,7 +297,7 @@ def test_make_train_v2_runs_its_profile_end_to_end(tmp_path):
                               f"V2_DATA={tmp_path / 'data'}", f"V2_WORLDS={tmp_path / 'worlds'}"],
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert student.returncode == 0, student.stdout[-2000:] + student.stderr[-2000:]
-    # the ODE stage in legs (STUDENT_ODE_LEGS): one step, then resumed to the full two on a longer schedule
+    # the ODE stage in legs (STUDENT_ODE_STEPS): one step, then resumed to two on a longer schedule
     ode_log = (tmp_path / "run_student" / "logs" / "ode.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in ode_log] == [1, 2]
     distilled = json.loads((tmp_path / "run_student" / "student.json").read_text())
