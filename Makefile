@@ -163,7 +163,8 @@ train-v2: setup
 # 2.7 h on the 2-core CPU (models/weights/default/README.md has each step's cost). On the CPU the ODE stage runs in
 # legs (STUDENT_ODE_STEPS, the --steps of each), each resuming with a longer schedule so the cosine learning rate
 # restarts higher, as the shipped student's did: one 14,000-step schedule from nothing ended 0.5 dB lower after the
-# ODE stage (21.73 against 22.24 dB) and 0.4 dB lower finished (22.62 against 23.03; docs/distillation.md).
+# ODE stage (21.73 against 22.24 dB) and 0.4 dB lower finished (22.62 against 23.03); with the legs it finished
+# at 22.89 (docs/distillation.md).
 STUDENT_RUN ?= $(V2_RUN)_student
 train-student: setup
 	mkdir -p $(STUDENT_RUN)

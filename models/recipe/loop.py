@@ -280,18 +280,23 @@ def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.
 _RESUME_FREE = {"steps", "log_every", "sample_every", "checkpoint_every"}
 
 
-def check_resumable(saved: Any, now: Any, run: Path, say: Callable[[str], None], done: int = 0) -> None:
-    """Refuse to resume `run` (`done` steps in) when a setting that changes the steps differs between the saved
-    config and `now` (TrainConfig, or a stage's own settings such as the DMD ones)."""
+def check_resumable(saved: Any, now: Any, run: Path) -> None:
+    """Refuse to resume `run` when a setting that changes the steps differs between the saved config and `now`
+    (TrainConfig, or a stage's own settings such as the DMD ones)."""
     changed = [f.name for f in fields(now)
                if f.name not in _RESUME_FREE and getattr(saved, f.name) != getattr(now, f.name)]
     if changed:
         details = ", ".join(f"{n}: {getattr(saved, n)} -> {getattr(now, n)}" for n in changed)
         raise TrainError(f"{run} was trained with other settings ({details}); resume with the same ones, or start "
                          "a new --out")
-    # A run already past the new --steps trains nothing, so its schedule does not change (train() says so).
-    if isinstance(now, TrainConfig) and saved.steps != now.steps and now.schedule == "cosine" and done < now.steps:
-        say(f"note: --steps {saved.steps} -> {now.steps} stretches the cosine schedule of the remaining steps")
+
+
+def stretch_note(saved: TrainConfig, now: TrainConfig, done: int) -> str | None:
+    """What resuming `done` steps in with another --steps does to the cosine schedule; nothing when the run is
+    already past the new --steps, since it then trains nothing (train() says so)."""
+    if saved.steps != now.steps and now.schedule == "cosine" and done < now.steps:
+        return f"note: --steps {saved.steps} -> {now.steps} stretches the cosine schedule of the remaining steps"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -326,9 +331,10 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
             raise TrainError(f"{state_dir}/{stage.name} was written by an earlier version of the recipe, which kept "
                              f"the critic elsewhere; it cannot be resumed: start a new --out (or --init from the "
                              f"run's finished student)")
-        check_resumable(TrainConfig(**meta["train"]), cfg, run, say, done=int(meta["step"]))
+        saved = TrainConfig(**meta["train"])
+        check_resumable(saved, cfg, run)
         if settings is not None and "stage" in meta:  # states of earlier versions did not record the settings
-            check_resumable(checkpoint.config_from_json(type(settings), meta["stage"]), settings, run, say)
+            check_resumable(checkpoint.config_from_json(type(settings), meta["stage"]), settings, run)
         checkpoint.load_into(model, _prefixed(tensors, "model/"), "state")
         checkpoint.load_into(ema, _prefixed(tensors, "ema/"), "state")
         load_optimizer(opt, tensors, meta["optimizer"])
@@ -336,6 +342,8 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
             checkpoint.load_into(critic, _prefixed(tensors, "critic/"), "state")
             load_optimizer(critic_opt, tensors, meta["critic_optimizer"], prefix="critic_opt/")
         start = int(meta["step"])
+        if note := stretch_note(saved, cfg, start):
+            say(note)
         say(f"resuming {stage.name} in {run} at step {start}")
     elif resume:
         say(f"nothing to resume in {run}; starting {stage.name} at step 0")
