@@ -158,6 +158,22 @@ def add_device(p: argparse.ArgumentParser) -> None:
                    help="auto picks cuda when present, else cpu")
 
 
+def add_precision(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="numeric precision of the networks' matrix work: auto is bf16 on a CUDA GPU and on a CPU "
+                        "with AMX matrix units, fp32 elsewhere; the stored weights stay as they are (converted at "
+                        "load; training keeps fp32 master weights); docs/runtime.md measures both")
+
+
+def precision_for(args: argparse.Namespace, device: str = "auto") -> Any:
+    """--precision resolved for `device` ("auto", "cpu" or "cuda"): a models.network.precision.Precision (.name
+    "fp32" or "bf16", .describe() what each command says once in its output, after the model has loaded)."""
+    from models.network.precision import resolve_precision
+
+    dev = "cuda" if device == "cuda" or (device == "auto" and cuda_available()) else "cpu"
+    return resolve_precision(args.precision, dev)
+
+
 def add_worker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--worker", choices=["process", "thread"], default="process",
                    help="where the model runs beside the game: its own process (default: the game loop stays "

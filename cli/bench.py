@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.args import (add_device, add_game, add_model, add_steps, add_worker, error, parse_size, positive_float,
-                      positive_int)
+from cli.args import (add_device, add_game, add_model, add_precision, add_steps, add_worker, error, parse_size,
+                      positive_float, positive_int)
 
 
 def add_parser(sub) -> None:
@@ -37,6 +37,7 @@ def add_parser(sub) -> None:
                         "upsampler was trained for; without --display the AI frames stay at the model's size)")
     add_game(p, "run beside the play_frame() of")
     add_steps(p)
+    add_precision(p)
     p.set_defaults(handler=run)
 
 
@@ -64,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         with GameSession(GameConfig(seed=1000, width=size[0], height=size[1], fps=fps)) as game:
             result = run_bench(args.model, lambda: game.step(sun=STYLE, display=args.display), args.device,
                                args.seconds, fps, args.worker, args.threads, args.steps,
-                               teacher=not args.no_teacher, upsample=args.display is not None)
+                               teacher=not args.no_teacher, upsample=args.display is not None,
+                               precision=args.precision)
     except (ModelError, RuntimeError, ValueError) as exc:
         return error("bench", str(exc))
     _write(args, result)
@@ -86,7 +88,7 @@ def _bench_game(args: argparse.Namespace, size: tuple[int, int], fps: int) -> in
                                   "play time, without targets), which the benchmark runs the game with")
         try:
             result = run_bench(args.model, game.play_frame, args.device, args.seconds, fps, args.worker,
-                               args.threads, args.steps, teacher=not args.no_teacher)
+                               args.threads, args.steps, teacher=not args.no_teacher, precision=args.precision)
         finally:
             game.close()
     except (RecordError, ModelError, RuntimeError, ValueError) as exc:

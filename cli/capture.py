@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.args import (PROG, add_model, add_serve, add_steps, add_worker, default_style, error, has_display,
-                      mp4_path, parse_region, positive_float, start_server)
+from cli.args import (PROG, add_model, add_precision, add_serve, add_steps, add_worker, default_style, error,
+                      has_display, mp4_path, parse_region, positive_float, precision_for, start_server)
 
 
 def add_parser(sub) -> None:
@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
     add_serve(p)
     add_worker(p)
     add_steps(p)
+    add_precision(p)
     p.set_defaults(handler=run)
 
 
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         return error("capture", "--headless shows nothing, so it needs --record FILE.mp4, --record-source FILE.mp4 "
                                 "or --serve PORT to keep or show the result")
     try:
-        restyler = StreamingRestyler.from_pretrained(args.model, worker=args.worker, steps=args.steps)
+        restyler = StreamingRestyler.from_pretrained(args.model, worker=args.worker, steps=args.steps,
+                                                     precision=precision_for(args).name)
         source = ScreenSource(region=args.region) if args.region else ScreenSource(window=args.window)
     except (ModelError, BridgeError, ValueError) as exc:
         return error("capture", str(exc))
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         source.close()
         return error("capture", str(exc))
     what = f"region {args.region}" if args.region else f"window {args.window!r}"
-    print(f"{PROG} capture: restyling {what} ({source.size[0]}x{source.size[1]}); Ctrl+C stops", file=sys.stderr)
+    print(f"{PROG} capture: restyling {what} ({source.size[0]}x{source.size[1]}, {restyler.precision.describe()}); "
+          "Ctrl+C stops", file=sys.stderr)
     try:
         result = run_capture(source, restyler, default_style(args.style), args.record, headless, args.seconds,
                              server, args.record_source)

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cli.args import add_device, add_model, default_style, error, positive_int
+from cli.args import add_device, add_model, add_precision, default_style, error, positive_int, precision_for
 
 CALIBRATION_SEEDS = range(1000, 1003)   # the demo game's held-out worlds whose reference frames give the palette
 CALIBRATION_FRAMES = 24
@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
                         "are the palette style_gain measures toward, and their structure is the calibration")
     add_model(p)
     add_device(p)
+    add_precision(p)
     p.set_defaults(handler=run)
 
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     style = default_style(args.style)
     try:
-        engine = offline_engine(args.model, style, args.device)
+        engine = offline_engine(args.model, style, args.device, precision=precision_for(args, args.device).name)
         with VideoFileSource(args.input) as src:
             pairs = list(restyled_frames(src, engine, limit=args.frames))
         if len(pairs) < 2:
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     except (ModelError, BridgeError, RecordError) as exc:
         return error("eval-video", str(exc))
     scores = {"video": str(args.input), "frames": len(pairs), "style": style, "palette_style": name,
+              "precision": engine.bundle.precision.name,
               **{k: round(v, 4) for k, v in score_video(inp, out, palette).items()},
               # the same structure measured on the demo game's own reference renderer against its cheap frames
               "reference_structure": round(structure(low, palette), 4),

@@ -9,8 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cli.args import (add_device, add_game, add_model, add_sampler_options, cuda_available, error, parse_seeds,
-                      parse_size, positive_float, positive_int, sampler_changes)
+from cli.args import (add_device, add_game, add_model, add_precision, add_sampler_options, cuda_available, error,
+                      parse_seeds, parse_size, positive_float, positive_int, precision_for, sampler_changes)
 
 
 def add_parser(sub) -> None:
@@ -45,6 +45,7 @@ def add_parser(sub) -> None:
                         "model's): bilinear, joint-bilateral and the model's learned upsampler against the reference "
                         "drawn at that size; the worlds are rendered at that size too")
     add_device(p)
+    add_precision(p)
     p.set_defaults(handler=run)
 
 
@@ -78,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not cuda_available():
         return error("eval", "--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and cuda_available()) else "cpu"
+    precision = precision_for(args, device)
     try:
         # the frame size from whichever network the directory holds; the student's sampler when there is one
         held = [name for name in ("student", "teacher", "regression") if exists(args.model, name)]
@@ -97,21 +99,23 @@ def run(args: argparse.Namespace) -> int:
         if args.drift_frames > 0 and "student" in held:   # the drift stream is the student's
             drift = _held_out(args, (width, height), args.drift_frames, [args.seeds[0]], "drift_")
         result = evaluate(args.model, clips, args.frames, drift, args.teacher_steps, sampler, device=device,
-                          switch=args.switch, teacher_guidance=args.teacher_guidance,
+                          switch=args.switch, teacher_guidance=args.teacher_guidance, precision=precision,
                           **({} if args.rows is None else {"rows": args.rows}))
+        result.scores["precision"] = precision.name
         if args.display is not None:
             if "student" not in held:
                 return error("eval", f"--display scores the student's frames, but {args.model} holds no student")
-            _score_display(args, clips, (width, height), result, device)
+            _score_display(args, clips, (width, height), result, device, precision)
     except (RecordError, CheckpointError, DataError, EvalError, PromptEncoderError) as exc:
         return error("eval", str(exc))
     _write_eval(args.json, result, markdown_table(result))
     print(markdown_table(result))
+    print(f"{precision.describe()}; wrote {args.json}")
     return 0
 
 
 def _score_display(args: argparse.Namespace, clips: Path, model_size: tuple[int, int], result: Any,
-                   device: str) -> None:
+                   device: str, precision: Any) -> None:
     """--display: the held-out worlds again at display size, the student's frames on them upsampled three ways and
     scored (models.evaluation.upsample); the scores go into result.scores["display"], the picture into the media."""
     from bridge.recording import RecordError
@@ -129,7 +133,7 @@ def _score_display(args: argparse.Namespace, clips: Path, model_size: tuple[int,
     except RecordError as exc:
         raise EvalError(str(exc)) from None
     # the eval's student row, kept per model (a retrained student makes them again)
-    frames = student_frames(args.model, clips, args.worlds / f"student_frames_{clips.name}", device, print)
+    frames = student_frames(args.model, clips, args.worlds / f"student_frames_{clips.name}", device, print, precision)
     upsampler = load_upsampler(args.model, device)
     scores = evaluate_upsampling(display, frames, upsampler, args.frames,
                                  token_pixels(load_network(args.model, "student")[0]))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.args import PROG, add_device, add_model, add_steps, default_style, error, mp4_path
+from cli.args import (PROG, add_device, add_model, add_precision, add_steps, default_style, error, mp4_path,
+                      precision_for)
 
 
 def add_parser(sub) -> None:
@@ -16,6 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("--style", metavar="PROMPT", default=None, help="style to render in, e.g. 'sunny summer'")
     add_model(p)
     add_device(p)
+    add_precision(p)
     add_steps(p)
     p.set_defaults(handler=run)
 
@@ -26,9 +28,10 @@ def run(args: argparse.Namespace) -> int:
     from renderer.engine import ModelError
 
     try:
+        precision = precision_for(args, args.device)
         frames = restyle_file(args.input, args.output, args.model, default_style(args.style), args.device,
-                             args.steps)
-    except (ModelError, BridgeError) as exc:
+                             args.steps, precision=precision.name)
+    except (ModelError, BridgeError, ValueError) as exc:
         return error("restyle", str(exc))
-    print(f"{PROG} restyle: wrote {frames} frames to {args.output}")
+    print(f"{PROG} restyle: wrote {frames} frames to {args.output} ({precision.describe()})")
     return 0

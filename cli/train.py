@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.args import (add_device, add_sampler_options, error, model_option, positive_float, positive_int,
-                      probability, sampler_changes)
+from cli.args import (add_device, add_precision, add_sampler_options, error, model_option, positive_float,
+                      positive_int, probability, sampler_changes)
 
 
 def add_parser(sub) -> None:
@@ -49,6 +49,7 @@ def add_parser(sub) -> None:
                         "e.g. gbuffer_channels=4 or 'widths=[16,32,64,128]' (the ablations of docs/model.md); "
                         "repeatable")
     add_device(p)
+    add_precision(p)
     p.add_argument("--init", type=Path, default=None, metavar="RUN",
                    help="start from this stage's weights in another run directory (fine-tuning with new settings); "
                         "dmd and gen: from RUN's finished student, e.g. a second pass with --temporal")
@@ -130,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
         run_stage(args.stage, args.data, args.out, size=args.size, prompts=prompts, space=args.space, arch=args.arch,
                   steps=args.steps, batch=args.batch, resume=args.resume, device=args.device, overrides=overrides,
                   init=args.init, sampler=StudentSampler(**changes) if changes else None,
-                  pair_clips=args.pair_clips, dmd_cfg=dmd_cfg, ode_cfg=ode_cfg, model_options=dict(args.model_option))
+                  pair_clips=args.pair_clips, dmd_cfg=dmd_cfg, ode_cfg=ode_cfg, model_options=dict(args.model_option),
+                  precision=args.precision)
     except (TrainError, DataError, CheckpointError, PromptEncoderError) as exc:
         return error("train", str(exc))
     return 0
@@ -150,7 +152,8 @@ def _train_upsampler(args: argparse.Namespace) -> int:
                if v is not None}
     try:
         run_upsampler(args.data, args.low_data, args.student, args.out, steps=args.steps, batch=args.batch,
-                      lr=args.lr, resume=args.resume, device=args.device, settings=UpsampleSettings(**changes))
+                      lr=args.lr, resume=args.resume, device=args.device, settings=UpsampleSettings(**changes),
+                      precision=args.precision)
     except (TrainError, DataError, CheckpointError, PromptEncoderError) as exc:
         return error("train", str(exc))
     return 0

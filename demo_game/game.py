@@ -50,10 +50,10 @@ GBUFFER_VIEWS = [View.DEPTH, View.NORMALS, View.MATERIAL, View.MOTION]
 
 def run_play(style: str | None, headless: bool, seconds: float, out: Path, seed: int,
              size: tuple[int, int], model: Path | None = None, worker: str = "process",
-             steps: int | None = None, server=None, upsample: bool = True) -> int:
+             steps: int | None = None, server=None, upsample: bool = True, precision: str = "auto") -> int:
     """`server`: a started renderer.serve.StreamServer that also shows the AI stream as a web page (AI on only);
     `upsample`: the model's upsampler brings the AI frames to its display size when the model ships one (the game
-    then also renders its cheap pass and G-buffers there)."""
+    then also renders its cheap pass and G-buffers there); `precision`: the student's (renderer.runtime)."""
     restyler = None
     if model is None and style is not None:
         style_for_prompt(style)   # without a model only the reference styles exist: fail before opening anything
@@ -61,7 +61,8 @@ def run_play(style: str | None, headless: bool, seconds: float, out: Path, seed:
         from renderer import StreamingRestyler
 
         # ModelError (missing or corrupt model): the CLI prints it with how to get one
-        restyler = StreamingRestyler.from_pretrained(model, worker=worker, steps=steps, upsample=upsample)
+        restyler = StreamingRestyler.from_pretrained(model, worker=worker, steps=steps, upsample=upsample,
+                                                     precision=precision)
     if restyler is None and headless:
         run_headless(GameConfig(seed=seed, width=size[0], height=size[1]), seconds, out, style)
         return 0
@@ -379,7 +380,8 @@ def run_ai_headless(config: GameConfig, style: str | None, restyler, seconds: fl
                 time.sleep(max(0.0, deadline - time.monotonic()))
         s = restyler.stats
         summary = (f"game {window.clock.get_fps():.1f} fps, AI {s.frames_out / max(seconds, 1e-9):.1f} fps, "
-                   f"latency {s.latency_ms:.0f} ms" + (f", AI stopped: {s.error}" if s.error else ""))
+                   f"latency {s.latency_ms:.0f} ms, {restyler.precision.describe()}"
+                   + (f", AI stopped: {s.error}" if s.error else ""))
     finally:
         window.close()
     save_sheet(np.concatenate(shots, axis=1), [f"t={t / config.fps:.1f}s" for t in sorted(sheet_at)],

@@ -8,7 +8,8 @@ StreamingRestyler, submitting every frame; from it come
     latency_p50/p95_ms       per frame, submit to shown, in steady state
     throughput_fps           stylized frames shown per second
     game_fps                 the game loop's own rate (capped at the game's target, as a game with vsync is)
-    mfu                      the student's FLOPs per second over the measured fp32 matmul peak of this device
+    mfu                      the student's FLOPs per second over the measured matmul peak of this device at the
+                             precision the student runs at (fp32 or bf16: both peaks are in the JSON)
 and, on the same machine and resolution, the bidirectional teacher, which must hold a whole clip before it shows
 its first frame. A per-stage profile of the student's step (measured alone, without the game) goes with the
 details, so a missed target says where the milliseconds went.
@@ -27,6 +28,7 @@ import torch
 
 from bridge import FramePacket
 from models.network.loading import flops_per_frame, load_upsampler
+from models.network.precision import DTYPES, Precision
 from renderer.engine import StreamEngine, load_bundle, resolve_device
 from renderer.runtime import StreamingRestyler
 
@@ -45,10 +47,11 @@ class BenchResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def matmul_peak_flops(device: torch.device, seconds: float = 1.0, n: int = 1024) -> float:
-    """Sustained fp32 matmul FLOP/s of `device` (all its threads): the denominator of MFU."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_peak_flops(device: torch.device, seconds: float = 1.0, n: int = 1024,
+                      dtype: torch.dtype = torch.float32) -> float:
+    """Sustained matmul FLOP/s of `device` (all its threads) in `dtype`: the denominator of MFU."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
     for _ in range(3):
         a @ b
     _sync(device)
@@ -116,11 +119,11 @@ def _first_frame_ms(produce: Producer, restyler: StreamingRestyler, fps: float) 
 
 def profile_student(model_dir: Path, device: torch.device, frames: list[FramePacket], threads: int | None,
                     sampler_changes: dict[str, Any] | None = None, chunks: int = PROFILE_CHUNKS,
-                    upsample: bool = False) -> dict[str, float]:
+                    upsample: bool = False, precision: str = "fp32") -> dict[str, float]:
     """Median ms of each stage of the student's step with a full cache, the model alone on the machine."""
     if threads:
         torch.set_num_threads(threads)
-    engine = StreamEngine(load_bundle(model_dir, device, sampler_changes, upsample), device)
+    engine = StreamEngine(load_bundle(model_dir, device, sampler_changes, upsample, precision), device)
     engine.set_style(STYLE)
     engine.warm_up()
     k = engine.chunk_frames
@@ -151,16 +154,16 @@ def profile_student(model_dir: Path, device: torch.device, frames: list[FramePac
     return profile
 
 
-def bench_teacher(model_dir: Path, device: torch.device, frames: list[FramePacket], game_fps: float
-                  ) -> dict[str, float]:
-    """The bidirectional teacher on one clip: it must hold all F frames (arriving at the game's rate) before its
-    ~50 guided steps can show the first."""
+def bench_teacher(model_dir: Path, device: torch.device, frames: list[FramePacket], game_fps: float,
+                  precision: Precision | None = None) -> dict[str, float]:
+    """The bidirectional teacher on one clip (in the student's precision): it must hold all F frames (arriving at
+    the game's rate) before its ~50 guided steps can show the first."""
     from models.network.dit import Conditioning
     from models.network.prompt import PromptEncoder
     from models.network.sampling import sample_teacher
     from models.network.loading import load_network
 
-    teacher, meta = load_network(model_dir, "teacher", device)
+    teacher, meta = load_network(model_dir, "teacher", device, precision)
     f = teacher.cfg.clip_frames
     probe = StreamEngine(load_bundle(model_dir, device), device)
     probe.set_style(STYLE)
@@ -182,17 +185,19 @@ def bench_teacher(model_dir: Path, device: torch.device, frames: list[FramePacke
 def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds: float = 10.0,
               game_fps: float = 60.0, worker: str = "process", threads: int | None = 1,
               steps: int | None = None, teacher: bool = True, upsample: bool = False,
-              say: Callable[[str], None] = print) -> BenchResult:
+              say: Callable[[str], None] = print, precision: str = "auto") -> BenchResult:
     """`upsample`: the whole chain at display size (the producer's packets carry FramePacket.display and the
-    model's upsampler draws there); off, the AI frames stay at the model's size."""
+    model's upsampler draws there); off, the AI frames stay at the model's size. `precision`: the student's and
+    the teacher's (models.network.precision)."""
     dev = resolve_device(device)
     restyler = StreamingRestyler.from_pretrained(model_dir, str(dev), worker=worker, threads=threads, steps=steps,
-                                                 upsample=upsample)
+                                                 upsample=upsample, precision=precision)
+    resolved = restyler.precision
     cfg, sampler, k = restyler.model_config, restyler.sampler, restyler.chunk_frames
     frames = [produce() for _ in range(PROFILE_FRAMES)]
 
-    say(f"bench: {worker} worker ({threads or 'default'} torch threads) beside a {game_fps:g} fps game loop, "
-        f"{seconds:g} s")
+    say(f"bench: {worker} worker ({threads or 'default'} torch threads, {resolved.describe()}) beside a "
+        f"{game_fps:g} fps game loop, {seconds:g} s")
     with restyler:
         restyler.prepare(STYLE)
         first = [_first_frame_ms(produce, restyler, game_fps) for _ in range(FIRST_FRAME_TRIALS)]
@@ -213,7 +218,8 @@ def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds:
         dropped = stats.dropped - dropped0
         chunks = stats.chunks - chunks0   # > 0: frames were shown
         compute = 1000 * np.array(list(stats.compute_s)[-chunks:])
-    profile = profile_student(model_dir, dev, frames, threads, {"timesteps": sampler.timesteps}, upsample=upsample)
+    profile = profile_student(model_dir, dev, frames, threads, {"timesteps": sampler.timesteps}, upsample=upsample,
+                              precision=resolved.name)
     passes = profile["passes_per_chunk"]
     context = (sampler.window_chunks + sampler.sink_chunks + 1) * k
     upsampler = load_upsampler(model_dir) if upsample else None
@@ -221,8 +227,8 @@ def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds:
     frame_flops = flops_per_frame(cfg, context, passes) + upsampler_flops
     model_flops = throughput * frame_flops
     torch.set_num_threads(_cores())   # the peak of the whole device, whatever the worker was given
-    peak = matmul_peak_flops(dev)
-    t = bench_teacher(model_dir, dev, frames, game_fps) if teacher else None
+    peaks = {name: matmul_peak_flops(dev, dtype=dtype) for name, dtype in DTYPES.items()}
+    t = bench_teacher(model_dir, dev, frames, game_fps, resolved) if teacher else None
 
     scores = {
         "device": _device_name(dev),
@@ -237,7 +243,10 @@ def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds:
         "latency_p95_ms": round(float(np.percentile(latencies, 95)), 2),
         "throughput_fps": round(throughput, 2),
         "game_fps": round(game_frames / elapsed, 2),
-        "mfu": round(model_flops / peak, 4),
+        "mfu": round(model_flops / peaks[resolved.name], 4),   # against the peak of the precision it runs at
+        "precision": resolved.name,
+        "matmul_peak_gflops_fp32": round(peaks["fp32"] / 1e9, 1),
+        "matmul_peak_gflops_bf16": round(peaks["bf16"] / 1e9, 1),
         "gflop_per_frame": round(frame_flops / 1e9, 4),
         "teacher_first_frame_latency_ms": None if t is None else round(t["first_frame_latency_ms"], 1),
         "teacher_throughput_fps": None if t is None else round(t["throughput_fps"], 4),
@@ -251,7 +260,8 @@ def run_bench(model_dir: Path, produce: Producer, device: str = "auto", seconds:
         "chunk_compute_ms_beside_game": {"p50": round(float(np.percentile(compute, 50)), 2),
                                          "p95": round(float(np.percentile(compute, 95)), 2)},
         "student_profile": {k_: round(v, 3) for k_, v in profile.items()},
-        "matmul_peak_gflops": round(peak / 1e9, 1), "teacher": t,
+        "matmul_peak_gflops": round(peaks[resolved.name] / 1e9, 1), "precision_reason": resolved.reason,
+        "teacher": t,
         "machine": {"cpus": _cores(), "platform": platform.platform(), "torch": torch.__version__},
     }
     if t is not None:
@@ -284,7 +294,9 @@ def table(result: BenchResult) -> str:
             ("throughput", f"{s['throughput_fps']:.1f} fps"),
             ("game loop", f"{s['game_fps']:.1f} fps (target {d['game_target_fps']:g}; frame p95 "
                           f"{d['game_frame_ms_p95']:.1f} ms)"),
-            ("mfu", f"{s['mfu']:.3f} (peak {d['matmul_peak_gflops']:.0f} GFLOP/s)"),
+            ("precision", f"{s['precision']} ({d['precision_reason']})"),
+            ("mfu", f"{s['mfu']:.3f} (against the {s['precision']} matmul peak, {d['matmul_peak_gflops']:.0f} "
+                    f"GFLOP/s; fp32 {s['matmul_peak_gflops_fp32']:.0f}, bf16 {s['matmul_peak_gflops_bf16']:.0f})"),
             ("model cost", f"{s['gflop_per_frame']:.2f} GFLOP per output frame"),
             ("student alone", f"{d['student_profile']['chunk_ms']:.1f} ms/chunk = "
                               f"{d['student_profile']['model_only_fps']:.1f} fps")]

@@ -157,13 +157,14 @@ class _CaptureWindow:
         self.pygame.quit()
 
 
-def offline_engine(model_dir: Path, style: str, device: str = "auto", steps: int | None = None):
+def offline_engine(model_dir: Path, style: str, device: str = "auto", steps: int | None = None,
+                   precision: str = "auto"):
     """A StreamEngine asked for `style`, for restyling a whole video: offline, so every frame is restyled and `steps`
     defaults to all of the student's levels (its best quality). Raises ModelError for a missing model."""
     from renderer.engine import StreamEngine, load_bundle, resolve_device
 
     dev = resolve_device(device)
-    bundle = load_bundle(model_dir, dev)
+    bundle = load_bundle(model_dir, dev, precision=precision)
     if steps is not None:
         bundle.sampler = replace(bundle.sampler, timesteps=bundle.sampler.timesteps[:steps])
     engine = StreamEngine(bundle, dev)
@@ -190,7 +191,7 @@ def restyled_frames(source, engine, limit: int | None = None):
 
 
 def restyle_file(input_path: Path, output_path: Path, model_dir: Path, style: str, device: str = "auto",
-                 steps: int | None = None, progress: bool = True) -> int:
+                 steps: int | None = None, progress: bool = True, precision: str = "auto") -> int:
     """Restyle every frame of `input_path` into `output_path` (same size and frame rate, restyled_frames scaled
     up); returns frames written."""
     from tqdm import tqdm
@@ -198,7 +199,7 @@ def restyle_file(input_path: Path, output_path: Path, model_dir: Path, style: st
     from bridge import VideoFileSource
     from bridge.video import Mp4Writer
 
-    engine = offline_engine(model_dir, style, device, steps)   # a missing model: one error before any file opens
+    engine = offline_engine(model_dir, style, device, steps, precision)   # a missing model: one error first
     with VideoFileSource(input_path) as src:
         bar = tqdm(total=src.frame_count or None, unit="frame", desc=f"restyle ({style})", disable=not progress)
         with Mp4Writer(output_path, src.fps, src.size) as out, bar:

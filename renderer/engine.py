@@ -34,6 +34,7 @@ from models.io.data import GBUFFERS, encode_gbuffer, gbuffers_from_arrays
 from models.network.autoencoder import Autoencoder
 from models.network.dit import Conditioning, VideoDiT
 from models.network.loading import load_autoencoder, load_student, load_upsampler
+from models.network.precision import Precision, PrecisionError, resolve_precision
 from models.network.prompt import PromptEncoder, nearest_style
 from models.network.streaming import StudentSampler, stream_chunk
 from models.network.upsampler import TemporalResolve, Upsampler
@@ -60,6 +61,7 @@ class StudentBundle:
     autoencoder: Autoencoder | None
     meta: dict[str, Any]
     upsampler: Upsampler | None = None
+    precision: Precision = Precision("fp32", "as stored")   # what the student runs at
 
     @property
     def display_size(self) -> tuple[int, int] | None:
@@ -88,14 +90,20 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load_bundle(model_dir: Path | str, device: torch.device | str = "cpu",
-                sampler_changes: dict[str, Any] | None = None, upsample: bool = True) -> StudentBundle:
-    """The student of a shipped model or a finished run, fp32 on CPU (no bf16 units there), ready to stream, and
-    its upsampler when the directory has one and `upsample` is on."""
+                sampler_changes: dict[str, Any] | None = None, upsample: bool = True,
+                precision: str = "auto") -> StudentBundle:
+    """The student of a shipped model or a finished run, ready to stream at `precision` (models.network.precision:
+    "auto" is bf16 on a GPU and on a CPU with AMX, fp32 elsewhere), and its upsampler when the directory has one and
+    `upsample` is on."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelError(f"no model at {model_dir}: {HOW_TO_GET_A_MODEL}")
     try:
-        student, sampler, meta = load_student(model_dir, "student", device)
+        resolved = resolve_precision(precision, device)
+    except PrecisionError as exc:
+        raise ModelError(str(exc)) from None
+    try:
+        student, sampler, meta = load_student(model_dir, "student", device, resolved)
         autoencoder = load_autoencoder(model_dir, device) if student.cfg.space == "latent" else None
         upsampler = load_upsampler(model_dir, device) if upsample else None
     except (checkpoint.CheckpointError, KeyError, TypeError, ValueError) as exc:
@@ -103,7 +111,7 @@ def load_bundle(model_dir: Path | str, device: torch.device | str = "cpu",
                          f"{HOW_TO_GET_A_MODEL[1:]}") from None
     if sampler_changes:
         sampler = replace(sampler, **sampler_changes)
-    return StudentBundle(student, sampler, autoencoder, meta, upsampler)
+    return StudentBundle(student, sampler, autoencoder, meta, upsampler, resolved)
 
 
 class StreamEngine:

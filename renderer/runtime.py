@@ -26,6 +26,7 @@ import numpy as np
 
 from bridge import ChunkMailbox, FramePacket
 from renderer import DEFAULT_MODEL
+from models.network.precision import resolve_precision
 from renderer.engine import ModelError, load_bundle, resolve_device
 from renderer.reproject import compose_motion
 from renderer.workers import WORKERS, ChunkResult, Submitted, WorkerSpec
@@ -105,18 +106,22 @@ class StreamingRestyler:
     """Restyles a live stream of FramePackets with the causal student. See the module docstring."""
 
     def __init__(self, model_dir: Path | str = DEFAULT_MODEL, device: str = "auto", worker: str = "process",
-                 steps: int | None = None, seed: int = 0, threads: int | None = 1, upsample: bool = True):
+                 steps: int | None = None, seed: int = 0, threads: int | None = 1, upsample: bool = True,
+                 precision: str = "auto"):
         """`worker`: "process" (default) or "thread"; `threads`: the worker's torch threads (1 leaves a core of a
         2-core CPU to the game; None is torch's default); `steps`: how many of the student's levels to run, None
         for the device's default (CPU_STEPS on a CPU, all of them on a GPU); `upsample`: use the model's upsampler
-        when it ships one (`display_resolution` then says at which size a game hands over FramePacket.display).
-        docs/runtime.md has the measurements behind every default."""
+        when it ships one (`display_resolution` then says at which size a game hands over FramePacket.display);
+        `precision`: "auto" (bf16 on a GPU or a CPU with AMX, else fp32), "fp32" or "bf16"; `self.precision` says
+        what it resolved to and why. docs/runtime.md has the measurements behind every default."""
         if worker not in WORKERS:
             raise ValueError(f"worker must be one of {sorted(WORKERS)}; got {worker!r}")
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)   # PrecisionError is a ValueError
         # Load once here so a missing or corrupt model is one clear error before anything starts; the worker
         # builds its own engine from the same directory (a process worker must).
-        bundle = load_bundle(model_dir, "cpu", upsample=upsample)   # on the CPU: the parent only checks and reads sizes
+        # on the CPU, as stored: the parent only checks and reads sizes
+        bundle = load_bundle(model_dir, "cpu", upsample=upsample, precision="fp32")
         levels = bundle.sampler.timesteps
         if steps is None:
             steps = min(CPU_STEPS, len(levels)) if self.device.type == "cpu" else len(levels)
@@ -131,7 +136,8 @@ class StreamingRestyler:
         self.display_resolution = bundle.display_size
         self.sampler = bundle.sampler
         self.model_config = bundle.student.cfg
-        self.spec = WorkerSpec(str(model_dir), str(self.device), changes, seed, threads, upsample)
+        self.spec = WorkerSpec(str(model_dir), str(self.device), changes, seed, threads, upsample,
+                               self.precision.name)
         self.worker_kind = worker
         self._inbox: ChunkMailbox[Submitted] = ChunkMailbox(self.chunk_frames, merge=chain_motion)
         self._pacer = _Pacer(self.chunk_frames)

@@ -70,6 +70,7 @@ class WorkerSpec:
     seed: int
     threads: int | None             # torch intra-op threads; None keeps torch's default (one per core)
     upsample: bool = True           # use the model's upsampler when it ships one
+    precision: str = "fp32"         # the student's, resolved by the parent ("fp32" or "bf16")
 
 
 def _build_engine(spec: WorkerSpec, style: str):
@@ -79,7 +80,7 @@ def _build_engine(spec: WorkerSpec, style: str):
 
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    bundle = load_bundle(Path(spec.model_dir), spec.device, spec.sampler_changes, spec.upsample)
+    bundle = load_bundle(Path(spec.model_dir), spec.device, spec.sampler_changes, spec.upsample, spec.precision)
     engine = StreamEngine(bundle, spec.device, spec.seed)
     engine.set_style(style)
     engine.warm_up()

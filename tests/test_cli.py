@@ -111,7 +111,8 @@ def fake_run_play(monkeypatch):
     """Stands in for demo_game.game.run_play and records what the CLI passed."""
     calls = []
 
-    def run_play(style, headless, seconds, out, seed, size, model, worker, steps, server=None, upsample=False):
+    def run_play(style, headless, seconds, out, seed, size, model, worker, steps, server=None, upsample=False,
+                 precision="fp32"):
         calls.append(dict(style=style, headless=headless, seconds=seconds, out=out, seed=seed, size=size,
                           model=model, **({} if server is None else {"server": server}),
                           **({"upsample": True} if upsample else {})))

@@ -13,7 +13,8 @@ from cli import main as cli
 
 BENCH_KEYS = {"device", "resolution", "display", "steps", "chunk_frames", "first_frame_latency_ms", "latency_p50_ms",
               "latency_p95_ms", "throughput_fps", "game_fps", "mfu", "gflop_per_frame", "upsampler_gflop_per_frame",
-              "teacher_first_frame_latency_ms", "teacher_throughput_fps"}
+              "teacher_first_frame_latency_ms", "teacher_throughput_fps", "precision", "matmul_peak_gflops_fp32",
+              "matmul_peak_gflops_bf16"}
 
 
 @pytest.mark.slow
@@ -57,9 +58,13 @@ def test_bench_reports_every_design_key(random_model):
                            depth=np.full((64, 64), 5.0, np.float32), normals=np.zeros((64, 64, 3), np.float32),
                            index=next(count))
 
-    result = run_bench(random_model, produce, "cpu", seconds=1.5, game_fps=60, worker="thread", say=lambda s: None)
+    result = run_bench(random_model, produce, "cpu", seconds=1.5, game_fps=60, worker="thread", say=lambda s: None,
+                       precision="fp32")
     s = result.scores
     assert set(s) == BENCH_KEYS
+    # mfu is taken against the peak of the precision the student runs at
+    assert s["precision"] == "fp32" and s["matmul_peak_gflops_fp32"] > 0 and s["matmul_peak_gflops_bf16"] > 0
+    assert result.details["matmul_peak_gflops"] == s["matmul_peak_gflops_fp32"]
     assert s["resolution"] == "64x64" and s["steps"] == 1 and s["chunk_frames"] == 2
     assert s["display"] == "64x64" and s["upsampler_gflop_per_frame"] == 0   # no upsampler: the model's own size
     assert 0 < s["first_frame_latency_ms"] < 5000 and 0 < s["latency_p50_ms"] <= s["latency_p95_ms"]

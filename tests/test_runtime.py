@@ -51,19 +51,21 @@ def wait_for(condition, timeout: float = 20.0) -> None:
         time.sleep(0.005)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("reset_every", [0, 2])
 @pytest.mark.parametrize("model", ["random_model", "random_v2_model"])
-def test_engine_step_is_the_evaluated_sampler(model, reset_every, request):
+def test_engine_step_is_the_evaluated_sampler(model, reset_every, precision, request):
     """The runtime must restyle exactly as evaluation scored: the engine's chunk steps on packets equal
     models.network.streaming.stream_clip on the same tensors with the same noise, also with a scheduled cache reset
     (guards against a conversion or cache-handling difference between the product and its numbers); for the DiT
-    student and for the one-step backbone-v2 student with its warped history and noise carried along the motion."""
+    student and for the one-step backbone-v2 student with its warped history and noise carried along the motion;
+    bit-equal at each precision."""
     from dataclasses import replace
 
     from models.network.dit import Conditioning
     from models.network.streaming import stream_clip
 
-    bundle = load_bundle(request.getfixturevalue(model))
+    bundle = load_bundle(request.getfixturevalue(model), precision=precision)
     bundle.sampler = replace(bundle.sampler, reset_every=reset_every)
     engine = StreamEngine(bundle, seed=3)
     engine.set_style("sunny summer day")

@@ -50,11 +50,11 @@ def restyle(packets: dict, sun: str, prompt: str) -> torch.Tensor:
     return _restyled[sun, prompt]
 
 
-def _restyle(packets, prompt: str) -> torch.Tensor:
+def _restyle(packets, prompt: str, precision: str = "auto") -> torch.Tensor:
     from renderer.engine import StreamEngine, load_bundle
     from renderer.runtime import CPU_STEPS
 
-    bundle = load_bundle(DEFAULT_MODEL)
+    bundle = load_bundle(DEFAULT_MODEL, precision=precision)
     bundle.sampler = replace(bundle.sampler, timesteps=bundle.sampler.timesteps[:CPU_STEPS])
     engine = StreamEngine(bundle)
     engine.set_style(prompt)
@@ -85,6 +85,21 @@ def test_shipped_model_reaches_the_picture_floor(held_out_clip):
     """Measured 2026-12-05: 22.66 dB (24.31 / 22.73 / 18.69 / 24.91), each style +9.6 dB or more over the input."""
     scores, _, report = _scores(*held_out_clip)
     assert np.mean(list(scores.values())) >= FLOOR_DB, report
+
+
+def test_bf16_draws_the_fp32_picture_within_a_tenth_of_a_db(held_out_clip):
+    """The precision bar (docs/runtime.md): the same shipped weights at bf16 and at fp32 score within 0.1 dB of
+    each other against the reference, averaged over the styles, and no style moves by more than 0.3 dB."""
+    from demo_game import STYLES
+    from models.evaluation.metrics import psnr
+
+    packets, references = held_out_clip
+    moved = {}
+    for name, style in STYLES.items():
+        fp32, bf16 = (_restyle(packets[name], style.prompts[0], p) for p in ("fp32", "bf16"))
+        moved[name] = (psnr(bf16, references[name]).mean() - psnr(fp32, references[name]).mean()).item()
+    report = ", ".join(f"{name} {delta:+.3f} dB" for name, delta in moved.items())
+    assert abs(np.mean(list(moved.values()))) <= 0.1 and max(map(abs, moved.values())) <= 0.3, report
 
 
 def _paraphrases():

@@ -23,6 +23,7 @@ from models.io.data import ClipDataset, collate, denormalize_depth, gbuffers_of
 from models.network.dit import Conditioning, VideoDiT
 from models.network.prompt import PromptEncoder
 from models.network.loading import load_autoencoder, load_network, load_student
+from models.network.precision import Precision
 from models.network.sampling import sample_teacher
 from models.network.streaming import StudentSampler, held_chunks, recache, stream_chunk, stream_clip
 from models.network.unet import UNetDiT, regress_frames
@@ -89,22 +90,23 @@ class _Models:
         return (x if self.autoencoder is None else self.autoencoder.decode_video(x)).clamp(-1, 1)
 
 
-def load_models(model_dir: Path, device: torch.device | str = "cpu") -> _Models:
+def load_models(model_dir: Path, device: torch.device | str = "cpu", precision: Precision | None = None) -> _Models:
+    """Every network `model_dir` holds, in `precision` (fp32 when None)."""
     if not any(checkpoint.exists(model_dir, name) for name in ("teacher", "student", "regression")):
         raise EvalError(f"{model_dir} holds no teacher, student or regression network to score; train them with "
                         f"`restyler train teacher|ode|dmd|regression --out {model_dir}`")
     metas: list[dict[str, Any]] = []
     teacher = teacher_meta = student = sampler = no_dmd = regression = None
     if checkpoint.exists(model_dir, "teacher"):
-        teacher, teacher_meta = load_network(model_dir, "teacher", device)
+        teacher, teacher_meta = load_network(model_dir, "teacher", device, precision)
         metas.append(teacher_meta)
     if checkpoint.exists(model_dir, "student"):
-        student, sampler, meta = load_student(model_dir, "student", device)
+        student, sampler, meta = load_student(model_dir, "student", device, precision)
         metas.append(meta)
     if checkpoint.exists(model_dir, "student_ode"):
-        no_dmd = load_student(model_dir, "student_ode", device)[0]
+        no_dmd = load_student(model_dir, "student_ode", device, precision)[0]
     if checkpoint.exists(model_dir, "regression"):
-        regression, meta = load_network(model_dir, "regression", device)
+        regression, meta = load_network(model_dir, "regression", device, precision)
         metas.append(meta)
     latent = any(n is not None and n.cfg.space == "latent" for n in (teacher, student))
     autoencoder = load_autoencoder(model_dir, device) if latent else None
@@ -129,17 +131,18 @@ def _frame_scores(out: torch.Tensor, ref: torch.Tensor, period: int) -> dict[str
 def evaluate(model_dir: Path, clips_dir: Path, frames: int, drift_dir: Path | None = None,
              teacher_steps: int | None = None, sampler: StudentSampler | None = None, seed: int = 0,
              device: torch.device | str = "cpu", rows: tuple[str, ...] | None = None, switch: str = "reset",
-             teacher_guidance: float | None = None, progress: Callable[[str], None] = print) -> EvalResult:
+             teacher_guidance: float | None = None, progress: Callable[[str], None] = print,
+             precision: Precision | None = None) -> EvalResult:
     """Score every row on the first `frames` frames of every clip and style in `clips_dir`; the drift on the one
     clip of `drift_dir` (skipped when None); the style switch on every clip, each style switching to the next.
     `sampler` overrides the student's own (ablations of t*, steps and cache refresh at evaluation time), and
     `teacher_steps` / `teacher_guidance` the teacher's; `rows` limits the rows run (ablations skip the slow teacher),
     the others score None. By default every row whose network the model directory holds runs; the drift and the
-    style switch need a student."""
+    style switch need a student. `precision` is the networks' (models.network.precision; fp32 when None)."""
     unknown = [r for r in (rows or ()) if r not in ROWS]
     if unknown:
         raise EvalError(f"unknown rows {unknown}; the rows are {', '.join(ROWS)}")
-    m = load_models(model_dir, device)
+    m = load_models(model_dir, device, precision)
     lacking = [r for r in (rows or ()) if not m.has(r)]
     if lacking:
         network = _CHECKPOINT.get(lacking[0], _NETWORK[lacking[0]])

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.network.kv_cache import KVCache
+from models.network.precision import in_weight_precision
 
 AttentionMode = Literal["bidirectional", "block_causal"]
 # log depth (1), view-space normals (3), uv (2), AO (1), sun (1): the first eight of models.io.data.GBUFFERS, what
@@ -407,12 +408,14 @@ class VideoDiT(nn.Module):
                 gbuffers = F.avg_pool2d(gbuffers.flatten(0, 1), self.cfg.down).view(b, f, GEOMETRY_CHANNELS, h, w)
         return low, gbuffers
 
+    @in_weight_precision
     def prepare(self, cond: Conditioning, b: int | None = None, f: int | None = None) -> Conditioning:
         """Nothing to precompute for this model (backbone v2 computes its structure features here)."""
         return cond
 
     # -- whole clips ------------------------------------------------------------------------------------------
 
+    @in_weight_precision
     def forward(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Conditioning,
                 mode: AttentionMode = "bidirectional") -> torch.Tensor:
         """x_t (B, F, C, H, W) at noise levels sigma (B, F) -> predicted x0 (B, F, C, H, W)."""
@@ -427,6 +430,7 @@ class VideoDiT(nn.Module):
         return cache_for(self.cfg, batch, window_chunks, sink_chunks, device or self.out.weight.device,
                          dtype or self.out.weight.dtype)
 
+    @in_weight_precision
     def step(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Conditioning, cache: KVCache,
              write: bool = False) -> torch.Tensor:
         """One block-causal chunk: x_t (B, K, C, H, W) at sigma (B, K), attending to itself and every chunk in

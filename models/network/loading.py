@@ -1,5 +1,6 @@
 """Trained networks back from a model directory: a finished training run (the --out of `restyler train`) or a
-shipped model (models/weights/<name>). Weights are cast to fp32 (the CPU has no fast half precision), in eval mode.
+shipped model (models/weights/<name>). Weights are cast to fp32, or to the precision asked for (models.network.precision:
+bf16 where the hardware runs it fast), in eval mode.
 
 Used by the training stages that start from earlier ones, by evaluation and by the runtime.
 """
@@ -16,6 +17,7 @@ from models.io import checkpoint
 from models.network.autoencoder import AEConfig, Autoencoder
 from models.network.dit import DiTConfig, VideoDiT
 from models.network.dit import flops_per_frame as dit_flops_per_frame
+from models.network.precision import Precision, to_precision
 from models.network.streaming import StudentSampler
 from models.network.unet import UNetConfig, UNetDiT
 from models.network.unet import flops_per_frame as unet_flops_per_frame
@@ -53,22 +55,23 @@ def architecture_of(cfg: DiTConfig | UNetConfig) -> dict[str, str]:
     return {"architecture": "unet"} if isinstance(cfg, UNetConfig) else {}
 
 
-def load_network(run: Path | str, name: str, device: torch.device | str = "cpu"
+def load_network(run: Path | str, name: str, device: torch.device | str = "cpu", precision: Precision | None = None
                  ) -> tuple[VideoDiT | UNetDiT, dict[str, Any]]:
-    """A trained video network (`teacher`, `student_ode`, `student`, `regression`) and its metadata, fp32, eval mode;
-    the DiT, or backbone v2 when its JSON says "architecture": "unet"."""
+    """A trained video network (`teacher`, `student_ode`, `student`, `regression`) and its metadata, in eval mode,
+    fp32 or in `precision`; the DiT, or backbone v2 when its JSON says "architecture": "unet"."""
     stage = WRITTEN_BY.get(name, name)
     tensors, meta = checkpoint.load_checkpoint(run, name, hint=f"train it with `restyler train {stage} --out {run}`")
     config = UNetConfig if meta.get("architecture") == "unet" else DiTConfig
     model = network_for(checkpoint.config_from_json(config, meta["config"]))
     checkpoint.load_into(model, {k: v.float() for k, v in tensors.items()}, f"{run}/{name}.safetensors")
-    return model.to(device).eval(), meta
+    model = model.to(device).eval()
+    return (model if precision is None else to_precision(model, precision)), meta
 
 
 def load_student(run: Path | str, name: str = "student", device: torch.device | str = "cpu",
-                 ) -> tuple[VideoDiT, StudentSampler, dict[str, Any]]:
+                 precision: Precision | None = None) -> tuple[VideoDiT, StudentSampler, dict[str, Any]]:
     """A student and how it streams (the sampler saved with it)."""
-    model, meta = load_network(run, name, device)
+    model, meta = load_network(run, name, device, precision)
     return model, checkpoint.config_from_json(StudentSampler, meta["sampler"]), meta
 
 

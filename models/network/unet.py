@@ -34,6 +34,7 @@ from models.network.dit import (GBUFFER_CHANNELS, TEXT_DIM, Block, Conditioning,
                                 cache_for, frame_modulation, modulate, sincos_2d)
 from models.network.kv_cache import KVCache
 from models.network.motion import HISTORY_CHANNELS
+from models.network.precision import in_weight_precision
 
 PRESENCE_FLAGS = 3  # low-detail frame, G-buffers, history: 1 where given, 0 where absent or dropped
 
@@ -325,6 +326,7 @@ class UNetDiT(nn.Module):
         embedded = self.material_embed(ids).movedim(-1, 2).to(gbuffers.dtype)  # (B, F, E, H, W)
         return torch.cat([gbuffers[:, :, :-1], embedded], 2)
 
+    @in_weight_precision
     def prepare(self, cond: Conditioning, b: int | None = None, f: int | None = None) -> Conditioning:
         """`cond` with its structure features computed (once per frame): every denoising step then reuses them.
         `b` and `f` give the batch and frame count when no structure part is there to tell them."""
@@ -379,6 +381,7 @@ class UNetDiT(nn.Module):
 
     # -- whole clips and chunks -------------------------------------------------------------------------------
 
+    @in_weight_precision
     def forward(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Conditioning,
                 mode: str = "bidirectional") -> torch.Tensor:
         """x_t (B, F, C, H, W) at noise levels sigma (B, F) -> predicted x0 (B, F, C, H, W)."""
@@ -393,6 +396,7 @@ class UNetDiT(nn.Module):
         return cache_for(self.cfg, batch, window_chunks, sink_chunks, device or self.out.weight.device,
                          dtype or self.out.weight.dtype)
 
+    @in_weight_precision
     def step(self, x_t: torch.Tensor, sigma: torch.Tensor, cond: Conditioning, cache: KVCache,
              write: bool = False) -> torch.Tensor:
         """One block-causal chunk x_t (B, K, C, H, W) at sigma (B, K) against `cache` -> x0; with write=True its

@@ -38,6 +38,7 @@ from torch import nn
 
 from models.io import checkpoint
 from models.io.data import collate
+from models.network.precision import Precision, resolve_precision, training_autocast
 
 LOSS_BINS = 5
 
@@ -124,9 +125,13 @@ def step_rng(seed: int, step: int) -> torch.Generator:
 
 @dataclass
 class Distributed:
+    """Where this process trains: its rank among `world` processes, its device, and the precision its forward
+    passes run at (fp32 master weights and optimizer state either way)."""
+
     rank: int = 0
     world: int = 1
     device: torch.device = torch.device("cpu")
+    precision: Precision = Precision("fp32", "as stored")
 
     @property
     def main(self) -> bool:
@@ -157,8 +162,9 @@ class Distributed:
             dist.barrier()
 
 
-def setup_distributed(device: str) -> Distributed:
-    """Join the torchrun process group when WORLD_SIZE is set (gloo on CPU, nccl on CUDA); else one process."""
+def setup_distributed(device: str, precision: str = "fp32") -> Distributed:
+    """Join the torchrun process group when WORLD_SIZE is set (gloo on CPU, nccl on CUDA); else one process.
+    `precision` (models.network.precision: auto, fp32 or bf16) is resolved for the device picked."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if device == "cuda" and not torch.cuda.is_available():
@@ -168,8 +174,9 @@ def setup_distributed(device: str) -> Distributed:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
+    resolved = resolve_precision(precision, "cuda" if use_cuda else "cpu")
     if world == 1:
-        return Distributed(device=torch.device("cuda" if use_cuda else "cpu"))
+        return Distributed(device=torch.device("cuda" if use_cuda else "cpu"), precision=resolved)
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         # long waits are normal here: rank 0 writes checkpoints and sample grids while the others wait, and the
@@ -180,7 +187,7 @@ def setup_distributed(device: str) -> Distributed:
     else:
         # processes share the cores: give each its fair part instead of every process taking all of them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
-    return Distributed(rank, world, torch.device(f"cuda:{local}" if use_cuda else "cpu"))
+    return Distributed(rank, world, torch.device(f"cuda:{local}" if use_cuda else "cpu"), resolved)
 
 
 def close_distributed(dist_info: Distributed) -> None:
@@ -347,6 +354,7 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
         say(f"resuming {stage.name} in {run} at step {start}")
     elif resume:
         say(f"nothing to resume in {run}; starting {stage.name} at step 0")
+    say(f"train {stage.name}: {dist_info.precision.describe()}")
 
     def save(step: int) -> None:
         if not dist_info.main:
@@ -392,7 +400,8 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
         lr = lr_at(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        result = stage.loss(StepInput(items, step_rng(cfg.seed, step), rows, cfg.batch, critic_step))
+        with training_autocast(dist_info.device, dist_info.precision):   # backward runs outside, as autocast wants
+            result = stage.loss(StepInput(items, step_rng(cfg.seed, step), rows, cfg.batch, critic_step))
         opt.zero_grad(set_to_none=True)
         result.loss.backward()
         dist_info.average_gradients(model)
@@ -414,7 +423,7 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
             now = time.perf_counter()
             record = {"step": done, "loss": float(totals[-2] / totals[-1]), "lr": lr, "grad_norm": float(grad_norm),
                       **{k: float(v) for k, v in zip(logged, extra)},
-                      "sec_per_step": (now - tick) / len(losses)}
+                      "sec_per_step": (now - tick) / len(losses), "precision": dist_info.precision.name}
             by_sigma = {f"{i / LOSS_BINS:.1f}-{(i + 1) / LOSS_BINS:.1f}": round(v, 5)
                         for i, v in enumerate(bin_loss) if totals[LOSS_BINS + i] > 0}
             if by_sigma:

@@ -50,8 +50,8 @@ def run_stage(stage: str, data: Path, run: Path, *, size: str | None = None, pro
               init: Path | None = None, sampler: StudentSampler | None = None, pair_clips: int = 128,
               dmd_cfg: dmd.DmdConfig | None = None, ode_cfg: ode.OdeConfig | None = None,
               gen_cfg: gen.GenConfig | None = None,
-              model_options: dict[str, Any] | None = None, progress: Callable[[str], None] = print
-              ) -> dict[str, Any]:
+              model_options: dict[str, Any] | None = None, progress: Callable[[str], None] = print,
+              precision: str = "auto") -> dict[str, Any]:
     """Train `stage` into `run` from the recorded clips in `data`; returns the last log record.
 
     size, prompts, space   the teacher's (or regression's) model size (default S), style prompts and space (pixel
@@ -62,6 +62,8 @@ def run_stage(stage: str, data: Path, run: Path, *, size: str | None = None, pro
     pair_clips             ode only: teacher trajectories to make
     dmd_cfg, ode_cfg, gen_cfg  the dmd, ode and gen stages' own settings
     model_options          backbone v2 only: UNetConfig fields changed from the named size's (ablations)
+    precision              the forward passes' (models.network.precision): auto, fp32 or bf16 under autocast, the
+                           weights and optimizer state staying fp32
     """
     cfg = default_config(stage)
     known = {f.name for f in fields(TrainConfig)}
@@ -83,7 +85,7 @@ def run_stage(stage: str, data: Path, run: Path, *, size: str | None = None, pro
     if rollout_frames is not None and stage not in ("teacher", "regression", "dmd"):
         raise TrainError("--clip-frames sets the teacher's (or regression's) clip, or the dmd stage's rollout; the "
                          "other stages take the teacher's, and the autoencoder trains on single frames")
-    dist_info = setup_distributed(device)
+    dist_info = setup_distributed(device, precision)
     torch.manual_seed(cfg.seed)  # same initial weights on every rank and every fresh start
     try:
         if stage in ("autoencoder", "teacher", "regression"):

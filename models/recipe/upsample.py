@@ -31,6 +31,7 @@ from models.io.data import ClipDataset, DataError, collate, gbuffers_of
 from models.io.images import save_grid
 from models.network.dit import Conditioning
 from models.network.loading import load_student
+from models.network.precision import Precision
 from models.network.prompt import PromptEncoder
 from models.network.streaming import stream_clip
 from models.network.upsampler import Upsampler, UpsamplerConfig, bilinear, guide_of
@@ -45,13 +46,15 @@ def default_config() -> TrainConfig:
 
 @torch.no_grad()
 def student_frames(model_dir: Path, clips_dir: Path, out: Path, device: torch.device | str = "cpu",
-                   progress: Callable[[str], None] = print) -> Path:
-    """The student of `model_dir` streamed over every clip and style of `clips_dir`, kept in `out` one shard per
-    clip. Resumes: clips already kept for the same student are skipped; another student's frames are made again."""
-    student, sampler, meta = load_student(model_dir, "student", device)
+                   progress: Callable[[str], None] = print, precision: Precision | None = None) -> Path:
+    """The student of `model_dir` streamed over every clip and style of `clips_dir` (in `precision`, fp32 when
+    None), kept in `out` one shard per clip. Resumes: clips already kept for the same student at the same precision
+    are skipped; another student's frames are made again."""
+    student, sampler, meta = load_student(model_dir, "student", device, precision)
     data = ClipDataset(clips_dir, clip_frames=_clip_frames(clips_dir), stride=1 << 30)
     key = {"model": str(model_dir), "student_step": meta.get("step"), "student_id": meta.get("save_id"),
-           "clips": str(clips_dir), "size": list(data.size), "styles": data.style_names}
+           "clips": str(clips_dir), "size": list(data.size), "styles": data.style_names,
+           **({} if precision is None or precision.name == "fp32" else {"precision": precision.name})}
     out.mkdir(parents=True, exist_ok=True)
     manifest_path = out / FRAMES_MANIFEST
     kept: dict[str, Any] = {"key": key, "clips": {}}
@@ -179,9 +182,10 @@ class UpsamplerStage(Stage):
 
 def run_upsampler(display_data: Path, low_data: Path, model_dir: Path, run: Path, *, steps: int | None = None,
                   batch: int | None = None, lr: float | None = None, resume: bool = False, device: str = "cpu",
-                  settings: UpsampleSettings = UpsampleSettings(), progress: Callable[[str], None] = print
-                  ) -> dict[str, Any]:
-    """Keep the student's frames on `low_data`, then train the upsampler into `run` on `display_data`."""
+                  settings: UpsampleSettings = UpsampleSettings(), progress: Callable[[str], None] = print,
+                  precision: str = "auto") -> dict[str, Any]:
+    """Keep the student's frames on `low_data` (fp32), then train the upsampler into `run` on `display_data` with
+    its forward passes in `precision` (models.network.precision)."""
     from models.recipe.loop import setup_distributed, close_distributed, train
 
     if not (display_data / "manifest.json").exists() or not (low_data / "manifest.json").exists():
@@ -190,7 +194,7 @@ def run_upsampler(display_data: Path, low_data: Path, model_dir: Path, run: Path
     cfg = default_config()
     cfg = TrainConfig(**{**asdict(cfg), **{k: v for k, v in (("steps", steps), ("batch", batch), ("lr", lr))
                                            if v is not None}})
-    dist_info = setup_distributed(device)
+    dist_info = setup_distributed(device, precision)
     try:
         frames_dir = student_frames(model_dir, low_data, run / "student_frames" / low_data.name, dist_info.device,
                                     progress)
