@@ -46,3 +46,22 @@ def test_nearest_style_names_the_style_of_every_held_back_paraphrase(encoder):
 def test_rejects_a_bare_string(encoder):
     with pytest.raises(TypeError, match="list of prompts"):
         encoder.encode("snowy winter village")
+
+
+def test_a_prompt_table_stands_in_for_the_encoder(encoder, tmp_path, monkeypatch):
+    """A machine without the encoder package (a lent GPU machine) reads the embeddings of known prompts from a
+    table written where the encoder runs: the same vectors, and one clear error for a prompt it lacks."""
+    from models.network.prompt import PROMPT_TABLE_ENV, PromptEncoderError, PromptTable, write_prompt_table
+
+    prompts = ["snowy winter village", "neon night city", "snowy winter village"]
+    table = write_prompt_table(tmp_path / "prompts.safetensors", prompts, encoder)
+    assert not list(tmp_path.glob("*.partial"))
+    monkeypatch.setenv(PROMPT_TABLE_ENV, str(table))
+    shared = PromptEncoder.shared()
+    assert isinstance(shared, PromptTable)
+    torch.testing.assert_close(shared.encode(prompts), encoder.encode(prompts))
+    with pytest.raises(PromptEncoderError, match="has no embedding for 'autumn'"):
+        shared.encode(["autumn"])
+    (tmp_path / "broken.safetensors").write_bytes(b"not a table")
+    with pytest.raises(PromptEncoderError, match="is not a prompt table"):
+        PromptTable(tmp_path / "broken.safetensors")

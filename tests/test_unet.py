@@ -15,11 +15,15 @@ from models.network.unet import MATERIAL_IDS, UV_GATE_RATE, UNetDiT, flops_per_f
 ALL_GBUFFERS = sum(channels for _, channels in GBUFFERS)  # depth .. sun, then the material id
 
 
-def tiny_model(seed: int = 0) -> UNetDiT:
+# the tiny size as it is, and shaped for the matrix units: pixel-unshuffled into fewer, wider full-resolution cells
+SHAPES = {"full_resolution": {}, "unshuffled": {"unshuffle": 2, "widths": (16, 32)}}
+
+
+def tiny_model(seed: int = 0, **overrides) -> UNetDiT:
     """A tiny model with every weight perturbed: a fresh one starts with zero outputs and residuals, which would
     hide what its inputs do."""
     torch.manual_seed(seed)
-    model = UNetDiT(make_config("tiny")).eval()
+    model = UNetDiT(make_config("tiny", **overrides)).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -44,9 +48,10 @@ def sample(b: int, f: int, seed: int = 2) -> torch.Tensor:
     return torch.randn(b, f, 3, h, w, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.parametrize("shape", SHAPES)
 @torch.no_grad()
-def test_chunks_through_the_kv_cache_equal_the_masked_full_forward():
-    model = tiny_model()
+def test_chunks_through_the_kv_cache_equal_the_masked_full_forward(shape):
+    model = tiny_model(**SHAPES[shape])
     k = model.cfg.chunk_frames
     x, cond = sample(2, 4 * k), tiny_cond(2, 4 * k)
     sigma = torch.rand(2, 4 * k, generator=torch.Generator().manual_seed(3))
@@ -59,9 +64,10 @@ def test_chunks_through_the_kv_cache_equal_the_masked_full_forward():
     torch.testing.assert_close(torch.cat(chunks, 1), full, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("shape", SHAPES)
 @torch.no_grad()
-def test_a_chunk_does_not_depend_on_later_frames():
-    model = tiny_model()
+def test_a_chunk_does_not_depend_on_later_frames(shape):
+    model = tiny_model(**SHAPES[shape])
     k = model.cfg.chunk_frames
     x, cond = sample(1, 3 * k), tiny_cond(1, 3 * k)
     sigma = torch.full((1, 3 * k), 0.5)
@@ -205,13 +211,14 @@ def test_the_uv_waves_are_gated_by_material():
     assert ungated.uv_gate is None and ungated.identity_at_init() == ()
 
 
-def test_flops_per_frame_matches_a_counted_forward():
+@pytest.mark.parametrize("shape", SHAPES)
+def test_flops_per_frame_matches_a_counted_forward(shape):
     """The formula against torch's own count of every convolution, linear layer and attention product (attention
     in its math form, so the products are visible to the counter)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = tiny_model()
+    model = tiny_model(**SHAPES[shape])
     f = 8
     with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
         model(sample(1, f), torch.full((1, f), 0.5), tiny_cond(1, f))
@@ -228,6 +235,29 @@ def test_configs_refuse_sizes_that_do_not_tile():
         make_config("XL")
     with pytest.raises(ValueError, match="structure_from_level must be a level"):
         make_config("tiny", structure_from_level=3)
+    with pytest.raises(ValueError, match="unshuffle must be a whole factor"):
+        make_config("tiny", unshuffle=0)
+    # unshuffling by 2 doubles the token's side: 40 pixels tile into tiny's tokens of 8, not into 16
+    make_config("tiny", frame_size=(40, 40))
+    with pytest.raises(ValueError, match="multiple of the token size 16"):
+        make_config("tiny", unshuffle=2, frame_size=(40, 40))
+
+
+@torch.no_grad()
+def test_an_unshuffled_model_keeps_every_pixel_its_own():
+    """Space-to-depth at the edge is lossless: level 0 holds every pixel as a channel and shuffling it back gives
+    the frame in the same order (guards against a transposed shuffle, which would draw each 2×2 block mirrored);
+    the model reads and writes full-resolution frames."""
+    from models.network.unet import to_level0
+
+    x = torch.randn(3, 5, 8, 8)
+    level0 = to_level0(x, 2)
+    assert level0.shape == (3, 20, 4, 4) and level0.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(torch.nn.functional.pixel_shuffle(level0, 2), x)
+    model = tiny_model(**SHAPES["unshuffled"])
+    f = model.cfg.chunk_frames
+    out = model(sample(1, f), torch.full((1, f), 0.5), tiny_cond(1, f))
+    assert out.shape == (1, f, 3, *model.cfg.frame_size) and model.stem.in_channels == 3 * 4
 
 
 @torch.no_grad()

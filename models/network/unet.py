@@ -83,8 +83,15 @@ class UNetConfig:
     # material whose look owes nothing to the position within its block (water) could switch them off. Measured in
     # docs/model.md: it left the faint block grid on the water and the scores within noise; no named size uses it
     uv_material_gate: bool = False
+    # space-to-depth at the full-resolution edge: the sample and the structure inputs enter pixel-unshuffled by this
+    # factor (each u×u block of pixels as u²·C channels) and x0 leaves pixel-shuffled back, so level 0 works at
+    # 1/u of the frame with wide layers, the shape the CPU's matrix units and a GPU's tensor cores run fast
+    # (docs/runtime.md, "A student shaped for the matrix units"); 1 = level 0 at full resolution
+    unshuffle: int = 1
 
     def __post_init__(self) -> None:
+        if not isinstance(self.unshuffle, int) or self.unshuffle < 1:
+            raise ValueError(f"unshuffle must be a whole factor >= 1; got {self.unshuffle!r}")
         h, w = self.frame_size
         if h % self.token_size or w % self.token_size:
             raise ValueError(f"frame size {w}x{h} must be a multiple of the token size {self.token_size}")
@@ -129,7 +136,7 @@ class UNetConfig:
     @property
     def token_size(self) -> int:
         """Pixels per token side."""
-        return 2 ** (len(self.widths) - 1) * self.token_patch
+        return self.unshuffle * 2 ** (len(self.widths) - 1) * self.token_patch
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -205,7 +212,7 @@ class StructureEncoder(nn.Module):
     def __init__(self, cfg: UNetConfig):
         super().__init__()
         inputs = cfg.channels + cfg.structure_gbuffer_channels + HISTORY_CHANNELS + PRESENCE_FLAGS
-        self.stem = nn.Conv2d(inputs, cfg.widths[0], 3, padding=1)
+        self.stem = nn.Conv2d(inputs * cfg.unshuffle ** 2, cfg.widths[0], 3, padding=1)
         self.blocks = nn.ModuleList(ResBlock(w) for w in cfg.widths)
         widths = cfg.widths
         self.downs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths, widths[1:]))
@@ -237,7 +244,8 @@ class UNetDiT(nn.Module):
         self.time_embed = nn.Sequential(nn.Linear(256, d), nn.SiLU(), nn.Linear(d, d))
         self.style_embed = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.absent_style = nn.Parameter(torch.zeros(d))
-        self.stem = nn.Conv2d(cfg.channels, widths[0], 3, padding=1)
+        pixels = cfg.channels * cfg.unshuffle ** 2   # the sample's channels at level 0
+        self.stem = nn.Conv2d(pixels, widths[0], 3, padding=1)
         self.encoder = nn.ModuleList(ResBlock(w, d) for w in widths)
         self.downs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths, widths[1:]))
         token_in = widths[-1] * cfg.token_patch ** 2
@@ -249,7 +257,7 @@ class UNetDiT(nn.Module):
         self.token_out = nn.Linear(d, token_in)
         self.ups = nn.ModuleList(nn.Conv2d(b, a, 3, padding=1) for a, b in zip(widths, widths[1:]))
         self.decoder = nn.ModuleList(ResBlock(w, d) for w in widths)
-        self.out = nn.Conv2d(widths[0], cfg.channels, 3, padding=1)
+        self.out = nn.Conv2d(widths[0], pixels, 3, padding=1)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -338,7 +346,8 @@ class UNetDiT(nn.Module):
                 raise ValueError("prepare() needs the batch and frame count when no structure part is given")
             b, f = given.shape[:2]
         weight = self.stem.weight
-        features = self.structure_encoder(self.structure_inputs(cond, b, f, weight.device, weight.dtype))
+        inputs = to_level0(self.structure_inputs(cond, b, f, weight.device, weight.dtype), self.cfg.unshuffle)
+        features = self.structure_encoder(inputs)
         return replace(cond, structure=[x.view(b, f, *x.shape[1:]) for x in features])
 
     # -- the two halves of the U-Net ------------------------------------------------------------------------------
@@ -348,7 +357,7 @@ class UNetDiT(nn.Module):
         """x_t (B, F, C, H, W) -> tokens (B, F, T, D) and the skips of every level (B·F, w, h, w)."""
         b, f = x_t.shape[:2]
         cf = c.flatten(0, 1)
-        h = self.stem(x_t.flatten(0, 1).contiguous(memory_format=torch.channels_last))
+        h = self.stem(to_level0(x_t.flatten(0, 1), self.cfg.unshuffle))
         skips = []
         for level, block in enumerate(self.encoder):
             if level:
@@ -377,7 +386,10 @@ class UNetDiT(nn.Module):
             if level < len(self.decoder) - 1:
                 h = self.ups[level](F.interpolate(h, scale_factor=2.0, mode="nearest"))
             h = self.decoder[level](h + skips[level], cf)
-        return self.out(F.silu(h)).view(b, f, self.cfg.channels, *self.cfg.frame_size)
+        x0 = self.out(F.silu(h))   # (B·F, C·u², H/u, W/u)
+        if self.cfg.unshuffle > 1:
+            x0 = F.pixel_shuffle(x0, self.cfg.unshuffle)
+        return x0.reshape(b, f, self.cfg.channels, *self.cfg.frame_size)
 
     # -- whole clips and chunks -------------------------------------------------------------------------------
 
@@ -410,6 +422,14 @@ class UNetDiT(nn.Module):
         return self.decode(attend_cached(self.blocks, self.cfg, x, c, cache, write), c, skips)
 
 
+def to_level0(x: torch.Tensor, unshuffle: int) -> torch.Tensor:
+    """Full-resolution maps (N, C, H, W) -> level 0 of the U-Net, channels-last: (N, C·u², H/u, W/u) pixel-unshuffled
+    (channel c·u² + i·u + j holds pixel (i, j) of each u×u block, torch's order), or unchanged for u = 1."""
+    if unshuffle > 1:
+        x = F.pixel_unshuffle(x, unshuffle)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def periodic_uv(gbuffers: torch.Tensor, cfg: UNetConfig) -> torch.Tensor:
     """(B, F, gbuffer_channels, H, W) in the training encoding (uv = 2·fraction − 1) -> the structure encoder's
     G-buffer channels: the uv pair replaced by sin and cos of 2π·k·fraction for k = 1..cfg.uv_harmonics."""
@@ -438,7 +458,8 @@ def flops_per_frame(cfg: UNetConfig, context_frames: int, steps: int = 1) -> flo
     """Forward FLOPs per frame (multiply-add = 2): the structure encoder once, then per denoising step the
     sample's encoder, the transformer (each frame attending to `context_frames` frames) and the decoder. Counts
     convolutions, linear layers and attention; norms and activations are left out (a few percent)."""
-    h, w = cfg.frame_size
+    u = cfg.unshuffle
+    h, w = cfg.frame_size[0] // u, cfg.frame_size[1] // u   # level 0's resolution
     widths = cfg.widths
 
     def conv(cin: int, cout: int, level: int, kernel: int = 3) -> float:
@@ -448,13 +469,13 @@ def flops_per_frame(cfg: UNetConfig, context_frames: int, steps: int = 1) -> flo
         return 2 * conv(ch, ch, level)
 
     structure_in = cfg.channels + cfg.structure_gbuffer_channels + HISTORY_CHANNELS + PRESENCE_FLAGS
-    structure = conv(structure_in, widths[0], 0) + sum(res_block(c, lvl) for lvl, c in enumerate(widths))
+    structure = conv(structure_in * u * u, widths[0], 0) + sum(res_block(c, lvl) for lvl, c in enumerate(widths))
     structure += sum(conv(a, b, lvl + 1) for lvl, (a, b) in enumerate(zip(widths, widths[1:])))
     d, t = cfg.hidden, cfg.tokens_per_frame
     film = sum(2 * d * 2 * c for c in widths) * 2  # encoder and decoder blocks, per frame
-    encoder = conv(cfg.channels, widths[0], 0) + sum(res_block(c, lvl) for lvl, c in enumerate(widths))
+    encoder = conv(cfg.channels * u * u, widths[0], 0) + sum(res_block(c, lvl) for lvl, c in enumerate(widths))
     encoder += sum(conv(a, b, lvl + 1) for lvl, (a, b) in enumerate(zip(widths, widths[1:])))
-    decoder = sum(res_block(c, lvl) for lvl, c in enumerate(widths)) + conv(widths[0], cfg.channels, 0)
+    decoder = sum(res_block(c, lvl) for lvl, c in enumerate(widths)) + conv(widths[0], cfg.channels * u * u, 0)
     decoder += sum(conv(b, a, lvl) for lvl, (a, b) in enumerate(zip(widths, widths[1:])))
     token_in = widths[-1] * cfg.token_patch ** 2
     per_token_block = 2 * (4 * d * d + 2 * cfg.mlp_ratio * d * d + 6 * d * d / t) + 2 * 2 * context_frames * t * d
