@@ -23,10 +23,11 @@ def add_parser(sub) -> None:
     p.add_argument("--data", type=Path, required=True, metavar="DIR", help="dataset from `restyler record-data`")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="run directory shared by all stages; each stage reads what the earlier ones wrote")
-    p.add_argument("--size", choices=["tiny", "S", "M", "student"], default=None,
+    p.add_argument("--size", choices=["tiny", "S", "M", "student", "student_unshuffled"], default=None,
                    help="model size: tiny for smoke tests, S for CPU, M when a GPU is available (default S); ode: "
                         "the student's, default the teacher's own (backbone v2 only: `student` is the streamed "
-                        "one-step size, 1.2 GFLOP a frame)")
+                        "one-step size, 1.2 GFLOP a frame; `student_unshuffled` the same student pixel-unshuffled "
+                        "by 2 into wide layers for matrix units, 2.65 GFLOP)")
     p.add_argument("--steps", type=positive_int, default=None, metavar="N",
                    help="optimizer steps; default: the stage's recipe value; lower it for a quick check")
     p.add_argument("--resume", action="store_true",

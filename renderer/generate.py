@@ -119,11 +119,12 @@ class VideoGenerator:
     @classmethod
     def from_pretrained(cls, model_dir: Path | str | None = None, device: str = "auto",
                         steps: int | None = None) -> "VideoGenerator":
-        """The shipped generation model by default; `device` 'auto' takes a GPU when one is visible."""
+        """The shipped generation model by default; `device` 'auto' takes a GPU when one is visible. It runs in fp32:
+        generation has no --precision, its bf16 picture was never measured."""
         from renderer import GENERATION_MODEL
 
         dev = resolve_device(device)
-        return cls(load_bundle(model_dir or GENERATION_MODEL, dev), dev, steps)
+        return cls(load_bundle(model_dir or GENERATION_MODEL, dev, precision="fp32"), dev, steps)
 
     @property
     def frame_size(self) -> tuple[int, int]:

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from bridge import ChunkMailbox, FramePacket
-from renderer import DEFAULT_MODEL
 from models.network.precision import resolve_precision
+from renderer import DEFAULT_MODEL
 from renderer.engine import ModelError, load_bundle, resolve_device
 from renderer.reproject import compose_motion
 from renderer.workers import WORKERS, ChunkResult, Submitted, WorkerSpec

@@ -275,6 +275,25 @@ def test_eval_scores_the_regression_baseline_without_a_student(tiny_run, tmp_pat
     assert main([*argv, "--rows", "student"]) == 2
 
 
+def test_eval_scores_a_run_after_its_ode_stage_alone(tiny_run, tmp_path, egl_ctx):
+    """A run whose student has had only its ODE initialisation (student_ode, no student yet) scores the no_dmd row,
+    streaming with the sampler the ODE stage saved with it (the ablations of a recipe's first leg)."""
+    from cli.main import main
+
+    _, shared = tiny_run
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("teacher", "student_ode"):
+        for suffix in (".safetensors", ".json"):
+            (run / f"{name}{suffix}").write_bytes((shared / f"{name}{suffix}").read_bytes())
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(run), "--seeds", "1000:1001", "--frames", "8", "--json", str(out),
+                 "--worlds", str(tmp_path / "worlds"), "--device", "cpu", "--rows", "input,no_dmd",
+                 "--drift-frames", "0"]) == 0
+    scores = json.loads(out.read_text())
+    assert isinstance(scores["rows"]["no_dmd"]["psnr"], float) and scores["rows"]["student"]["psnr"] is None
+
+
 def test_eval_refuses_training_seeds(tiny_run, tmp_path, capsys):
     from cli.main import main
 

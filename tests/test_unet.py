@@ -366,3 +366,14 @@ def test_the_one_step_student_recipe_on_backbone_v2(tmp_path):
     cond.motion = torch.zeros(1, 4, 2, 64, 64)
     out = stream_clip(student, cond.low, cond, sampler, torch.Generator().manual_seed(0))
     assert out.shape == (1, 4, 3, 64, 64) and torch.isfinite(out).all()
+
+
+def test_the_unshuffled_student_keeps_the_students_tokens_and_transformer():
+    """`student_unshuffled` is the streamed student reshaped for matrix units: the same token grid, transformer and
+    KV cache (so the sampler, the cache and the runtime need nothing new), wide level-0 layers at 64², and the FLOPs
+    docs/runtime.md reports."""
+    student, unshuffled = make_config("student"), make_config("student_unshuffled")
+    assert unshuffled.grid == student.grid == (8, 8) and unshuffled.token_size == student.token_size == 16
+    assert (unshuffled.hidden, unshuffled.depth, unshuffled.heads) == (student.hidden, student.depth, student.heads)
+    assert min(unshuffled.widths) >= 32 and all(w % 32 == 0 for w in unshuffled.widths)
+    assert round(flops_per_frame(unshuffled, 8) / 1e9, 2) == 2.65 and round(flops_per_frame(student, 8) / 1e9, 2) == 1.21

@@ -104,7 +104,8 @@ def load_models(model_dir: Path, device: torch.device | str = "cpu", precision: 
         student, sampler, meta = load_student(model_dir, "student", device, precision)
         metas.append(meta)
     if checkpoint.exists(model_dir, "student_ode"):
-        no_dmd = load_student(model_dir, "student_ode", device, precision)[0]
+        no_dmd, ode_sampler, _ = load_student(model_dir, "student_ode", device, precision)
+        sampler = sampler or ode_sampler   # a run after its ODE stage only: the no_dmd row streams as it will
     if checkpoint.exists(model_dir, "regression"):
         regression, meta = load_network(model_dir, "regression", device, precision)
         metas.append(meta)

@@ -3,16 +3,16 @@
 Every command that runs a network takes `--precision {auto,fp32,bf16}` and resolves it here once:
     auto  bf16 on a CUDA GPU and on a CPU whose matrix units run bf16 (Intel AMX: `amx_bf16` among the CPU flags,
           where a wide bf16 matmul is ~10x fp32); fp32 elsewhere, including CPUs whose only bf16 support is the
-          AVX-512 dot product (`avx512_bf16`: ~2x on a wide matmul, but 1.1x on today's student, whose narrow
+          AVX-512 dot product (`avx512_bf16`: ~2x on a wide matmul, but 1.07x on today's student, whose narrow
           full-resolution convolutions and elementwise work gain little; docs/runtime.md has the measurement)
     fp32  as trained; bit-identical to every number measured before precision was a setting
     bf16  asked for: runs anywhere (emulated, and slow, on a CPU with neither AMX nor AVX512-BF16)
 
 Weights stay stored as they are (fp16 shipped, fp32 in runs) and are converted at load. A network whose weights are
-bf16 runs each pass under autocast (`in_weight_precision`): matrix work in bf16, and what comes back out of the
-network (x0, features handed to fp32 code) in fp32, so the sampler's noise arithmetic, the KV-cache bookkeeping
-outside the network and the conversion to pixels stay in fp32. Training keeps fp32 master weights and optimizer
-state and runs forward and backward under autocast (`training_autocast`).
+bf16 runs each pass under autocast (`in_weight_precision`): matrix work in bf16 (the KV cache holds bf16 keys and
+values, as the network writes them), and the x0 it hands back in fp32, so the sampler's noise arithmetic, the
+warped history and the conversion to pixels stay fp32. Training keeps fp32 master weights and optimizer state and
+runs each step's forward passes under autocast, its backward outside (`training_autocast`).
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ def resolve_precision(asked: str, device: torch.device | str, flags: frozenset[s
     if "amx_bf16" in flags:
         return Precision("bf16", "auto: the CPU has AMX bf16 matrix units")
     if "avx512_bf16" in flags:
-        return Precision("fp32", "auto: the CPU has AVX512-BF16 but no AMX; bf16 gains little there "
-                                 "(--precision bf16 to use it)")
+        return Precision("fp32", "auto: the CPU has AVX512-BF16 but no AMX, where bf16 gains little; "
+                                 "--precision bf16 forces it")
     return Precision("fp32", "auto: the CPU has no bf16 matrix units")
 
 

@@ -158,7 +158,8 @@ class UNetConfig:
 # Named sizes: S trains on the 2-core CPU (6.1 M parameters); M is the GPU profile's (`make train-v2 PROFILE=gpu`:
 # twice the widths and the transformer width, 24 M parameters, 48 MB in fp16); tiny is for tests. `student` is the
 # streamed one-step student: S's transformer at half S's conv widths, 1.2 GFLOP a frame where S takes 3.2, inside
-# the CPU runtime's 1.5 (docs/model.md, "Sizing the student").
+# the CPU runtime's 1.5 (docs/model.md, "Sizing the student"). `student_unshuffled` is the same student shaped for
+# matrix units: pixel-unshuffled by 2, widths 32/64/128 from 64², the same transformer (docs/runtime.md measures it).
 # Every named size reads every G-buffer, uv as waves and the material through its embedding.
 _READS = dict(gbuffer_channels=9, uv_harmonics=2, material_embedding=4)
 SIZES: dict[str, dict] = {
@@ -166,6 +167,8 @@ SIZES: dict[str, dict] = {
     "S": dict(widths=(16, 32, 64, 128), hidden=192, depth=6, heads=6, frame_size=(128, 128), **_READS),
     "M": dict(widths=(32, 64, 128, 256), hidden=384, depth=6, heads=6, frame_size=(128, 128), **_READS),
     "student": dict(widths=(8, 16, 32, 64), hidden=192, depth=6, heads=6, frame_size=(128, 128), **_READS),
+    "student_unshuffled": dict(unshuffle=2, widths=(32, 64, 128), hidden=192, depth=6, heads=6, frame_size=(128, 128),
+                               **_READS),
 }
 
 
