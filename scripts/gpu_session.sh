@@ -62,7 +62,8 @@ run() {
     mkdir -p "$OUT" "$work"
     exec > >(tee "$OUT/session.log") 2>&1
     if [[ -d .whl ]] && ls .whl/*.whl > /dev/null 2>&1; then
-        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+            .whl/*.whl
         export PYTHONPATH=/tmp/site:$PWD
     else
         export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}

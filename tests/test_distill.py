@@ -215,7 +215,8 @@ def test_eval_cli_writes_every_key(tiny_run, tmp_path, egl_ctx):
                  "--device", "cpu"])
     assert code == 0
     scores = json.loads(out.read_text())
-    assert set(scores) == {"rows", "drift", "style_switch_frames"}
+    assert set(scores) == {"rows", "drift", "style_switch_frames", "precision"}
+    assert scores["precision"] in ("fp32", "bf16")   # what --precision auto resolved to on this machine
     assert set(scores["rows"]) == {"input", "regression", "teacher", "student", "no_dmd", "per_frame", "student_rgb",
                                    "regression_rgb"}
     baseline = {"regression", "regression_rgb"}

@@ -1,6 +1,6 @@
 """Trained networks back from a model directory: a finished training run (the --out of `restyler train`) or a
-shipped model (models/weights/<name>). Weights are cast to fp32, or to the precision asked for (models.network.precision:
-bf16 where the hardware runs it fast), in eval mode.
+shipped model (models/weights/<name>). Weights are cast to fp32, or to the precision asked for
+(models.network.precision: bf16 where the hardware runs it fast), in eval mode.
 
 Used by the training stages that start from earlier ones, by evaluation and by the runtime.
 """
