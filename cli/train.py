@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
                    help="model size: tiny for smoke tests, S for CPU, M when a GPU is available (default S); ode: "
                         "the student's, default the teacher's own (backbone v2 only: `student` is the streamed "
                         "one-step size, 1.2 GFLOP a frame; `student_unshuffled` the same student pixel-unshuffled "
-                        "by 2 into wide layers for matrix units, 2.65 GFLOP)")
+                        "by 2 into wide layers for matrix units with a full-resolution refinement, 2.68 GFLOP)")
     p.add_argument("--steps", type=positive_int, default=None, metavar="N",
                    help="optimizer steps; default: the stage's recipe value; lower it for a quick check")
     p.add_argument("--resume", action="store_true",

@@ -16,7 +16,8 @@ ALL_GBUFFERS = sum(channels for _, channels in GBUFFERS)  # depth .. sun, then t
 
 
 # the tiny size as it is, and shaped for the matrix units: pixel-unshuffled into fewer, wider full-resolution cells
-SHAPES = {"full_resolution": {}, "unshuffled": {"unshuffle": 2, "widths": (16, 32)}}
+SHAPES = {"full_resolution": {}, "unshuffled": {"unshuffle": 2, "widths": (16, 32)},
+          "unshuffled_refined": {"unshuffle": 2, "widths": (16, 32), "refine": 4}}
 
 
 def tiny_model(seed: int = 0, **overrides) -> UNetDiT:
@@ -237,6 +238,8 @@ def test_configs_refuse_sizes_that_do_not_tile():
         make_config("tiny", structure_from_level=3)
     with pytest.raises(ValueError, match="unshuffle must be a whole factor"):
         make_config("tiny", unshuffle=0)
+    with pytest.raises(ValueError, match="refine must be a number of channels"):
+        make_config("tiny", refine=-1)
     # unshuffling by 2 doubles the token's side: 40 pixels tile into tiny's tokens of 8, not into 16
     make_config("tiny", frame_size=(40, 40))
     with pytest.raises(ValueError, match="multiple of the token size 16"):
@@ -376,5 +379,5 @@ def test_the_unshuffled_student_keeps_the_students_tokens_and_transformer():
     assert unshuffled.grid == student.grid == (8, 8) and unshuffled.token_size == student.token_size == 16
     assert (unshuffled.hidden, unshuffled.depth, unshuffled.heads) == (student.hidden, student.depth, student.heads)
     assert min(unshuffled.widths) >= 32 and all(w % 32 == 0 for w in unshuffled.widths)
-    assert round(flops_per_frame(unshuffled, 8) / 1e9, 2) == 2.65
+    assert round(flops_per_frame(unshuffled, 8) / 1e9, 2) == 2.68   # 2.65 and the full-resolution refinement
     assert round(flops_per_frame(student, 8) / 1e9, 2) == 1.21

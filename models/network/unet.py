@@ -88,10 +88,16 @@ class UNetConfig:
     # 1/u of the frame with wide layers, the shape the CPU's matrix units and a GPU's tensor cores run fast
     # (docs/runtime.md, "A student shaped for the matrix units"); 1 = level 0 at full resolution
     unshuffle: int = 1
+    # channels of a residual 3×3 refinement of x0 at full resolution, after the shuffle (0: none): an unshuffled
+    # student otherwise draws each u×u block's pixels from separate output channels, and a faint u-pixel pattern shows
+    # (docs/runtime.md measures it); at full resolution on 3 channels it costs ~0.03 GFLOP a frame per 16 channels
+    refine: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.unshuffle, int) or self.unshuffle < 1:
             raise ValueError(f"unshuffle must be a whole factor >= 1; got {self.unshuffle!r}")
+        if not isinstance(self.refine, int) or self.refine < 0:
+            raise ValueError(f"refine must be a number of channels >= 0; got {self.refine!r}")
         h, w = self.frame_size
         if h % self.token_size or w % self.token_size:
             raise ValueError(f"frame size {w}x{h} must be a multiple of the token size {self.token_size}")
@@ -159,7 +165,8 @@ class UNetConfig:
 # twice the widths and the transformer width, 24 M parameters, 48 MB in fp16); tiny is for tests. `student` is the
 # streamed one-step student: S's transformer at half S's conv widths, 1.2 GFLOP a frame where S takes 3.2, inside
 # the CPU runtime's 1.5 (docs/model.md, "Sizing the student"). `student_unshuffled` is the same student shaped for
-# matrix units: pixel-unshuffled by 2, widths 32/64/128 from 64², the same transformer (docs/runtime.md measures it).
+# matrix units: pixel-unshuffled by 2, widths 32/64/128 from 64², the same transformer, and a 16-channel refinement
+# at full resolution after the shuffle (docs/runtime.md measures it against the shipped shape).
 # Every named size reads every G-buffer, uv as waves and the material through its embedding.
 _READS = dict(gbuffer_channels=9, uv_harmonics=2, material_embedding=4)
 SIZES: dict[str, dict] = {
@@ -167,8 +174,8 @@ SIZES: dict[str, dict] = {
     "S": dict(widths=(16, 32, 64, 128), hidden=192, depth=6, heads=6, frame_size=(128, 128), **_READS),
     "M": dict(widths=(32, 64, 128, 256), hidden=384, depth=6, heads=6, frame_size=(128, 128), **_READS),
     "student": dict(widths=(8, 16, 32, 64), hidden=192, depth=6, heads=6, frame_size=(128, 128), **_READS),
-    "student_unshuffled": dict(unshuffle=2, widths=(32, 64, 128), hidden=192, depth=6, heads=6, frame_size=(128, 128),
-                               **_READS),
+    "student_unshuffled": dict(unshuffle=2, refine=16, widths=(32, 64, 128), hidden=192, depth=6, heads=6,
+                               frame_size=(128, 128), **_READS),
 }
 
 
@@ -261,6 +268,10 @@ class UNetDiT(nn.Module):
         self.ups = nn.ModuleList(nn.Conv2d(b, a, 3, padding=1) for a, b in zip(widths, widths[1:]))
         self.decoder = nn.ModuleList(ResBlock(w, d) for w in widths)
         self.out = nn.Conv2d(widths[0], pixels, 3, padding=1)
+        self.refine = None
+        if cfg.refine:
+            self.refine = nn.Sequential(nn.Conv2d(cfg.channels, cfg.refine, 3, padding=1), nn.SiLU(),
+                                        nn.Conv2d(cfg.refine, cfg.channels, 3, padding=1))
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -277,6 +288,9 @@ class UNetDiT(nn.Module):
         nn.init.zeros_(self.final_modulation.bias)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if self.refine is not None:   # starts as the identity
+            nn.init.zeros_(self.refine[-1].weight)
+            nn.init.zeros_(self.refine[-1].bias)
         if self.uv_gate is not None:
             nn.init.zeros_(self.uv_gate.weight)  # every gate 1
 
@@ -391,7 +405,9 @@ class UNetDiT(nn.Module):
             h = self.decoder[level](h + skips[level], cf)
         x0 = self.out(F.silu(h))   # (B·F, C·u², H/u, W/u)
         if self.cfg.unshuffle > 1:
-            x0 = F.pixel_shuffle(x0, self.cfg.unshuffle)
+            x0 = F.pixel_shuffle(x0, self.cfg.unshuffle)   # (B·F, C, H, W)
+        if self.refine is not None:
+            x0 = x0 + self.refine(x0)
         return x0.reshape(b, f, self.cfg.channels, *self.cfg.frame_size)
 
     # -- whole clips and chunks -------------------------------------------------------------------------------
@@ -480,6 +496,7 @@ def flops_per_frame(cfg: UNetConfig, context_frames: int, steps: int = 1) -> flo
     encoder += sum(conv(a, b, lvl + 1) for lvl, (a, b) in enumerate(zip(widths, widths[1:])))
     decoder = sum(res_block(c, lvl) for lvl, c in enumerate(widths)) + conv(widths[0], cfg.channels * u * u, 0)
     decoder += sum(conv(b, a, lvl) for lvl, (a, b) in enumerate(zip(widths, widths[1:])))
+    decoder += 2 * 2.0 * cfg.channels * cfg.refine * 9 * cfg.frame_size[0] * cfg.frame_size[1]   # at full resolution
     token_in = widths[-1] * cfg.token_patch ** 2
     per_token_block = 2 * (4 * d * d + 2 * cfg.mlp_ratio * d * d + 6 * d * d / t) + 2 * 2 * context_frames * t * d
     transformer = t * (cfg.depth * per_token_block + 2 * 2 * d * token_in) + 2 * 2 * d * d
