@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from cli.args import (PROG, add_model, add_precision, add_serve, add_steps, add_worker, default_style, error,
-                      has_display, mp4_path, parse_region, positive_float, precision_for, start_server)
+                      has_display, mp4_path, parse_region, positive_float, start_server)
 
 
 def add_parser(sub) -> None:
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
                                 "or --serve PORT to keep or show the result")
     try:
         restyler = StreamingRestyler.from_pretrained(args.model, worker=args.worker, steps=args.steps,
-                                                     precision=precision_for(args).name)
+                                                     precision=args.precision)
         source = ScreenSource(region=args.region) if args.region else ScreenSource(window=args.window)
     except (ModelError, BridgeError, ValueError) as exc:
         return error("capture", str(exc))

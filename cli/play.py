@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from cli.args import (PROG, add_model, add_precision, add_serve, add_steps, add_worker, cuda_available, error,
-                      has_display, non_negative_int, parse_size, positive_float, precision_for, start_server)
+                      has_display, non_negative_int, parse_size, positive_float, start_server)
 from renderer import DEFAULT_MODEL
 
 
@@ -82,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
     if args.serve is not None and model is None:
         return error("play", "--serve streams the AI picture, which needs a model; drop --no-ai (or give --model)")
     upsample = args.upsample == "on" or (args.upsample == "auto" and cuda_available())
-    precision = precision_for(args).name if model is not None else "fp32"
     try:
         server = start_server("play", args)
     except ServeError as exc:
@@ -90,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return int(run_play(style=args.style, headless=headless, seconds=seconds, out=args.out, seed=args.seed,
                             size=args.size, model=model, worker=args.worker, steps=args.steps, server=server,
-                            upsample=upsample, precision=precision) or 0)
+                            upsample=upsample, precision=args.precision) or 0)
     except ModelError as exc:
         return error("play", str(exc))
     except RuntimeError as exc:  # no OpenGL here: the message says which packages to install
