@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cli.args import add_device, add_model, add_precision, default_style, error, positive_int, precision_for
+from cli.args import add_device, add_model, add_precision, default_style, error, positive_int
 
 CALIBRATION_SEEDS = range(1000, 1003)   # the demo game's held-out worlds whose reference frames give the palette
 CALIBRATION_FRAMES = 24
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     style = default_style(args.style)
     try:
-        engine = offline_engine(args.model, style, args.device, precision=precision_for(args, args.device).name)
+        engine = offline_engine(args.model, style, args.device, precision=args.precision)
         with VideoFileSource(args.input) as src:
             pairs = list(restyled_frames(src, engine, limit=args.frames))
         if len(pairs) < 2:

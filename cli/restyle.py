@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         precision = precision_for(args, args.device)
         frames = restyle_file(args.input, args.output, args.model, default_style(args.style), args.device,
-                             args.steps, precision=precision.name)
+                             args.steps, precision=args.precision)
     except (ModelError, BridgeError, ValueError) as exc:
         return error("restyle", str(exc))
     print(f"{PROG} restyle: wrote {frames} frames to {args.output} ({precision.describe()})")

@@ -34,7 +34,7 @@ from models.io.data import GBUFFERS, encode_gbuffer, gbuffers_from_arrays
 from models.network.autoencoder import Autoencoder
 from models.network.dit import Conditioning, VideoDiT
 from models.network.loading import load_autoencoder, load_student, load_upsampler
-from models.network.precision import Precision, PrecisionError, resolve_precision
+from models.network.precision import FP32, Precision, PrecisionError, resolve_precision
 from models.network.prompt import PromptEncoder, nearest_style
 from models.network.streaming import StudentSampler, stream_chunk
 from models.network.upsampler import TemporalResolve, Upsampler
@@ -61,7 +61,7 @@ class StudentBundle:
     autoencoder: Autoencoder | None
     meta: dict[str, Any]
     upsampler: Upsampler | None = None
-    precision: Precision = Precision("fp32", "as stored")   # what the student runs at
+    precision: Precision = FP32   # what the student runs at
 
     @property
     def display_size(self) -> tuple[int, int] | None:

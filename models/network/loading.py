@@ -17,7 +17,7 @@ from models.io import checkpoint
 from models.network.autoencoder import AEConfig, Autoencoder
 from models.network.dit import DiTConfig, VideoDiT
 from models.network.dit import flops_per_frame as dit_flops_per_frame
-from models.network.precision import Precision, to_precision
+from models.network.precision import Precision
 from models.network.streaming import StudentSampler
 from models.network.unet import UNetConfig, UNetDiT
 from models.network.unet import flops_per_frame as unet_flops_per_frame
@@ -65,7 +65,7 @@ def load_network(run: Path | str, name: str, device: torch.device | str = "cpu",
     model = network_for(checkpoint.config_from_json(config, meta["config"]))
     checkpoint.load_into(model, {k: v.float() for k, v in tensors.items()}, f"{run}/{name}.safetensors")
     model = model.to(device).eval()
-    return (model if precision is None else to_precision(model, precision)), meta
+    return (model if precision is None else model.to(precision.dtype)), meta
 
 
 def load_student(run: Path | str, name: str = "student", device: torch.device | str = "cpu",

@@ -12,7 +12,7 @@ Weights stay stored as they are (fp16 shipped, fp32 in runs) and are converted a
 bf16 runs each pass under autocast (`in_weight_precision`): matrix work in bf16 (the KV cache holds bf16 keys and
 values, as the network writes them), and the x0 it hands back in fp32, so the sampler's noise arithmetic, the
 warped history and the conversion to pixels stay fp32. Training keeps fp32 master weights and optimizer state and
-runs each step's forward passes under autocast, its backward outside (`training_autocast`).
+runs each step's forward passes under `autocast`, its backward passes outside it (models/recipe/loop.py).
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ class Precision:
 
     def describe(self) -> str:
         return f"precision {self.name} ({self.reason})"
+
+
+FP32 = Precision("fp32", "as stored")   # what a network runs at when nobody asked for a precision
 
 
 def cpu_flags(cpuinfo: Path = CPU_INFO) -> frozenset[str]:
@@ -86,11 +89,6 @@ def weight_dtype(model: nn.Module) -> torch.dtype:
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
-def to_precision(model: nn.Module, precision: Precision) -> nn.Module:
-    """The network's weights (and float buffers) in `precision`, in place; returns the network."""
-    return model.to(precision.dtype)
-
-
 def autocast(device: torch.device | str, dtype: torch.dtype) -> contextlib.AbstractContextManager:
     """Autocast to `dtype` on `device`'s kind, or nothing for fp32."""
     if dtype == torch.float32:
@@ -98,20 +96,7 @@ def autocast(device: torch.device | str, dtype: torch.dtype) -> contextlib.Abstr
     return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
-def training_autocast(device: torch.device | str, precision: Precision) -> contextlib.AbstractContextManager:
-    """The forward passes of a training step (fp32 master weights): autocast to bf16, or nothing for fp32."""
-    return autocast(device, precision.dtype)
-
-
 T = TypeVar("T")
-
-
-def _to_fp32(out: T) -> T:
-    if isinstance(out, torch.Tensor):
-        return out.float() if out.is_floating_point() else out
-    if isinstance(out, (list, tuple)):
-        return type(out)(_to_fp32(x) for x in out)
-    return out
 
 
 def in_weight_precision(method: Callable[..., T]) -> Callable[..., T]:
@@ -124,7 +109,9 @@ def in_weight_precision(method: Callable[..., T]) -> Callable[..., T]:
         if dtype == torch.float32 or torch.is_autocast_enabled(_device_type(self)):
             return method(self, *args, **kwargs)
         with autocast(_device_type(self), dtype):
-            return _to_fp32(method(self, *args, **kwargs))
+            out = method(self, *args, **kwargs)
+        # x0 back in fp32; prepare()'s Conditioning keeps its bf16 features, which only the network reads
+        return out.float() if isinstance(out, torch.Tensor) else out
     return wrapper
 
 

@@ -38,7 +38,7 @@ from torch import nn
 
 from models.io import checkpoint
 from models.io.data import collate
-from models.network.precision import Precision, resolve_precision, training_autocast
+from models.network.precision import FP32, Precision, autocast, resolve_precision
 
 LOSS_BINS = 5
 
@@ -131,7 +131,7 @@ class Distributed:
     rank: int = 0
     world: int = 1
     device: torch.device = torch.device("cpu")
-    precision: Precision = Precision("fp32", "as stored")
+    precision: Precision = FP32
 
     @property
     def main(self) -> bool:
@@ -377,7 +377,8 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
         if critic is None:
             raise TrainError(f"the {stage.name} stage has no critic to train")
         critic_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with torch.autocast(dist_info.device.type, enabled=False):   # called inside the step's forward autocast
+            loss.backward()
         dist_info.average_gradients(critic)
         torch.nn.utils.clip_grad_norm_(critic.parameters(), cfg.grad_clip)
         critic_opt.step()
@@ -400,7 +401,8 @@ def train(stage: Stage, run: Path, cfg: TrainConfig, dist_info: Distributed, res
         lr = lr_at(step, cfg)
         for group in opt.param_groups:
             group["lr"] = lr
-        with training_autocast(dist_info.device, dist_info.precision):   # backward runs outside, as autocast wants
+        # the forward passes in the run's precision, over fp32 master weights; every backward outside autocast
+        with autocast(dist_info.device, dist_info.precision.dtype):
             result = stage.loss(StepInput(items, step_rng(cfg.seed, step), rows, cfg.batch, critic_step))
         opt.zero_grad(set_to_none=True)
         result.loss.backward()
