@@ -23,7 +23,6 @@ from __future__ import annotations
 import errno
 import importlib
 import json
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,6 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from bridge.errors import InvalidFrameError
+from bridge.outputs import write_atomic
 from bridge.packet import FramePacket, describe
 
 # 3 lists the buffers a dataset holds and its styles' prompts in the manifest; the shards are unchanged from
@@ -59,8 +59,6 @@ BUFFERS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
 # per style: the target as style/<i>, and the style's sunlight as sun/<i> when the game hands it over
 STYLE_FIELD = (np.dtype(np.uint8), (3,))
 SUN_FIELD = (np.dtype(np.float16), ())
-_UMASK = os.umask(0o022)   # the process's umask: reading it means setting it, so it is put back at once
-os.umask(_UMASK)
 SUN = "sun"   # the name under which a dataset lists its per-style sun buffers among its buffers
 
 
@@ -231,24 +229,15 @@ def spec_for(frame: TrainingFrame, game: RecordableGame, frames: int, pace: floa
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file, flush it to disk and rename, so `path` is either absent, the old file or the
-    whole new one. A full disk or any other OSError leaves nothing behind and is reported as one RecordError.
-    (models.io.atomic does the same for checkpoints; bridge imports nothing from the rest of Restyler.)"""
-    tmp = path.with_name(path.name + PARTIAL)
+    """bridge.outputs.write_atomic under the recorder's ".partial" name (a later run drops such leftovers of a hard
+    kill): `path` is either absent, the old file or the whole new one. A full disk or any other OSError is reported
+    as one RecordError."""
     try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())   # the data must be on disk before the rename makes it visible
-        os.chmod(tmp, 0o666 & ~_UMASK)   # safetensors creates owner-only files; data is shared like any other
-        tmp.replace(path)
+        write_atomic(path, write, tmp=path.with_name(path.name + PARTIAL))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         why = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
         raise RecordError(f"could not write {path}: {why}. Every clip already listed in {path.parent / MANIFEST} "
                           "is kept; free some space and rerun the same command to go on") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _write_json(path: Path, obj: Any) -> None:

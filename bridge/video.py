@@ -19,6 +19,7 @@ import av
 import numpy as np
 
 from bridge.errors import BridgeError, InvalidFrameError
+from bridge.outputs import move_into_place, temporary_beside
 from bridge.packet import FramePacket, describe
 from bridge.sources.videofile import VideoFileSource
 
@@ -56,8 +57,11 @@ class Mp4Writer:
 
     Use as ``with Mp4Writer(path, fps, size) as out: out.write(frame)``: ``__exit__`` always finalises the file,
     so an exception or Ctrl-C (KeyboardInterrupt) inside the block still leaves a valid MP4 holding every frame
-    written so far; a further Ctrl-C while closing is held back until the file is complete. A hard kill
-    (SIGKILL, power loss) before ``close()`` does leave an unreadable file.
+    written so far; a further Ctrl-C while closing is held back until the file is complete.
+
+    The video is written beside its final name (a hidden ``.NAME.*.mp4``) and moved into place by ``close()``, so a
+    file already at ``path`` stays whole until the new one is complete: a writer closed with no frame written leaves
+    it untouched, and a hard kill (SIGKILL, power loss) leaves only the hidden file behind.
 
     Odd sizes: yuv420p needs even dimensions, so an odd width/height is padded by one replicated edge
     column/row (``coded_size``); frames are accepted at ``size`` and read back at ``coded_size``. Padding rather
@@ -91,12 +95,14 @@ class Mp4Writer:
         self.codec = codec or pick_codec()
         self.frames_written = 0
         self._closed = False
+        self._tmp = temporary_beside(self.path, ".mp4")
 
         # 30000/1001 and the like stay exact; the stream clock ticks once per frame (pts = frame number).
         rate = Fraction(fps).limit_denominator(1001)
         try:
-            self._container = av.open(self.path, mode="w", format="mp4")
+            self._container = av.open(str(self._tmp), mode="w", format="mp4")
         except av.FFmpegError as exc:
+            self._tmp.unlink(missing_ok=True)
             raise BridgeError(f"Mp4Writer: cannot create {self.path!r}: {exc}") from exc
         try:
             stream = self._container.add_stream(self.codec, rate=rate)
@@ -111,6 +117,7 @@ class Mp4Writer:
                 stream.bit_rate = max(1_000_000, int(2 * w * h * float(rate)))
         except BaseException:
             self._container.close()
+            self._tmp.unlink(missing_ok=True)
             raise
         self._stream = stream
 
@@ -133,16 +140,22 @@ class Mp4Writer:
         self.frames_written += 1
 
     def close(self) -> None:
-        """Flush the encoder and write the MP4 index. Idempotent."""
+        """Flush the encoder, write the MP4 index and move the file into place (with no frame written, drop it and
+        leave whatever is at the path). Idempotent."""
         if self._closed:
             return
         self._closed = True
         with _sigint_deferred():
             try:
-                for pkt in self._stream.encode(None):  # drain frames the encoder held back (lookahead, B-frames)
-                    self._container.mux(pkt)
+                try:
+                    for pkt in self._stream.encode(None):  # drain frames the encoder held back (lookahead, B-frames)
+                        self._container.mux(pkt)
+                finally:
+                    self._container.close()
+                if self.frames_written:
+                    move_into_place(self._tmp, self.path)
             finally:
-                self._container.close()
+                self._tmp.unlink(missing_ok=True)
 
     @property
     def closed(self) -> bool:

@@ -134,6 +134,16 @@ def parse_timesteps(text: str) -> tuple[int, ...]:
     return values
 
 
+def style_prompt(text: str) -> str:
+    """A --style or --prompt: whitespace runs become single spaces; empty, unprintable or too long is refused."""
+    from renderer.prompts import clean_prompt
+
+    try:
+        return clean_prompt(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected {exc}") from None
+
+
 def mp4_path(text: str) -> Path:
     if not text.lower().endswith(".mp4"):
         raise argparse.ArgumentTypeError(f"expected a file name ending in .mp4; got {text!r}")

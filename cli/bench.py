@@ -100,17 +100,20 @@ def _bench_game(args: argparse.Namespace, size: tuple[int, int], fps: int) -> in
 def _write(args: argparse.Namespace, result) -> None:
     import json
 
+    from bridge.outputs import write_text_atomic
     from renderer.bench import table
 
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result.scores, indent=2) + "\n")
-    args.json.with_name(args.json.stem + "_details.json").write_text(json.dumps(result.details, indent=2) + "\n")
+    write_text_atomic(args.json, json.dumps(result.scores, indent=2) + "\n")
+    details = args.json.with_name(args.json.stem + "_details.json")
+    write_text_atomic(details, json.dumps(result.details, indent=2) + "\n")
     print(table(result))
 
 
 def run_page(args: argparse.Namespace) -> int:
     import json
 
+    from bridge.outputs import write_text_atomic
     from demo_game.screen import GameScreen
     from renderer.bench import bench_page
     from renderer.engine import ModelError, load_bundle
@@ -124,7 +127,7 @@ def run_page(args: argparse.Namespace) -> int:
     except (ModelError, RuntimeError) as exc:
         return error("bench", str(exc))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(scores, indent=2) + "\n")
+    write_text_atomic(args.json, json.dumps(scores, indent=2) + "\n")
     for key, value in scores.items():
         print(f"{key:<28}  {value}")
     return 0

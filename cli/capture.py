@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from cli.args import (PROG, add_model, add_precision, add_serve, add_steps, add_worker, default_style, error,
-                      has_display, mp4_path, parse_region, positive_float, start_server)
+                      has_display, mp4_path, parse_region, positive_float, start_server, style_prompt)
 
 
 def add_parser(sub) -> None:
@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
                         help="screen rectangle to grab, in pixels from the top-left of the screen")
     source.add_argument("--window", metavar="TITLE",
                         help="grab the window whose title contains TITLE (case-insensitive); needs X11")
-    p.add_argument("--style", metavar="PROMPT", default=None, help="style to render in, e.g. 'neon night city'")
+    p.add_argument("--style", type=style_prompt, metavar="PROMPT", default=None, help="style to render in, e.g. 'neon night city'")
     add_model(p)
     p.add_argument("--record", type=mp4_path, default=None, metavar="FILE.mp4",
                    help="also write the restyled stream to this mp4")
@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
     add_worker(p)
     add_steps(p)
     add_precision(p)
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, outputs={"--record": "record", "--record-source": "record_source"})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cli.args import add_device, add_model, add_precision, default_style, error, positive_int
+from cli.args import add_device, add_model, add_precision, default_style, error, positive_int, style_prompt
 
 CALIBRATION_SEEDS = range(1000, 1003)   # the demo game's held-out worlds whose reference frames give the palette
 CALIBRATION_FRAMES = 24
@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
                                    "game stood still) and style_gain (colours moved toward the style's palette); "
                                    "writes the scores and a strip of input over output.")
     p.add_argument("input", type=Path, metavar="IN.mp4", help="video to restyle and score (anything PyAV decodes)")
-    p.add_argument("--style", metavar="PROMPT", default=None, help="style to ask for (default: 'sunny summer day')")
+    p.add_argument("--style", type=style_prompt, metavar="PROMPT", default=None, help="style to ask for (default: 'sunny summer day')")
     p.add_argument("--json", type=Path, required=True, metavar="FILE",
                    help="where to write the scores; FILE's name with .png is the strip")
     p.add_argument("--frames", type=positive_int, default=None, metavar="N", help="score the first N frames only")
@@ -30,11 +30,12 @@ def add_parser(sub) -> None:
     add_model(p)
     add_device(p)
     add_precision(p)
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, inputs={"IN.mp4": "input"}, outputs={"--json": "json"})
 
 
 def run(args: argparse.Namespace) -> int:
     from bridge import BridgeError, VideoFileSource
+    from bridge.outputs import write_text_atomic
     from bridge.recording import RecordError
     from models.evaluation.video import from_uint8, match_palette, score_video, structure, style_gain, to_size
     from renderer.capture import offline_engine, restyled_frames
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
               # what recolouring the input channel by channel onto the style's palette would gain, edges untouched
               "palette_match_style_gain": round(style_gain(inp, match_palette(inp, palette), palette), 4)}
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(scores, indent=2) + "\n")
+    write_text_atomic(args.json, json.dumps(scores, indent=2) + "\n")
     strip = args.json.with_suffix(".png")
     _save_strip(strip, inp, out)
     print(json.dumps(scores, indent=2))
@@ -101,8 +102,11 @@ def _save_strip(path: Path, inp, out, moments: int = 6) -> None:
     import torch
     from PIL import Image
 
+    from bridge.outputs import write_atomic
+
     picks = np.linspace(0, len(out) - 1, moments).round().astype(int)
     rows = [torch.cat(list(video[picks]), dim=2) for video in (inp, out)]
     grid = (torch.cat(rows, dim=1).permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
     image = Image.fromarray(grid)
-    image.resize((image.width * 2, image.height * 2), Image.NEAREST).save(path)
+    image = image.resize((image.width * 2, image.height * 2), Image.NEAREST)
+    write_atomic(path, lambda tmp: image.save(tmp, format="PNG"))

@@ -148,13 +148,14 @@ def _write_eval(path: Path, result: Any, table: str) -> None:
 
     import numpy as np
 
+    from bridge.outputs import write_text_atomic
     from bridge.video import Mp4Writer
     from models.io.images import save_grid
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result.scores, indent=2) + "\n")
-    path.with_suffix(".md").write_text(table)
-    path.with_name(path.stem + "_details.json").write_text(json.dumps(result.details, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(result.scores, indent=2) + "\n")
+    write_text_atomic(path.with_suffix(".md"), table)
+    write_text_atomic(path.with_name(path.stem + "_details.json"), json.dumps(result.details, indent=2) + "\n")
     media = path.with_name(path.stem + "_media")
     media.mkdir(exist_ok=True)
     for name, strip in result.strips:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.args import PROG, add_device, add_model, error, mp4_path, non_negative_int, positive_int
+from cli.args import PROG, add_device, add_model, error, mp4_path, non_negative_int, positive_int, style_prompt
 from renderer import GENERATION_MODEL
 
 
@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
                                    "from a still (--image) or continuing a video (--extend). The mp4 holds N frames "
                                    "at the model's resolution: from an image, the image and N - 1 new ones; "
                                    "otherwise N new ones. How good the modes are: docs/generation.md.")
-    p.add_argument("--prompt", required=True,
+    p.add_argument("--prompt", type=style_prompt, required=True,
                    help="the style, as for the renderer, e.g. 'snowy winter village' (the four trained styles "
                         "work best)")
     start = p.add_mutually_exclusive_group()
@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
                         "starts from the previous frame runs only the grid's lower part, docs/generation.md)")
     add_model(p, default=GENERATION_MODEL)
     add_device(p)
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, inputs={"--image": "image", "--extend": "extend"}, outputs={"--out": "out"})
 
 
 def run(args: argparse.Namespace) -> int:

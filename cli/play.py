@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from cli.args import (PROG, add_model, add_precision, add_serve, add_steps, add_worker, cuda_available, error,
-                      has_display, non_negative_int, parse_size, positive_float, start_server)
+                      has_display, non_negative_int, parse_size, positive_float, start_server, style_prompt)
 from renderer import DEFAULT_MODEL
 
 
@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
                        description="Play the voxel demo game. Without a display (no $DISPLAY or $WAYLAND_DISPLAY) "
                                    f"it runs headless for {HEADLESS_SECONDS:g} s and writes its output to "
                                    f"{HEADLESS_OUT}.")
-    p.add_argument("--style", metavar="PROMPT", default=None,
+    p.add_argument("--style", type=style_prompt, metavar="PROMPT", default=None,
                    help="style to render in, e.g. 'snowy winter village'; a short scene description works best; "
                         "default: the game's first style")
     add_model(p, default=None)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from cli.args import (PROG, add_device, add_model, add_precision, add_steps, default_style, error, mp4_path,
-                      precision_for)
+                      precision_for, style_prompt)
 
 
 def add_parser(sub) -> None:
@@ -14,12 +14,12 @@ def add_parser(sub) -> None:
                        description="Restyle a video file chunk by chunk, exactly as a live stream would be.")
     p.add_argument("input", type=Path, metavar="IN.mp4", help="video to restyle (anything PyAV can decode)")
     p.add_argument("output", type=mp4_path, metavar="OUT.mp4", help="where to write the restyled video")
-    p.add_argument("--style", metavar="PROMPT", default=None, help="style to render in, e.g. 'sunny summer'")
+    p.add_argument("--style", type=style_prompt, metavar="PROMPT", default=None, help="style to render in, e.g. 'sunny summer'")
     add_model(p)
     add_device(p)
     add_precision(p)
     add_steps(p)
-    p.set_defaults(handler=run)
+    p.set_defaults(handler=run, inputs={"IN.mp4": "input"}, outputs={"OUT.mp4": "output"})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from bridge.outputs import write_atomic
 from bridge.video import Mp4Writer
 
 from .config import GameConfig
@@ -53,6 +54,4 @@ def save_sheet(grid: np.ndarray, labels: list[str], tile_w: int, path: Path) -> 
     draw = ImageDraw.Draw(img)
     for i, label in enumerate(labels):
         draw.text((i * tile_w + 3, 2), label, fill=(235, 235, 235))
-    tmp = path.with_suffix(".tmp.png")
-    img.save(tmp)
-    tmp.replace(path)
+    write_atomic(path, lambda tmp: img.save(tmp, format="PNG"))

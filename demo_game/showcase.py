@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from bridge.outputs import write_atomic
+
 from .config import CALM_PACE, GameConfig, at_pace
 from .headless import save_sheet
 from .styles import STYLES
@@ -76,7 +78,7 @@ def side_by_side(model: Path, path: Path) -> None:
     draw = ImageDraw.Draw(img)
     for i, name in enumerate(STYLES):
         draw.text((4, 16 + i * TILE + TILE - 14), name, fill=(255, 255, 255))
-    img.save(path, quality=88)
+    write_atomic(path, lambda tmp: img.save(tmp, format="JPEG", quality=88))
     path.with_suffix(".png").unlink()
 
 
@@ -104,7 +106,7 @@ def play_clip(model: Path, out_dir: Path) -> None:
     with Mp4Writer(out_dir / "play.mp4", AI_GAME_FPS / 2, CLIP_SIZE, crf=28) as video:
         for frame in frames:
             video.write(frame)
-    sheet.save(out_dir / "play_strip.jpg", quality=85)
+    write_atomic(out_dir / "play_strip.jpg", lambda tmp: sheet.save(tmp, format="JPEG", quality=85))
 
 
 def generation_sheet(model: Path, out_dir: Path, frames: int = 48) -> None:
@@ -147,7 +149,7 @@ def generation_sheet(model: Path, out_dir: Path, frames: int = 48) -> None:
     draw = ImageDraw.Draw(img)
     for i, name in enumerate(runs):
         draw.text((4, 16 + i * TILE + TILE - 14), name, fill=(255, 255, 255))
-    img.save(out_dir / "generate.jpg", quality=88)
+    write_atomic(out_dir / "generate.jpg", lambda tmp: img.save(tmp, format="JPEG", quality=88))
     (out_dir / "generate.png").unlink()
     videos = list(runs.values())
     grid = [np.concatenate([np.concatenate(videos[:2], 2), np.concatenate(videos[2:], 2)], 1)[i]

@@ -16,6 +16,7 @@ details, so a missed target says where the milliseconds went.
 """
 from __future__ import annotations
 
+import json
 import platform
 import statistics
 import time
@@ -353,6 +354,7 @@ def bench_page(model_dir: Path, make_source: Callable[[Any], Any], seconds: floa
             painted = page.evaluate("window.restyler.painted") - painted0
             page_ms = np.array(list(server.stats.page_latencies))
             window_ms = np.array(list(server.stats.publish_latencies))
+            style_reach_ms = _style_reach_ms(server, page)
             browser.close()
     finally:
         stop.set()   # run_capture then closes the restyler and the server
@@ -365,4 +367,18 @@ def bench_page(model_dir: Path, make_source: Callable[[Any], Any], seconds: floa
             "page_latency_p50_ms": round(float(np.percentile(page_ms, 50)), 1),
             "page_latency_p95_ms": round(float(np.percentile(page_ms, 95)), 1),
             "frames_skipped_for_the_page": server.stats.frames_skipped,
+            "style_reach_ms": round(style_reach_ms, 1),
             "source": "the capture path (RGB only) at 30 fps, one page"}
+
+
+def _style_reach_ms(server, page, prompt: str = "neon night city") -> float:
+    """From a style posted to /api/style (what the control page's Apply does) to the first frame the page paints
+    in that style."""
+    import urllib.request
+
+    request = urllib.request.Request(server.url + "/api/style", json.dumps({"prompt": prompt}).encode(),
+                                     {"Content-Type": "application/json"})
+    t0 = time.monotonic()
+    urllib.request.urlopen(request, timeout=10).close()
+    page.wait_for_function(f"window.restyler.style === {json.dumps(prompt)}", timeout=30_000)
+    return 1000 * (time.monotonic() - t0)

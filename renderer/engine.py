@@ -38,6 +38,7 @@ from models.network.precision import FP32, Precision, PrecisionError, resolve_pr
 from models.network.prompt import PromptEncoder, nearest_style
 from models.network.streaming import StudentSampler, stream_chunk
 from models.network.upsampler import TemporalResolve, Upsampler
+from renderer import DEFAULT_MODEL
 from renderer.still import StillHold
 
 GBUFFER_NAMES = [name for name, _ in GBUFFERS]  # the packet fields the G-buffers come from, in the models' order
@@ -48,8 +49,31 @@ HOW_TO_GET_A_MODEL = ("the default model ships in models/weights/default (restor
                       "models/weights`), `make train` reproduces it, and `--model RUN` takes any finished training run")
 
 
+# What an installed wheel carries (pyproject.toml's package data): the default model's student and upsampler only.
+INSTALLED_HAS = ("the installed restyler package carries only the default streaming model; the other models, the "
+                 "teacher and the training recipe come with the repository (`make train` there), and `--model RUN` "
+                 "takes any finished training run")
+
+
+def how_to_get_a_model() -> str:
+    """Where models come from: the repository's words in a checkout, the wheel's in an installed package."""
+    in_repository = (DEFAULT_MODEL.parent.parent.parent / "pyproject.toml").is_file()
+    return HOW_TO_GET_A_MODEL if in_repository else INSTALLED_HAS
+
+
 class ModelError(RuntimeError):
     """A model directory that cannot be used for streaming; the message says how to get one."""
+
+
+def damaged_model(model_dir: Path, exc: checkpoint.DamagedCheckpointError) -> str:
+    """What to say about a damaged file of a model: a shipped model is restored as it shipped, not retrained."""
+    shipped = model_dir.resolve().parent == DEFAULT_MODEL.parent.resolve()
+    if shipped:
+        how = (f"the shipped model comes back whole with `git checkout -- models/weights/{model_dir.resolve().name}` "
+               "in the repository (or by reinstalling the restyler package)")
+    else:
+        how = "copy the model directory again from where it came, or rerun the training stage that wrote the file"
+    return f"{exc.path} is damaged ({exc.reason}): {how}"
 
 
 @dataclass
@@ -97,7 +121,7 @@ def load_bundle(model_dir: Path | str, device: torch.device | str = "cpu",
     `upsample` is on."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise ModelError(f"no model at {model_dir}: {HOW_TO_GET_A_MODEL}")
+        raise ModelError(f"no model at {model_dir}: {how_to_get_a_model()}")
     try:
         resolved = resolve_precision(precision, device)
     except PrecisionError as exc:
@@ -106,9 +130,11 @@ def load_bundle(model_dir: Path | str, device: torch.device | str = "cpu",
         student, sampler, meta = load_student(model_dir, "student", device, resolved)
         autoencoder = load_autoencoder(model_dir, device) if student.cfg.space == "latent" else None
         upsampler = load_upsampler(model_dir, device) if upsample else None
+    except checkpoint.DamagedCheckpointError as exc:
+        raise ModelError(damaged_model(model_dir, exc)) from None
     except (checkpoint.CheckpointError, KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"cannot load the model in {model_dir}: {exc}. {HOW_TO_GET_A_MODEL[0].upper()}"
-                         f"{HOW_TO_GET_A_MODEL[1:]}") from None
+        how = how_to_get_a_model()
+        raise ModelError(f"cannot load the model in {model_dir}: {exc}. {how[0].upper()}{how[1:]}") from None
     if sampler_changes:
         sampler = replace(sampler, **sampler_changes)
     return StudentBundle(student, sampler, autoencoder, meta, upsampler, resolved)

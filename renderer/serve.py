@@ -15,7 +15,8 @@ shows, whatever the window shows.
 
 Safety: loopback by default. Bound to any other address the server needs a token, and every route (pages, API and
 frames) wants it, as `?token=` or the `X-Restyler-Token` header. A bad request gets one 4xx with a JSON reason and
-never touches the stream. docs/streaming.md has the measurements and the OBS steps.
+never touches the stream; a malformed one costs one console line, never a traceback; a request that never finishes
+is timed out (REQUEST_TIMEOUT_S). docs/streaming.md has the measurements and the OBS steps.
 """
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ import hmac
 import io
 import ipaddress
 import json
+import logging
 import secrets
 import statistics
+import sys
 import threading
 import time
 from collections import deque
@@ -35,13 +38,18 @@ from typing import Any
 
 import numpy as np
 
+from renderer.prompts import MAX_PROMPT_CHARS, clean_prompt
+
 VIEW_MODES = ("ai", "split", "blend", "original")
-MAX_PROMPT_CHARS = 200
 MAX_BODY_BYTES = 4096          # a prompt and its JSON fit easily; anything larger is refused with 413
 JPEG_QUALITY = 85
 START_TIMEOUT_S = 10
 LATENCY_WINDOW = 600           # page-paint latencies kept (20 s at 30 fps): the p50 in /api/stats, the bench
 ACK_TIMEOUT_S = 1.0            # a page that never acknowledges a paint still gets a frame a second
+UNACKED_KEPT = 8               # frames sent to a page whose paint may still be acknowledged (late ones count too)
+# A connection whose request line and headers do not arrive within this is closed (aiohttp's keep-alive timer runs
+# from the connection's start), and so is an idle kept-alive one; a request body that does not arrive gets a 408.
+REQUEST_TIMEOUT_S = 10.0
 
 
 class ServeError(RuntimeError):
@@ -68,6 +76,41 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False   # a host name other than localhost may resolve anywhere
+
+
+class _OneLineFormatter(logging.Formatter):
+    """aiohttp reports a malformed request (raw bytes, a TLS hello, HTTP/9.9, a negative Content-Length, a client
+    that drops mid-body) with a traceback; beside a game's console one line says it all."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage().replace("Error handling request", "dropped a bad request")
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            message += f": {reason[:200]}"
+        return f"restyler serve: {message}"
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever sys.stderr is when a line is logged (the console, or a test's capture)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr, flush=True)
+        except Exception:  # noqa: BLE001 - logging must never take the server down
+            self.handleError(record)
+
+
+def console_logger() -> logging.Logger:
+    """The logger the web server reports through: one line per event on stderr, no tracebacks."""
+    logger = logging.getLogger("restyler.serve")
+    if not logger.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(_OneLineFormatter())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
 
 
 def compose(mode: str, styled: np.ndarray | None, original: np.ndarray) -> np.ndarray:
@@ -103,11 +146,32 @@ class _Frame:
 
 
 class _Page:
-    """One connected page: the frame it has not acknowledged yet (0: none)."""
+    """One connected page: the frame in flight to it (0: none), and the frames sent to it whose paint it has not
+    acknowledged yet (the latest UNACKED_KEPT), so that only a real first acknowledgement of a frame this page
+    was sent counts toward the paint latency."""
 
     def __init__(self):
         self.unacked = 0
         self.acked = asyncio.Event()
+        self.sent: dict[int, None] = {}   # seq -> None, oldest first
+
+    def sending(self, seq: int) -> None:
+        self.unacked = seq
+        self.acked.clear()
+        self.sent[seq] = None
+        while len(self.sent) > UNACKED_KEPT:
+            del self.sent[next(iter(self.sent))]
+
+    def acknowledge(self, seq: int) -> bool:
+        """Whether `seq` is a frame sent to this page and not acknowledged before; releases the sender when it is
+        the one in flight."""
+        if seq not in self.sent:
+            return False
+        del self.sent[seq]
+        if seq == self.unacked:
+            self.unacked = 0
+            self.acked.set()
+        return True
 
 
 @dataclass
@@ -236,7 +300,8 @@ class StreamServer:
                         web.get("/ws", self._websocket), web.get("/api/stats", self._get_stats),
                         web.post("/api/style", self._post_style), web.post("/api/view", self._post_view),
                         web.post("/api/reset", self._post_reset)])
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=console_logger(),
+                                     keepalive_timeout=REQUEST_TIMEOUT_S)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         try:
@@ -329,8 +394,7 @@ class StreamServer:
                 frame = self._latest
                 if sent:
                     self.stats.frames_skipped += max(0, frame.seq - sent - 1)
-                page.unacked = frame.seq
-                page.acked.clear()
+                page.sending(frame.seq)
                 await ws.send_bytes(frame.payload)
                 sent = frame.seq
                 self.stats.frames_sent += 1
@@ -340,11 +404,10 @@ class StreamServer:
     def _on_ack(self, text: str, page: "_Page") -> None:
         try:
             seq = int(json.loads(text)["painted"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, OverflowError):
             return
-        if page.unacked and seq >= page.unacked:
-            page.unacked = 0
-            page.acked.set()
+        if not page.acknowledge(seq):
+            return   # a frame never sent to this page, or acknowledged already: not a paint
         t_source = self._sent_at.get(seq)
         if t_source is not None:
             lat = self.stats.page_latencies
@@ -410,9 +473,13 @@ class StreamServer:
         from aiohttp import web
 
         try:
-            body = await request.json()
+            body = await asyncio.wait_for(request.json(), REQUEST_TIMEOUT_S)
         except (ValueError, UnicodeDecodeError):
             raise web.HTTPBadRequest(reason="the body must be JSON, e.g. {\"prompt\": \"neon night city\"}")
+        except asyncio.TimeoutError:
+            raise web.HTTPRequestTimeout(reason=f"the request body did not arrive within {REQUEST_TIMEOUT_S:g} s")
+        except ConnectionError:   # the client went away mid-body: nobody is left to answer
+            raise web.HTTPBadRequest(reason="the connection closed before the request body was complete")
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(reason="the body must be a JSON object")
         return body
@@ -424,8 +491,9 @@ class StreamServer:
         if not isinstance(prompt, str) or not prompt.strip():
             return self._json_error(400, "expected {\"prompt\": \"a style, e.g. snowy winter village\"}: "
                                          "a non-empty string")
-        prompt = " ".join(prompt.split())
-        if len(prompt) > MAX_PROMPT_CHARS or not prompt.isprintable():
+        try:
+            prompt = clean_prompt(prompt)
+        except ValueError:
             return self._json_error(400, f"a prompt is printable text of at most {MAX_PROMPT_CHARS} characters")
         with self._actions_lock:
             self._actions.append(("style", prompt))

@@ -127,10 +127,8 @@ def test_mailbox_put_never_blocks_and_newest_wins():
     """Guards against the producer (the game loop) stalling when nobody consumes, and against stale frames being
     delivered instead of the newest one."""
     box: LatestMailbox[int] = LatestMailbox()
-    start = time.perf_counter()
-    for i in range(10_000):
+    for i in range(10_000):   # nobody takes: a blocking put would hang here
         box.put(i)
-    assert time.perf_counter() - start < 1.0
     assert box.dropped == 9_999 and box.puts == 10_000
     assert box.peek() == 9_999  # peek does not take
     assert box.get() == 9_999
@@ -143,7 +141,7 @@ def test_mailbox_get_timeout_and_wakeup():
     box: LatestMailbox[str] = LatestMailbox()
     t0 = time.monotonic()
     assert box.get(timeout=0.05) is None
-    assert 0.04 <= time.monotonic() - t0 < 1.0
+    assert 0.04 <= time.monotonic() - t0 < 30   # waited its timeout, and returned (the bound is not a speed bar)
     threading.Timer(0.05, box.put, args=("hello",)).start()
     assert box.get(timeout=5) == "hello"
 

@@ -187,10 +187,10 @@ def test_missing_and_corrupt_checkpoints_give_one_clear_error(tmp_path):
     checkpoint.save_checkpoint(tmp_path, "teacher", model.state_dict(), {"config": asdict(model.cfg)})
     weights = tmp_path / "teacher.safetensors"
     weights.write_bytes(weights.read_bytes()[:200])
-    with pytest.raises(checkpoint.CheckpointError, match="corrupt or unreadable"):
+    with pytest.raises(checkpoint.DamagedCheckpointError, match="teacher.safetensors is damaged .truncated"):
         load_network(tmp_path, "teacher")
     (tmp_path / "teacher.json").write_text("{not json")
-    with pytest.raises(checkpoint.CheckpointError, match="not valid JSON"):
+    with pytest.raises(checkpoint.DamagedCheckpointError, match="teacher.json is damaged .not valid JSON"):
         load_network(tmp_path, "teacher")
 
 

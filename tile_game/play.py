@@ -135,6 +135,7 @@ def _record(window: TileWindow, seconds: float, out: Path) -> int:
     """The bot plays in real time; every tick's window goes to OUT/play.mp4, four moments to a contact sheet."""
     from PIL import Image
 
+    from bridge.outputs import write_atomic
     from bridge.video import Mp4Writer
 
     out.mkdir(parents=True, exist_ok=True)
@@ -163,7 +164,8 @@ def _record(window: TileWindow, seconds: float, out: Path) -> int:
             summary += f", AI {s.frames_out / seconds:.1f} fps, latency {s.latency_ms:.0f} ms"
     finally:
         window.close()
-    Image.fromarray(np.concatenate(shots, axis=1)).save(out / "contact_sheet.png")
+    sheet = Image.fromarray(np.concatenate(shots, axis=1))
+    write_atomic(out / "contact_sheet.png", lambda tmp: sheet.save(tmp, format="PNG"))
     print(f"wrote {out / 'play.mp4'} and {out / 'contact_sheet.png'}; {summary}")
     return 0
 

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from models.evaluation import metrics
+from models.io.atomic import write_atomic
 from models.io.data import ClipDataset, collate
 from models.network.generation import GenerationSampler, generate
 from models.network.loading import load_student
@@ -136,7 +137,7 @@ def main() -> None:
             print(json.dumps(result), flush=True)
             results.append(result)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        write_atomic(args.json, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=2) + "\n"))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from models.io.atomic import write_atomic
 from models.network.autoencoder import AEConfig, Autoencoder
 from models.network.dit import Conditioning, VideoDiT, make_config, patchify, unpatchify
 
@@ -116,7 +117,7 @@ def main() -> None:
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
-        args.json.write_text(text + "\n")
+        write_atomic(args.json, lambda tmp: Path(tmp).write_text(text + "\n"))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from models.evaluation.metrics import psnr
+from models.io.atomic import write_atomic
 from models.io.data import ClipDataset, collate, gbuffers_of
 from models.io.images import save_grid
 from models.network.dit import Conditioning
@@ -88,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     result = score_teacher(args.model, args.data, args.frames, args.steps, args.guidance, grid=args.png)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_atomic(args.json, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2) + "\n"))
     print(json.dumps(result, indent=2))
 
 

@@ -1,7 +1,8 @@
 """Atomic file writes: a file appears under its name complete or not at all, durable once the call returns.
 
-Used by checkpoints (models.io.checkpoint), whose files must survive an interrupted run (bridge.recording writes the
-recorded data the same way on its own). Standard library only, so importing it costs nothing.
+Used by checkpoints (models.io.checkpoint), whose files must survive an interrupted run, and by the PNGs and JSON
+the models' tools write. bridge.outputs does the same for the user's outputs (bridge imports nothing of models).
+Standard library only, so importing it costs nothing.
 """
 
 from __future__ import annotations

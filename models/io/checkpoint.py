@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from models.io import config
 from models.io.atomic import write_atomic
 
 FORMAT = 1
@@ -28,15 +29,28 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing or cannot be read; the message says which file and what to do."""
 
 
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint file that is there but damaged (truncated, not JSON, not safetensors): `path` and `reason` let a
+    caller say how to get that very file back (a shipped model is restored, not retrained)."""
+
+    def __init__(self, message: str, path: Path, reason: str):
+        super().__init__(message)
+        self.path, self.reason = path, reason
+
+
 def paths(directory: Path | str, name: str) -> tuple[Path, Path]:
     directory = Path(directory)
     return directory / f"{name}.safetensors", directory / f"{name}.json"
 
 
-def config_from_json(cls: type[T], data: dict[str, Any]) -> T:
-    """A config dataclass back from its JSON form (dataclasses.asdict): JSON has no tuples, so lists become tuples
-    again (every sequence field of a config is a tuple, which keeps configs hashable and comparable)."""
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+def config_from_json(cls: type[T], data: Any, source: str = "") -> T:
+    """A config dataclass back from its JSON form (dataclasses.asdict), every field checked (models.io.config);
+    a field of the wrong type or out of range is a CheckpointError naming `source` (the file and key), the field,
+    its value and what was expected."""
+    try:
+        return config.config_from_json(cls, data)
+    except config.ConfigError as exc:
+        raise CheckpointError(f"{source}: {exc}" if source else str(exc)) from None
 
 
 def save_checkpoint(directory: Path | str, name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
@@ -64,18 +78,21 @@ def load_checkpoint(directory: Path | str, name: str, hint: str = "") -> tuple[d
     for path in (weights_path, meta_path):
         if not path.is_file():
             raise CheckpointError(f"missing checkpoint file {path}{suffix}")
+    def damaged(path: Path, reason: str) -> DamagedCheckpointError:
+        return DamagedCheckpointError(f"{path} is damaged ({reason}){suffix}", path, reason)
+
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{meta_path} is not valid JSON ({exc}){suffix}") from None
+        raise damaged(meta_path, f"not valid JSON: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path} is not a restyler checkpoint of format {FORMAT}{suffix}")
+        raise damaged(meta_path, f"not a restyler checkpoint of format {FORMAT}")
     try:
         with safe_open(str(weights_path), framework="pt") as f:
             save_id = (f.metadata() or {}).get("save_id")
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{weights_path} is corrupt or unreadable ({exc}){suffix}") from None
+        raise damaged(weights_path, f"truncated or not a safetensors file: {exc}") from None
     if save_id != meta.get("save_id"):
         raise CheckpointError(f"{weights_path} and {meta_path} come from different saves (a save was interrupted); "
                               f"resume or retrain to write a matching pair{suffix}")

@@ -6,11 +6,12 @@ an interrupted run never leaves half a PNG.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from models.io.atomic import write_atomic
 
 
 def save_grid(path: Path, rows: list[torch.Tensor], columns: int | None = None) -> None:
@@ -28,6 +29,5 @@ def save_grid(path: Path, rows: list[torch.Tensor], columns: int | None = None) 
     image = torch.cat(lines, -2)
     pixels = ((image.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    Image.fromarray(np.ascontiguousarray(pixels)).save(tmp)
-    os.replace(tmp, path)
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    write_atomic(path, lambda tmp: image.save(tmp, format="PNG"))

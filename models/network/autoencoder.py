@@ -16,12 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.io.config import at_least
+
 
 @dataclass(frozen=True)
 class AEConfig:
     latent_channels: int = 8
     widths: tuple[int, ...] = (32, 64, 128)  # one stride-2 level per entry: down = 2 ** len(widths)
     image_channels: int = 3
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "latent_channels", "widths", "image_channels")
 
     @property
     def down(self) -> int:

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.io.config import above, at_least, one_of
 from models.network.kv_cache import KVCache
 from models.network.precision import in_weight_precision
 
@@ -65,6 +66,10 @@ class DiTConfig:
     head_hidden: int = 32
 
     def __post_init__(self) -> None:
+        at_least(self, 1, "frame_size", "down", "channels", "patch", "hidden", "depth", "heads", "chunk_frames",
+                 "clip_frames", "text_dim", "head_channels", "head_hidden")
+        above(self, 0, "mlp_ratio", "rope_base")
+        one_of(self, "space", ("pixel", "latent"))
         h, w = self.frame_size
         cell = self.down * self.patch
         if h % cell or w % cell:

@@ -31,7 +31,7 @@ WRITTEN_BY = {"autoencoder": "autoencoder", "teacher": "teacher", "student_ode":
 def load_autoencoder(run: Path | str, device: torch.device | str = "cpu") -> Autoencoder:
     tensors, meta = checkpoint.load_checkpoint(run, "autoencoder",
                                                hint=f"train it first with `restyler train autoencoder --out {run}`")
-    model = Autoencoder(checkpoint.config_from_json(AEConfig, meta["config"]))
+    model = Autoencoder(checkpoint.config_from_json(AEConfig, meta.get("config"), f"{run}/autoencoder.json config"))
     checkpoint.load_into(model, tensors, f"{run}/autoencoder.safetensors")
     return model.to(device).eval()
 
@@ -62,7 +62,7 @@ def load_network(run: Path | str, name: str, device: torch.device | str = "cpu",
     stage = WRITTEN_BY.get(name, name)
     tensors, meta = checkpoint.load_checkpoint(run, name, hint=f"train it with `restyler train {stage} --out {run}`")
     config = UNetConfig if meta.get("architecture") == "unet" else DiTConfig
-    model = network_for(checkpoint.config_from_json(config, meta["config"]))
+    model = network_for(checkpoint.config_from_json(config, meta.get("config"), f"{run}/{name}.json config"))
     checkpoint.load_into(model, {k: v.float() for k, v in tensors.items()}, f"{run}/{name}.safetensors")
     model = model.to(device).eval()
     return (model if precision is None else model.to(precision.dtype)), meta
@@ -72,7 +72,8 @@ def load_student(run: Path | str, name: str = "student", device: torch.device | 
                  precision: Precision | None = None) -> tuple[VideoDiT, StudentSampler, dict[str, Any]]:
     """A student and how it streams (the sampler saved with it)."""
     model, meta = load_network(run, name, device, precision)
-    return model, checkpoint.config_from_json(StudentSampler, meta["sampler"]), meta
+    sampler = checkpoint.config_from_json(StudentSampler, meta.get("sampler"), f"{run}/{name}.json sampler")
+    return model, sampler, meta
 
 
 def student_meta(teacher_meta: dict[str, Any], cfg: DiTConfig | UNetConfig, sampler: StudentSampler
@@ -87,6 +88,7 @@ def load_upsampler(directory: Path | str, device: torch.device | str = "cpu") ->
     if not checkpoint.exists(directory, "upsampler"):
         return None
     tensors, meta = checkpoint.load_checkpoint(directory, "upsampler")
-    model = Upsampler(checkpoint.config_from_json(UpsamplerConfig, meta["config"]))
+    cfg = checkpoint.config_from_json(UpsamplerConfig, meta.get("config"), f"{directory}/upsampler.json config")
+    model = Upsampler(cfg)
     checkpoint.load_into(model, {k: v.float() for k, v in tensors.items()}, f"{directory}/upsampler")
     return model.to(device).eval().to(memory_format=torch.channels_last)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from models.io.config import ConfigError, above, at_least, one_of
 from models.network import flow
 from models.network.dit import Conditioning, VideoDiT
 from models.network.kv_cache import KVCache
@@ -49,6 +50,15 @@ class StudentSampler:
     # feed the student its last output warped along the motion to each new frame (the warped-history input);
     # only for a student trained with it
     history: bool = False
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "timesteps", "window_chunks")
+        at_least(self, 0, "sink_chunks", "reset_every")
+        if max(self.timesteps) > 1000 or list(self.timesteps) != sorted(self.timesteps, reverse=True):
+            raise ConfigError(f"timesteps is {list(self.timesteps)}; expected decreasing levels in 1..1000")
+        above(self, 0, "shift")
+        one_of(self, "refresh", ("clean", "last_step"))
+        one_of(self, "noise", ("fresh", "fixed", "warped"))
 
     def due_reset(self, cache: KVCache) -> bool:
         """Whether the stream's cache should be emptied before its next chunk."""

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.io.config import above, at_least, one_of, within
 from models.io.data import gbuffer_slice
 from models.network.dit import (GBUFFER_CHANNELS, TEXT_DIM, Block, Conditioning, attend_cached, attend_clip,
                                 cache_for, frame_modulation, modulate, sincos_2d)
@@ -41,6 +42,7 @@ PRESENCE_FLAGS = 3  # low-detail frame, G-buffers, history: 1 where given, 0 whe
 
 _UV_START = gbuffer_slice("uv").start
 _MATERIAL_START = gbuffer_slice("material").start
+_GBUFFER_TOTAL = gbuffer_slice("material").stop   # every G-buffer channel there is
 # Rows of the material embedding: the demo game's ids are 0 (sky) to 13; ids above the table share its last row.
 MATERIAL_IDS = 16
 # The uv gate is 1 + this · its weights (zero at the start): an optimizer step moves a gate this many times further
@@ -94,10 +96,12 @@ class UNetConfig:
     refine: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.unshuffle, int) or self.unshuffle < 1:
-            raise ValueError(f"unshuffle must be a whole factor >= 1; got {self.unshuffle!r}")
-        if not isinstance(self.refine, int) or self.refine < 0:
-            raise ValueError(f"refine must be a number of channels >= 0; got {self.refine!r}")
+        at_least(self, 1, "frame_size", "channels", "widths", "token_patch", "hidden", "depth", "heads",
+                 "chunk_frames", "clip_frames", "text_dim", "down", "unshuffle")
+        at_least(self, 0, "uv_harmonics", "structure_from_level", "material_embedding", "refine")
+        within(self, "gbuffer_channels", 0, _GBUFFER_TOTAL)
+        above(self, 0, "mlp_ratio", "rope_base")
+        one_of(self, "space", ("pixel",))
         h, w = self.frame_size
         if h % self.token_size or w % self.token_size:
             raise ValueError(f"frame size {w}x{h} must be a multiple of the token size {self.token_size}")

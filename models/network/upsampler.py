@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.io.config import at_least, within
+
 # The guide, channel by channel, in the training encoding of models.io.data (values in about [-1, 1]): the cheap
 # pass's RGB and the G-buffers that exist at display size on every frame. Material ids are left out: the cheap pass
 # already paints each material its own flat colour.
@@ -50,6 +52,11 @@ class UpsamplerConfig:
     # how the stream runs it (not trained): the weight of the previous output in the temporal resolve
     # (TemporalResolve; 0: every frame alone), measured in docs/upsampling.md
     temporal_keep: float = 0.0
+
+    def __post_init__(self) -> None:
+        at_least(self, 1, "scale", "frame_size", "width")
+        at_least(self, 0, "guide_channels", "depth", "context")
+        within(self, "temporal_keep", 0, 1, high_open=True)
 
     @property
     def display_size(self) -> tuple[int, int]:
