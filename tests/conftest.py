@@ -189,3 +189,30 @@ def render_held_out_world(ctx, frames: int, size: tuple[int, int]):
                 packets[name].append(replace(packet, sun=game.render_sun(name)))
                 references[name].append(game.render_style(name))
     return packets, {name: np.stack(f) for name, f in references.items()}
+
+
+def start_recording_process(path):
+    """A separate Python process recording a grey 64×64 video to `path` with Mp4Writer, without end; returned once
+    it has written 20 frames, for the tests that interrupt or kill a recording at an arbitrary point."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    script = textwrap.dedent(f"""
+        import sys, numpy as np
+        sys.path.insert(0, {str(repo)!r})
+        from bridge.video import Mp4Writer
+        frame = np.full((64, 64, 3), 120, np.uint8)
+        with Mp4Writer({str(path)!r}, fps=30, size=(64, 64)) as out:
+            while True:
+                out.write(frame)
+                if out.frames_written == 20:
+                    print("recording", flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if proc.stdout.readline().strip() != b"recording":
+        proc.kill()
+        raise AssertionError(proc.stderr.read().decode())
+    return proc

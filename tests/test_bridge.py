@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -331,23 +330,11 @@ def test_mp4_interrupted_inside_with_block_is_still_decodable(tmp_path):
 def test_mp4_real_sigint_during_recording_leaves_a_valid_file(tmp_path):
     """Guards against a real Ctrl-C (SIGINT delivered at an arbitrary point, not a tidy `raise`) leaving an MP4
     without its index: a recording process is interrupted mid-stream and its file must decode."""
+    from conftest import start_recording_process
+
     path = tmp_path / "sigint.mp4"
-    script = textwrap.dedent(
-        f"""
-        import sys, numpy as np
-        sys.path.insert(0, {str(REPO)!r})
-        from bridge.video import Mp4Writer
-        frame = np.full((64, 64, 3), 120, np.uint8)
-        with Mp4Writer({str(path)!r}, fps=30, size=(64, 64)) as out:
-            while True:
-                out.write(frame)
-                if out.frames_written == 20:
-                    print("recording", flush=True)
-        """
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_recording_process(path)
     try:
-        assert proc.stdout.readline().strip() == b"recording", proc.stderr.read().decode()
         time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)

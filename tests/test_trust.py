@@ -10,9 +10,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +17,6 @@ import pytest
 
 from bridge.video import Mp4Writer, read_video
 from cli import main as cli
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def run_main(argv: list[str]) -> int:
@@ -133,22 +128,12 @@ def test_a_writer_closed_without_frames_or_failing_leaves_the_existing_file(tmp_
 def test_a_killed_recording_never_touches_the_file_at_its_name(tmp_path):
     """SIGKILL mid-recording (no chance to finalise): the earlier file at the output's name stays whole, and what
     is left of the new one is a hidden file beside it."""
+    from conftest import start_recording_process
+
     target = tmp_path / "rec.mp4"
     earlier = write_video(target, seed=1)
-    script = textwrap.dedent(f"""
-        import sys, numpy as np
-        sys.path.insert(0, {str(REPO)!r})
-        from bridge.video import Mp4Writer
-        frame = np.full((64, 64, 3), 120, np.uint8)
-        with Mp4Writer({str(target)!r}, fps=30, size=(64, 64)) as out:
-            while True:
-                out.write(frame)
-                if out.frames_written == 20:
-                    print("recording", flush=True)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_recording_process(target)
     try:
-        assert proc.stdout.readline().strip() == b"recording", proc.stderr.read().decode()
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=20)
     finally:
