@@ -259,6 +259,12 @@ def run_capture_cli(display: str, model, *args: str, wait: bool = True) -> subpr
     return proc
 
 
+def recording_size(out) -> int:
+    """Bytes of the video being recorded to `out`: it grows as a hidden file beside `out` until it is moved into
+    place when the recording ends (bridge.video.Mp4Writer)."""
+    return sum(p.stat().st_size for p in out.parent.glob(f".{out.name}.*"))
+
+
 def recorded_frames(stdout: str) -> int:
     import re
 
@@ -296,7 +302,7 @@ def test_capture_interrupted_with_ctrl_c_leaves_a_valid_mp4(display, window, ran
     proc = run_capture_cli(display, random_model, "--region", "0,0,64,64", "--headless", "--seconds", "120",
                            "--record", str(out), wait=False)
     deadline = time.monotonic() + 120
-    while (not out.exists() or out.stat().st_size < 2000) and time.monotonic() < deadline:
+    while recording_size(out) < 2000 and time.monotonic() < deadline:
         time.sleep(0.2)   # the encoder writes once it has a few frames
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
@@ -316,7 +322,7 @@ def test_capture_stops_cleanly_when_the_window_closes(display, window, random_mo
     proc = run_capture_cli(display, random_model, "--window", "game to restyle", "--headless", "--seconds", "120",
                            "--record", str(out), wait=False)
     deadline = time.monotonic() + 120
-    while (not out.exists() or out.stat().st_size < 2000) and time.monotonic() < deadline:
+    while recording_size(out) < 2000 and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(1.0)
     game.close()

@@ -78,6 +78,7 @@ def load_checkpoint(directory: Path | str, name: str, hint: str = "") -> tuple[d
     for path in (weights_path, meta_path):
         if not path.is_file():
             raise CheckpointError(f"missing checkpoint file {path}{suffix}")
+
     def damaged(path: Path, reason: str) -> DamagedCheckpointError:
         return DamagedCheckpointError(f"{path} is damaged ({reason}){suffix}", path, reason)
 
