@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
                         help="screen rectangle to grab, in pixels from the top-left of the screen")
     source.add_argument("--window", metavar="TITLE",
                         help="grab the window whose title contains TITLE (case-insensitive); needs X11")
-    p.add_argument("--style", type=style_prompt, metavar="PROMPT", default=None, help="style to render in, e.g. 'neon night city'")
+    p.add_argument("--style", type=style_prompt, metavar="PROMPT", default=None,
+                   help="style to render in, e.g. 'neon night city'")
     add_model(p)
     p.add_argument("--record", type=mp4_path, default=None, metavar="FILE.mp4",
                    help="also write the restyled stream to this mp4")

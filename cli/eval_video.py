@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
                                    "game stood still) and style_gain (colours moved toward the style's palette); "
                                    "writes the scores and a strip of input over output.")
     p.add_argument("input", type=Path, metavar="IN.mp4", help="video to restyle and score (anything PyAV decodes)")
-    p.add_argument("--style", type=style_prompt, metavar="PROMPT", default=None, help="style to ask for (default: 'sunny summer day')")
+    p.add_argument("--style", type=style_prompt, metavar="PROMPT", default=None,
+                   help="style to ask for (default: 'sunny summer day')")
     p.add_argument("--json", type=Path, required=True, metavar="FILE",
                    help="where to write the scores; FILE's name with .png is the strip")
     p.add_argument("--frames", type=positive_int, default=None, metavar="N", help="score the first N frames only")

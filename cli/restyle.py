@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
                        description="Restyle a video file chunk by chunk, exactly as a live stream would be.")
     p.add_argument("input", type=Path, metavar="IN.mp4", help="video to restyle (anything PyAV can decode)")
     p.add_argument("output", type=mp4_path, metavar="OUT.mp4", help="where to write the restyled video")
-    p.add_argument("--style", type=style_prompt, metavar="PROMPT", default=None, help="style to render in, e.g. 'sunny summer'")
+    p.add_argument("--style", type=style_prompt, metavar="PROMPT", default=None,
+                   help="style to render in, e.g. 'sunny summer'")
     add_model(p)
     add_device(p)
     add_precision(p)

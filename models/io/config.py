@@ -23,7 +23,11 @@ class ConfigError(ValueError):
 
 
 def _show(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, (str, int, float, bool, list, tuple, dict, type(None))) else repr(value)
+    """A value as the JSON file has it ("wide", null, [1, 2]), or its repr when it is not JSON."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def _fail(name: str, value: Any, expected: str) -> ConfigError:
