@@ -1,7 +1,7 @@
 """Record the demo game's training data: the scripted bot plays one clip per seed, through the recording API any
 game uses (bridge.recording).
 
-Called by `restyler record-data` (cli/record_data.py), eval and tests; read back by models/io/data.py. The demo game
+Called by `restyler record-data` (restyler/record_data.py), eval and tests; read back by models/io/data.py. The demo game
 hands over every buffer the format has, and the sun of every style, so its shards are the ones recorded before the
 API existed, byte for byte. `recordable` is the demo game as a GameFactory (`restyler record-data --game
 demo_game.record:recordable` is the same as leaving --game out).

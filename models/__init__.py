@@ -5,6 +5,6 @@
     models.evaluation  metrics and scorers (`restyler eval`, generation and teacher checks)
     models.recipe      the training recipe: one loop, one module per stage in recipe order, export
 
-Imports none of bridge, renderer, demo_game or cli (tests/test_layers.py checks every import). Importing the
+Imports none of bridge, renderer, demo_game or restyler (tests/test_layers.py checks every import). Importing the
 package itself stays cheap, so submodules are imported explicitly (e.g. `from models.io.data import make_loader`).
 """

@@ -2,7 +2,7 @@
 
 Games import this package to restyle their frames; it knows no particular game and imports nothing of the training
 recipe (models.network and models.io only). Importing it stays cheap (no torch, no GL) so that the `restyler` command
-(cli/) starts instantly: `StreamingRestyler` loads renderer.runtime (and torch) on first use.
+(restyler/) starts instantly: `StreamingRestyler` loads renderer.runtime (and torch) on first use.
 """
 
 from __future__ import annotations

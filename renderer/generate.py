@@ -11,7 +11,7 @@ Python API:
                                switches={24: "snowy winter village"})
     generator.write(video, "out.mp4")
 
-`restyler generate` (cli/generate.py) is `run_generate`: the same calls with a progress bar. Frames come out at
+`restyler generate` (restyler/generate.py) is `run_generate`: the same calls with a progress bar. Frames come out at
 the model's resolution; a start image or video of another size is resized to it. A clip of N frames from an image
 opens with the image, then N − 1 generated frames; an extension holds only the N new frames (its source video is
 not repeated).

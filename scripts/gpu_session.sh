@@ -72,7 +72,7 @@ run() {
     if [[ -f $table ]]; then export RESTYLER_PROMPT_TABLE=$(realpath "$table"); fi
     export SDL_VIDEODRIVER=offscreen SDL_AUDIODRIVER=dummy PYTHONUNBUFFERED=1
     local py=${PYTHON:-python3}
-    local r="$py -m cli"
+    local r="$py -m restyler"
     local model=${MODEL:-models/weights/default}
 
     # the sizes: the GPU profile's (Makefile, PROFILE=gpu), or the tiny profile's for the dry run on a CPU

@@ -251,7 +251,7 @@ def test_window_not_found_is_a_clear_error(display):
 
 def run_capture_cli(display: str, model, *args: str, wait: bool = True) -> subprocess.Popen:
     env = dict(os.environ, DISPLAY=display, SDL_VIDEODRIVER="x11", SDL_AUDIODRIVER="dummy")
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "capture", "--model", str(model), "--worker", "thread",
+    proc = subprocess.Popen([sys.executable, "-m", "restyler", "capture", "--model", str(model), "--worker", "thread",
                              *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=os.path.dirname(os.path.dirname(__file__)))
     if wait:

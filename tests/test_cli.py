@@ -1,4 +1,4 @@
-"""The `restyler` command line (cli/): the commands docs/design.md lists, their error messages and exit codes, and
+"""The `restyler` command line (restyler/): the commands docs/design.md lists, their error messages and exit codes, and
 how play and record-data hand their arguments to the game."""
 
 from __future__ import annotations
@@ -10,29 +10,28 @@ from pathlib import Path
 
 import pytest
 
-from cli import main as cli
-from cli import play
+from restyler import main as cli
+from restyler import play
 from renderer import DEFAULT_MODEL
 
 COMMANDS = ["play", "capture", "restyle", "record-data", "train", "eval", "bench", "generate"]
 
 def run_main(argv: list[str]) -> int:
-    """cli.main's exit code, whether it returns it or argparse raises SystemExit."""
+    """restyler.main's exit code, whether it returns it or argparse raises SystemExit."""
     try:
         return cli.main(argv)
     except SystemExit as exc:
         return exc.code
 
 
-@pytest.mark.parametrize("module", ["cli", "renderer"])
-def test_module_entry_point_help(module: str):
-    """Guards against `python -m cli` (or its older alias `python -m renderer`) breaking (missing __main__, an
-    import error at CLI import time, or a heavy import that makes --help slow)."""
-    result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)
+def test_module_entry_point_help():
+    """Guards against `python -m restyler` breaking (missing __main__, an import error at CLI import time, or a heavy
+    import that makes --help slow)."""
+    result = subprocess.run([sys.executable, "-m", "restyler", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     for command in COMMANDS:
         assert command in result.stdout
-    probe = "import sys, cli.main; print(sorted({'torch', 'moderngl', 'pygame'} & set(sys.modules)))"
+    probe = "import sys, restyler.main; print(sorted({'torch', 'moderngl', 'pygame'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "[]"
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from bridge import FramePacket
 from bridge.video import Mp4Writer, read_video
-from cli import main as cli
+from restyler import main as cli
 
 BENCH_KEYS = {"device", "resolution", "display", "steps", "chunk_frames", "first_frame_latency_ms", "latency_p50_ms",
               "latency_p95_ms", "throughput_fps", "game_fps", "mfu", "gflop_per_frame", "upsampler_gflop_per_frame",

@@ -206,7 +206,7 @@ def test_dmd_needs_the_ode_student_first(tmp_path, tiny_run):
 
 @pytest.mark.slow
 def test_eval_cli_writes_every_key(tiny_run, tmp_path, egl_ctx):
-    from cli.main import main
+    from restyler.main import main
 
     _, run = tiny_run
     out = tmp_path / "eval.json"
@@ -250,7 +250,7 @@ def test_eval_cli_writes_every_key(tiny_run, tmp_path, egl_ctx):
 def test_eval_scores_the_regression_baseline_without_a_student(tiny_run, tmp_path, egl_ctx):
     """A run before distillation (a teacher and the regression baseline, no student) is scored on the rows it
     can run; asking for a row whose network is missing is one clear error."""
-    from cli.main import main
+    from restyler.main import main
     from models.recipe.run import run_stage
 
     data, shared = tiny_run
@@ -279,7 +279,7 @@ def test_eval_scores_the_regression_baseline_without_a_student(tiny_run, tmp_pat
 def test_eval_scores_a_run_after_its_ode_stage_alone(tiny_run, tmp_path, egl_ctx):
     """A run whose student has had only its ODE initialisation (student_ode, no student yet) scores the no_dmd row,
     streaming with the sampler the ODE stage saved with it (the ablations of a recipe's first leg)."""
-    from cli.main import main
+    from restyler.main import main
 
     _, shared = tiny_run
     run = tmp_path / "run"
@@ -296,7 +296,7 @@ def test_eval_scores_a_run_after_its_ode_stage_alone(tiny_run, tmp_path, egl_ctx
 
 
 def test_eval_refuses_training_seeds(tiny_run, tmp_path, capsys):
-    from cli.main import main
+    from restyler.main import main
 
     _, run = tiny_run
     assert main(["eval", "--model", str(run), "--seeds", "5:6", "--json", str(tmp_path / "e.json")]) == 2
@@ -326,12 +326,12 @@ def test_dmd_under_two_gloo_processes_matches_one_process(tiny_run, tmp_path):
                 (runs[name] / f"{stem}{suffix}").write_bytes((run / f"{stem}{suffix}").read_bytes())
     args = ["train", "dmd", "--data", str(data), "--steps", "2", "--batch", "2", "--fake-updates", "1",
             "--device", "cpu"]
-    from cli.main import main
+    from restyler.main import main
 
     assert main([*args, "--out", str(runs["single"])]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             "-m", "cli", *args, "--out", str(runs["ddp"])],
+                             "-m", "restyler", *args, "--out", str(runs["ddp"])],
                             env=env, capture_output=True, text=True, timeout=300, cwd=root)
     assert result.returncode == 0, result.stderr[-3000:]
     a, b = (checkpoint.load_checkpoint(runs[n] / "state", "dmd")[0] for n in ("single", "ddp"))

@@ -81,7 +81,7 @@ def test_eval_video_command(tmp_path: Path):
         for _ in range(8):
             out.write(game.play_frame().rgb)
     env = {**os.environ, "SDL_VIDEODRIVER": "offscreen", "SDL_AUDIODRIVER": "dummy"}
-    cmd = [sys.executable, "-m", "cli", "eval-video", str(video), "--worlds", str(tmp_path / "worlds"),
+    cmd = [sys.executable, "-m", "restyler", "eval-video", str(video), "--worlds", str(tmp_path / "worlds"),
            "--json", str(tmp_path / "scores.json")]
     subprocess.run(cmd, check=True, cwd=ROOT, env=env, capture_output=True)
     scores = json.loads((tmp_path / "scores.json").read_text())

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bridge.video import Mp4Writer, read_video
-from cli import main as cli
+from restyler import main as cli
 
 
 def write_clip(path, frames: np.ndarray, fps: float = 24) -> None:

@@ -48,7 +48,7 @@ def test_image_to_video_starts_from_the_image(generator, references, tmp_path):
 
     from bridge.video import read_video
     from models.evaluation.metrics import psnr
-    from cli import main as cli
+    from restyler import main as cli
 
     image = references["sunny summer"][0]
     Image.fromarray(image).save(tmp_path / "start.png")

@@ -90,7 +90,7 @@ def test_motion_carries_the_previous_frame_onto_this_one():
 def test_record_data_with_the_game_factory(tmp_path: Path):
     """`restyler record-data --game tile_game:recordable` writes a dataset with every G-buffer the models read."""
     out = tmp_path / "tiles"
-    cmd = [sys.executable, "-m", "cli", "record-data", "--game", "tile_game:recordable", "--out", str(out),
+    cmd = [sys.executable, "-m", "restyler", "record-data", "--game", "tile_game:recordable", "--out", str(out),
            "--seeds", "0:2", "--frames", "4", "--size", "32x32"]
     subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
     data = ClipDataset(out, clip_frames=2)
@@ -115,7 +115,7 @@ def test_shipped_tiles_student_on_a_held_out_level(tmp_path: Path):
     """models/weights/tiles keeps its bar on a level it never saw: at least 6 dB over the cheap frame."""
     env = {**os.environ, "SDL_VIDEODRIVER": "offscreen", "SDL_AUDIODRIVER": "dummy"}
     out = tmp_path / "eval.json"
-    subprocess.run([sys.executable, "-m", "cli", "eval", "--model", "models/weights/tiles", "--game",
+    subprocess.run([sys.executable, "-m", "restyler", "eval", "--model", "models/weights/tiles", "--game",
                     "tile_game:recordable", "--seeds", "1000:1001", "--frames", "8", "--rows", "input,student",
                     "--drift-frames", "0", "--worlds", str(tmp_path), "--json", str(out)],
                    check=True, cwd=ROOT, env=env, capture_output=True)

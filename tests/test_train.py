@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from models.io import checkpoint
 from models.recipe.loop import TrainConfig, TrainError, batch_indices, lr_at, stretch_note
 from models.recipe.run import run_stage
-from cli.main import main as cli_main
+from restyler.main import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = {"sunny summer": ["sunny summer day", "bright summer afternoon"],
@@ -87,7 +87,7 @@ def test_two_gloo_processes_take_the_steps_of_one_process_with_the_whole_batch(s
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "cli", "train", "teacher", "--data", str(synthetic_clips), "--out", str(ddp), "--size", "tiny",
+         "-m", "restyler", "train", "teacher", "--data", str(synthetic_clips), "--out", str(ddp), "--size", "tiny",
          "--steps", "3", "--batch", "4", "--device", "cpu"],
         env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -293,7 +293,7 @@ def test_make_train_v2_runs_its_profile_end_to_end(tmp_path):
     assert sorted(p.name for p in shipped.iterdir()) == ["regression.json", "regression.safetensors", "teacher.json",
                                                          "teacher.safetensors"]
     assert {str(t.dtype) for t in load_file(str(shipped / "teacher.safetensors")).values()} == {"torch.float16"}
-    rescored = subprocess.run([sys.executable, "-m", "cli", "eval", "--model", str(shipped), "--seeds", "1000:1001",
+    rescored = subprocess.run([sys.executable, "-m", "restyler", "eval", "--model", str(shipped), "--seeds", "1000:1001",
                                "--frames", "8", "--teacher-steps", "2", "--rows", "input,regression,teacher",
                                "--worlds", str(tmp_path / "worlds"), "--json", str(tmp_path / "shipped.json")],
                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

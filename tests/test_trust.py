@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from bridge.video import Mp4Writer, read_video
-from cli import main as cli
+from restyler import main as cli
 
 
 def run_main(argv: list[str]) -> int:

@@ -84,8 +84,8 @@ def test_the_wheel_carries_every_shader_page_and_the_default_model(installed):
 @pytest.mark.slow
 @pytest.mark.shipped
 def test_the_installed_wheel_plays_headless_outside_the_repository(installed):
-    where = _run(installed, "python", "-c", "import cli, models, renderer; print(cli.__file__, models.__file__, "
-                                            "renderer.__file__)")
+    where = _run(installed, "python", "-c", "import restyler, models, renderer; "
+                                            "print(restyler.__file__, models.__file__, renderer.__file__)")
     assert where.returncode == 0, where.stderr
     assert all(str(installed / "venv") in path for path in where.stdout.split()), where.stdout   # not the checkout
 

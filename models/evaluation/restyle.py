@@ -2,7 +2,7 @@
 `input`, `teacher`, `student`, `no_dmd`, `per_frame` and `student_rgb` with psnr / ssim / spectral / blockiness /
 warp_ratio (overall, and per style in the details), the long-stream `drift`, and `style_switch_frames`.
 
-Called by `restyler eval` (cli/evaluate.py), which renders the held-out worlds with the game into recorded-data
+Called by `restyler eval` (restyler/evaluate.py), which renders the held-out worlds with the game into recorded-data
 directories first; this module only reads them (models/ knows nothing of the game). Returns the scores, the
 details behind them, strips, a full-size side-by-side and each row's frames for the caller to write.
 """

@@ -3,7 +3,7 @@
 game itself stood still, and how far its colours moved toward the asked style's palette.
 
 Every function takes videos as float tensors (T, 3, H, W) in [0, 1], the input already brought to the output's size
-(`to_size`); `restyler eval-video` (cli/eval_video.py) restyles a video and calls them.
+(`to_size`); `restyler eval-video` (restyler/eval_video.py) restyles a video and calls them.
 """
 
 from __future__ import annotations

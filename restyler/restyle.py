@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.args import (PROG, add_device, add_model, add_precision, add_steps, default_style, error, mp4_path,
+from restyler.args import (PROG, add_device, add_model, add_precision, add_steps, default_style, error, mp4_path,
                       precision_for, style_prompt)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cli.args import (PROG, add_model, add_precision, add_serve, add_steps, add_worker, default_style, error,
+from restyler.args import (PROG, add_model, add_precision, add_serve, add_steps, add_worker, default_style, error,
                       has_display, mp4_path, parse_region, positive_float, start_server, style_prompt)
 
 

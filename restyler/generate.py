@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.args import PROG, add_device, add_model, error, mp4_path, non_negative_int, positive_int, style_prompt
+from restyler.args import PROG, add_device, add_model, error, mp4_path, non_negative_int, positive_int, style_prompt
 from renderer import GENERATION_MODEL
 
 

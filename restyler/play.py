@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cli.args import (PROG, add_model, add_precision, add_serve, add_steps, add_worker, cuda_available, error,
+from restyler.args import (PROG, add_model, add_precision, add_serve, add_steps, add_worker, cuda_available, error,
                       has_display, non_negative_int, parse_size, positive_float, start_server, style_prompt)
 from renderer import DEFAULT_MODEL
 

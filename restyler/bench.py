@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.args import (add_device, add_game, add_model, add_precision, add_steps, add_worker, error, parse_size,
+from restyler.args import (add_device, add_game, add_model, add_precision, add_steps, add_worker, error, parse_size,
                       positive_float, positive_int)
 
 

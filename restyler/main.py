@@ -1,4 +1,4 @@
-"""The `restyler` command line (also `python -m cli`): the one place that ties game, bridge, models and renderer
+"""The `restyler` command line (also `python -m restyler`): the one place that ties game, bridge, models and renderer
 together. One module per command builds its own options (`add_parser`) and runs it (`run`); this module assembles
 them. Every handler imports its heavy dependencies when it runs, so `restyler --help` and argument errors stay
 instant (no torch, no GL).
@@ -10,8 +10,8 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from cli import bench, capture, eval_video, evaluate, generate, play, record_data, restyle, train
-from cli.args import EXIT_USAGE, PROG, error
+from restyler import bench, capture, eval_video, evaluate, generate, play, record_data, restyle, train
+from restyler.args import EXIT_USAGE, PROG, error
 
 # In the order `restyler --help` lists them.
 COMMANDS = (play, capture, restyle, record_data, train, evaluate, eval_video, bench, generate)

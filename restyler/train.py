@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.args import (add_device, add_precision, add_sampler_options, error, model_option, positive_float,
+from restyler.args import (add_device, add_precision, add_sampler_options, error, model_option, positive_float,
                       positive_int, probability, sampler_changes)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cli.args import add_game, error, parse_seeds, parse_size, positive_float, positive_int
+from restyler.args import add_game, error, parse_seeds, parse_size, positive_float, positive_int
 
 
 def add_parser(sub) -> None:

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cli.args import add_device, add_model, add_precision, default_style, error, positive_int, style_prompt
+from restyler.args import add_device, add_model, add_precision, default_style, error, positive_int, style_prompt
 
 CALIBRATION_SEEDS = range(1000, 1003)   # the demo game's held-out worlds whose reference frames give the palette
 CALIBRATION_FRAMES = 24

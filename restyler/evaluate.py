@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cli.args import (add_device, add_game, add_model, add_precision, add_sampler_options, cuda_available, error,
+from restyler.args import (add_device, add_game, add_model, add_precision, add_sampler_options, cuda_available, error,
                       parse_seeds, parse_size, positive_float, positive_int, precision_for, sampler_changes)
 
 
