@@ -68,10 +68,9 @@ def _held_out(args: argparse.Namespace, size: tuple[int, int], frames: int, seed
 def run(args: argparse.Namespace) -> int:
     from bridge.recording import RecordError
     from models.evaluation.restyle import EvalError, evaluate, markdown_table
-    from models.io.checkpoint import CheckpointError, config_from_json, exists, load_checkpoint
+    from models.io.checkpoint import CheckpointError
     from models.io.data import DataError
     from models.network.prompt import PromptEncoderError
-    from models.network.streaming import StudentSampler
 
     held_in = [s for s in args.seeds if s < 1000]
     if held_in:
@@ -81,19 +80,7 @@ def run(args: argparse.Namespace) -> int:
     device = "cuda" if args.device == "cuda" or (args.device == "auto" and cuda_available()) else "cpu"
     precision = precision_for(args, device)
     try:
-        # the frame size from whichever network the directory holds; the student's sampler when there is one
-        held = [name for name in ("student", "teacher", "regression") if exists(args.model, name)]
-        if not held:
-            return error("eval", f"{args.model} holds no student, teacher or regression network to score; train "
-                                 f"them with `restyler train teacher|ode|dmd --out {args.model}` (or `restyler "
-                                 "train regression` for the baseline)")
-        meta = load_checkpoint(args.model, held[0])[1]
-        height, width = meta["config"]["frame_size"]
-        changes = sampler_changes(args)
-        if changes and held[0] != "student":
-            return error("eval", f"--timesteps, --refresh, --noise and --reset-every change the student's sampler, "
-                                 f"but {args.model} holds no student")
-        sampler = replace(config_from_json(StudentSampler, meta["sampler"]), **changes) if changes else None
+        held, (width, height), sampler = _what_to_score(args)
         clips = _held_out(args, (width, height), args.frames, args.seeds, "")
         drift = None
         if args.drift_frames > 0 and "student" in held:   # the drift stream is the student's
@@ -112,6 +99,33 @@ def run(args: argparse.Namespace) -> int:
     print(markdown_table(result))
     print(f"{precision.describe()}; wrote {args.json}")
     return 0
+
+
+def _what_to_score(args: argparse.Namespace) -> tuple[list[str], tuple[int, int], Any]:
+    """The networks --model holds (student, teacher, regression, in that order), the frame size (W, H) of the first,
+    and the student's sampler with the command line's changes (None when nothing changes it). Raises EvalError
+    when there is nothing to score, CheckpointError when a config is broken."""
+    from models.evaluation.restyle import EvalError
+    from models.io.checkpoint import config_from_json, exists, load_checkpoint
+    from models.network.loading import network_config
+    from models.network.streaming import StudentSampler
+
+    held = [name for name in ("student", "teacher", "regression") if exists(args.model, name)]
+    if not held:
+        raise EvalError(f"{args.model} holds no student, teacher or regression network to score; train them with "
+                        f"`restyler train teacher|ode|dmd --out {args.model}` (or `restyler train regression` for "
+                        "the baseline)")
+    meta = load_checkpoint(args.model, held[0])[1]
+    height, width = network_config(args.model, held[0], meta).frame_size
+    changes = sampler_changes(args)
+    if changes and held[0] != "student":
+        raise EvalError(f"--timesteps, --refresh, --noise and --reset-every change the student's sampler, but "
+                        f"{args.model} holds no student")
+    sampler = None
+    if changes:
+        saved = config_from_json(StudentSampler, meta.get("sampler"), f"{args.model}/student.json sampler")
+        sampler = replace(saved, **changes)
+    return held, (width, height), sampler
 
 
 def _score_display(args: argparse.Namespace, clips: Path, model_size: tuple[int, int], result: Any,

@@ -193,6 +193,27 @@ def test_a_broken_model_config_names_the_field_and_what_was_expected(key, value,
     assert not (tmp_path / "y.mp4").exists()
 
 
+@pytest.mark.parametrize("key, value, expected", [
+    ("config", None, "the UNetConfig is null"),
+    ("frame_size", "128x128", 'frame_size is "128x128"; expected a list of 2 whole numbers'),
+])
+def test_eval_of_a_broken_model_config_is_one_line_before_any_world_is_rendered(key, value, expected,
+                                                                                 random_v2_model, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(random_v2_model, model)
+    meta = json.loads((model / "student.json").read_text())
+    if key == "config":
+        meta["config"] = value
+    else:
+        meta["config"][key] = value
+    (model / "student.json").write_text(json.dumps(meta))
+    argv = ["eval", "--model", model, "--seeds", "1000:1001", "--json", tmp_path / "e.json",
+            "--worlds", tmp_path / "worlds"]
+    assert run_main(argv) == 2
+    assert expected in one_error_line(capsys)
+    assert not (tmp_path / "e.json").exists() and not (tmp_path / "worlds").exists()
+
+
 @pytest.mark.parametrize("shipped", [False, True])
 def test_damaged_weights_say_so_and_how_to_get_the_file_back(shipped, random_model, tmp_path, capsys, monkeypatch):
     """A truncated weights file is damaged, not missing: restore it (a shipped model with git), not retrain it."""

@@ -55,14 +55,20 @@ def architecture_of(cfg: DiTConfig | UNetConfig) -> dict[str, str]:
     return {"architecture": "unet"} if isinstance(cfg, UNetConfig) else {}
 
 
+def network_config(run: Path | str, name: str, meta: dict[str, Any]) -> DiTConfig | UNetConfig:
+    """The checked config of network `name` from its JSON `meta`: the DiT's, or backbone v2's when the JSON says
+    "architecture": "unet". A CheckpointError names the field that is wrong."""
+    config = UNetConfig if meta.get("architecture") == "unet" else DiTConfig
+    return checkpoint.config_from_json(config, meta.get("config"), f"{run}/{name}.json config")
+
+
 def load_network(run: Path | str, name: str, device: torch.device | str = "cpu", precision: Precision | None = None
                  ) -> tuple[VideoDiT | UNetDiT, dict[str, Any]]:
     """A trained video network (`teacher`, `student_ode`, `student`, `regression`) and its metadata, in eval mode,
     fp32 or in `precision`; the DiT, or backbone v2 when its JSON says "architecture": "unet"."""
     stage = WRITTEN_BY.get(name, name)
     tensors, meta = checkpoint.load_checkpoint(run, name, hint=f"train it with `restyler train {stage} --out {run}`")
-    config = UNetConfig if meta.get("architecture") == "unet" else DiTConfig
-    model = network_for(checkpoint.config_from_json(config, meta.get("config"), f"{run}/{name}.json config"))
+    model = network_for(network_config(run, name, meta))
     checkpoint.load_into(model, {k: v.float() for k, v in tensors.items()}, f"{run}/{name}.safetensors")
     model = model.to(device).eval()
     return (model if precision is None else model.to(precision.dtype)), meta
