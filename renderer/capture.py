@@ -193,15 +193,13 @@ def restyled_frames(source, engine, limit: int | None = None):
 def restyle_file(input_path: Path, output_path: Path, model_dir: Path, style: str, device: str = "auto",
                  steps: int | None = None, progress: bool = True, precision: str = "auto") -> int:
     """Restyle every frame of `input_path` into `output_path` (same size and frame rate, restyled_frames scaled
-    up); returns frames written. An output that is the input is refused (bridge.outputs.OutputError) before
-    anything is read; the video is moved into place when done, or when interrupted with what was done."""
+    up); returns frames written. The video is moved into place when done, or when interrupted with what was done
+    (`restyler restyle` refuses an output that is the input before it calls this)."""
     from tqdm import tqdm
 
     from bridge import VideoFileSource
-    from bridge.outputs import check_outputs
     from bridge.video import Mp4Writer
 
-    check_outputs({"the output": output_path}, {"the input": input_path})
     engine = offline_engine(model_dir, style, device, steps, precision)   # a missing model: one error first
     with VideoFileSource(input_path) as src:
         bar = tqdm(total=src.frame_count or None, unit="frame", desc=f"restyle ({style})", disable=not progress)
